@@ -1,0 +1,5 @@
+"""``python -m returnstudy`` entry point."""
+
+from returnstudy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Locate and read Eurostat tables with their vintage, from a cache or a snapshot directory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from returnstudy.data.cache import default_cache_dir, read_manifest, sha256_file, verified_path
+from returnstudy.data.eurostat import dataset_info, observed_last_updates, read_eurostat_table
+from returnstudy.data.fetch import find_snapshot_file
+
+log = logging.getLogger(__name__)
+
+
+class DataNotAvailableError(FileNotFoundError):
+    """The tables a command needs are neither cached nor in the given directory."""
+
+
+HOW_TO_GET_DATA = (
+    "Get the data first: 'python -m returnstudy fetch' (downloads from Eurostat, needs a network), "
+    "or 'python -m returnstudy fetch --from DIR' to import an offline snapshot such as ../shared/data/eurostat, "
+    "or pass '--data DIR' (library: data_dir=DIR) to read a snapshot directory directly."
+)
+
+
+@dataclass
+class Table:
+    """A parsed Eurostat table and the vintage it came from."""
+
+    code: str
+    data: pd.DataFrame
+    vintage: dict[str, Any] = field(default_factory=dict)
+
+
+def _vintage_from_file(code: str, path: Path, data: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "dataset": code,
+        "source": str(path.resolve()),
+        "source_kind": "directory",
+        "last_update": observed_last_updates(data),
+        "sha256": sha256_file(path),
+        "rows": int(len(data)),
+        "years": [int(data["year"].min()), int(data["year"].max())] if len(data) else None,
+    }
+
+
+def read_table(code: str, data_dir: str | Path | None = None) -> Table:
+    """Read one table from ``data_dir`` (a cache with manifest, or a snapshot directory).
+
+    With ``data_dir=None`` the default cache is used. Raises
+    :class:`DataNotAvailableError` with instructions when the table is absent and
+    :class:`~returnstudy.data.cache.CacheIntegrityError` when a cached file changed.
+    """
+    dataset_info(code)
+    directory = Path(data_dir) if data_dir is not None else default_cache_dir()
+    manifest = read_manifest(directory) if directory.is_dir() else {}
+    if code in manifest:
+        entry = manifest[code]
+        path = verified_path(directory, code, entry)
+        data = read_eurostat_table(path, dataset=code)
+        vintage = {k: entry[k] for k in ("dataset", "source", "source_kind", "retrieved_at", "last_update", "sha256", "rows", "years") if k in entry}
+        return Table(code, data, vintage)
+    path = find_snapshot_file(directory, code) if directory.is_dir() else None
+    if path is None:
+        where = "the cache" if data_dir is None else "the data directory"
+        raise DataNotAvailableError(f"table {code} not found in {where} {directory}. {HOW_TO_GET_DATA}")
+    data = read_eurostat_table(path, dataset=code)
+    return Table(code, data, _vintage_from_file(code, path, data))
+
+
+def has_table(code: str, data_dir: str | Path | None = None) -> bool:
+    directory = Path(data_dir) if data_dir is not None else default_cache_dir()
+    if not directory.is_dir():
+        return False
+    return code in read_manifest(directory) or find_snapshot_file(directory, code) is not None

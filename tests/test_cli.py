@@ -1,0 +1,71 @@
+"""The command-line interface: help texts, exit codes, the panel subcommand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from returnstudy.cli import _parser, main
+
+SUBCOMMANDS = ["fetch", "panel"]
+
+
+def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in out
+
+
+def test_every_subcommand_has_help_with_examples() -> None:
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(SUBCOMMANDS) <= set(sub.choices)
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "examples:" in text, name
+        assert f"returnstudy {name}" in text, name
+
+
+def test_no_data_exits_nonzero_quickly_with_instructions(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "returnstudy", "panel", "--no-treatments", "--summary"],
+        capture_output=True, text=True, env={"RETURNSTUDY_DATA_DIR": str(tmp_path / "empty"), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 3
+    assert "fetch --from DIR" in r.stderr and "Traceback" not in r.stderr
+    assert time.monotonic() - t0 < 30
+
+
+def test_fetch_from_then_panel_from_cache(tmp_path: Path, eurostat_dir: Path, capsys) -> None:
+    cache = tmp_path / "cache"
+    assert main(["fetch", "--from", str(eurostat_dir), "--cache", str(cache)]) == 0
+    assert main(["fetch", "--list", "--cache", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "migr_eirtn" in out and "20/09/24 23:00:00 (12672 rows)" in out
+
+
+def test_panel_out_writes_the_same_table(tmp_path: Path, eurostat_dir: Path) -> None:
+    out = tmp_path / "panel.csv"
+    assert main(["panel", "--data", str(eurostat_dir), "--years", "2014", "2015", "--no-treatments", "--out", str(out)]) == 0
+    written = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    from returnstudy.panel import load_panel
+
+    direct = load_panel(eurostat_dir, years=(2014, 2015))
+    assert len(written) == len(direct)
+    assert written["orders"].sum() == direct["orders"].sum()
+    assert "NA" in set(written["citizen"])
+
+
+def test_bad_argument_names_the_problem(eurostat_dir: Path, capsys) -> None:
+    code = main(["fetch", "--datasets", "migr_bogus", "--from", str(eurostat_dir)])
+    assert code == 1
+    assert "unknown Eurostat dataset 'migr_bogus'" in capsys.readouterr().err
