@@ -1,0 +1,227 @@
+"""Checks of the bilateral readmission-framework tables in ``data/agreements/``.
+
+The tables are hand-curated from public sources (see ``data/agreements/BILATERAL_SOURCES.md``).
+These tests guard their internal consistency (codes, dates, keys, coverage) and pin a few rows
+whose dates were read in the cited source, so an accidental edit of a verified date fails.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+AGREEMENTS = DATA / "agreements"
+FRAMEWORKS = AGREEMENTS / "bilateral_frameworks.csv"
+COVERAGE = AGREEMENTS / "bilateral_coverage.csv"
+
+FRAMEWORK_COLUMNS = [
+    "framework_id", "geo", "citizen", "type", "name", "signed", "in_force",
+    "source_url", "verified", "notes",
+]
+COVERAGE_COLUMNS = ["geo", "citizen", "researched", "result", "checked_sources", "notes"]
+TYPES = {
+    "standard_readmission_agreement",
+    "implementing_protocol",
+    "nonstandard_arrangement",
+    "partnership_readmission_clause",
+}
+EU_PLUS = set(
+    "AT BE BG CH CY CZ DE DK EE EL ES FI FR HR HU IE IS IT LI LT LU LV MT NL NO PL PT RO SE SI SK UK".split()
+)
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+BINDING = re.compile(r"^binding=(yes|no|unknown)(;|$)")
+
+
+def _read(path: Path) -> pd.DataFrame:
+    # keep_default_na=False: an empty date is "", never NaN; dtype=str: codes such as "NA" stay strings
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def frameworks() -> pd.DataFrame:
+    return _read(FRAMEWORKS)
+
+
+@pytest.fixture(scope="module")
+def coverage() -> pd.DataFrame:
+    return _read(COVERAGE)
+
+
+@pytest.fixture(scope="module")
+def third_country_codes() -> set[str]:
+    codes = _read(DATA / "codes" / "citizenships.csv")
+    keep = (codes["kind"] == "country") & (codes["eu_plus"].str.lower() == "false")
+    return set(codes.loc[keep, "code"])
+
+
+def _parse(values: pd.Series, label: str) -> pd.Series:
+    bad = values[(values != "") & ~values.str.match(ISO_DATE)]
+    assert bad.empty, f"{label}: not YYYY-MM-DD in rows {bad.to_dict()}"
+    parsed = pd.to_datetime(values.replace("", None), format="%Y-%m-%d", errors="coerce")
+    invalid = values[(values != "") & parsed.isna()]
+    assert invalid.empty, f"{label}: impossible calendar dates {invalid.to_dict()}"
+    return parsed
+
+
+# ---------------------------------------------------------------- frameworks
+
+
+def test_framework_columns_exact(frameworks: pd.DataFrame) -> None:
+    assert list(frameworks.columns) == FRAMEWORK_COLUMNS
+
+
+def test_framework_ids_unique_and_well_formed(frameworks: pd.DataFrame) -> None:
+    assert frameworks["framework_id"].is_unique
+    expected = frameworks["geo"] + "-" + frameworks["citizen"] + "-"
+    ok = [fid.startswith(pre) and fid[len(pre):].isdigit() for fid, pre in zip(frameworks["framework_id"], expected)]
+    assert all(ok), frameworks.loc[[not x for x in ok], "framework_id"].tolist()
+
+
+def test_dates_parse_and_signed_not_after_in_force(frameworks: pd.DataFrame) -> None:
+    signed = _parse(frameworks["signed"], "signed")
+    in_force = _parse(frameworks["in_force"], "in_force")
+    both = signed.notna() & in_force.notna()
+    late = frameworks.loc[both & (signed > in_force), ["framework_id", "signed", "in_force"]]
+    assert late.empty, late.to_string()
+    assert (signed.dropna().dt.year >= 1950).all() and (signed.dropna().dt.year <= 2030).all()
+
+
+def test_geo_is_eu_plus_and_matches_code_list(frameworks: pd.DataFrame) -> None:
+    assert set(frameworks["geo"]) <= EU_PLUS, set(frameworks["geo"]) - EU_PLUS
+    reporting = _read(DATA / "codes" / "reporting_countries.csv")
+    study_group = set(reporting.loc[reporting["in_eu_plus"].str.lower() == "true", "geo"])
+    assert set(frameworks["geo"]) <= study_group
+
+
+def test_citizen_is_a_third_country_code(frameworks: pd.DataFrame, third_country_codes: set[str]) -> None:
+    unknown = set(frameworks["citizen"]) - third_country_codes
+    assert not unknown, f"not a third-country Eurostat code: {sorted(unknown)}"
+    assert not set(frameworks["citizen"]) & EU_PLUS
+    # Eurostat spellings: Greece is EL, the United Kingdom UK, Kosovo XK (never GR, GB)
+    assert not {"GR", "GB"} & (set(frameworks["geo"]) | set(frameworks["citizen"]))
+
+
+def test_type_in_allowed_set(frameworks: pd.DataFrame) -> None:
+    assert set(frameworks["type"]) <= TYPES, set(frameworks["type"]) - TYPES
+
+
+def test_no_duplicate_keys(frameworks: pd.DataFrame) -> None:
+    key = ["geo", "citizen", "type", "signed"]
+    dup = frameworks[frameworks.duplicated(key, keep=False)]
+    assert dup.empty, dup[["framework_id", *key]].to_string()
+
+
+def test_every_row_has_a_source_and_a_name(frameworks: pd.DataFrame) -> None:
+    assert frameworks["source_url"].str.match(r"^https?://\S+$").all()
+    assert (frameworks["name"].str.strip() != "").all()
+
+
+def test_verified_flag_and_binding_token(frameworks: pd.DataFrame) -> None:
+    assert set(frameworks["verified"]) <= {"true", "false"}
+    assert frameworks["notes"].str.match(BINDING).all(), frameworks.loc[
+        ~frameworks["notes"].str.match(BINDING), "framework_id"
+    ].tolist()
+    # a verified row carries at least one date (the one that was read in the source)
+    verified = frameworks["verified"] == "true"
+    undated = verified & (frameworks["signed"] == "") & (frameworks["in_force"] == "")
+    assert not undated.any(), frameworks.loc[undated, "framework_id"].tolist()
+
+
+def test_first_of_month_dates_are_flagged_when_imprecise(frameworks: pd.DataFrame) -> None:
+    # a YYYY-01-01 signature is almost always a year-only placeholder: it must say so
+    jan1 = frameworks["signed"].str.endswith("-01-01")
+    flagged = frameworks["notes"].str.contains("date precision: (?:year|month)", regex=True)
+    assert not (jan1 & ~flagged).any(), frameworks.loc[jan1 & ~flagged, "framework_id"].tolist()
+
+
+def test_benelux_instruments_cover_all_three_states(frameworks: pd.DataFrame) -> None:
+    bx = frameworks[frameworks["notes"].str.contains("Benelux joint instrument")]
+    per_instrument = bx.groupby(["citizen", "type", "signed"])["geo"].apply(frozenset)
+    assert (per_instrument == frozenset({"BE", "LU", "NL"})).all(), per_instrument.to_string()
+
+
+# ---------------------------------------------------------------- coverage
+
+
+def test_coverage_columns_and_values(coverage: pd.DataFrame) -> None:
+    assert list(coverage.columns) == COVERAGE_COLUMNS
+    assert set(coverage["researched"]) == {"true"}  # only researched pairs are listed
+    assert set(coverage["result"]) <= {"agreement_found", "none_found"}
+    assert (coverage["checked_sources"].str.strip() != "").all()
+    assert not coverage.duplicated(["geo", "citizen"]).any()
+
+
+def test_coverage_codes(coverage: pd.DataFrame, third_country_codes: set[str]) -> None:
+    assert set(coverage["geo"]) <= EU_PLUS
+    assert set(coverage["citizen"]) <= third_country_codes
+
+
+def test_coverage_matches_frameworks(frameworks: pd.DataFrame, coverage: pd.DataFrame) -> None:
+    pairs = set(zip(frameworks["geo"], frameworks["citizen"]))
+    found = coverage[coverage["result"] == "agreement_found"]
+    found_pairs = set(zip(found["geo"], found["citizen"]))
+    none_pairs = set(zip(coverage.loc[coverage["result"] == "none_found", "geo"],
+                         coverage.loc[coverage["result"] == "none_found", "citizen"]))
+    assert pairs <= found_pairs, f"agreement pairs missing from coverage: {sorted(pairs - found_pairs)}"
+    assert found_pairs <= pairs, f"agreement_found without a framework row: {sorted(found_pairs - pairs)}"
+    assert not pairs & none_pairs
+
+
+def test_coverage_lists_every_cited_source(frameworks: pd.DataFrame, coverage: pd.DataFrame) -> None:
+    sources = coverage.set_index(["geo", "citizen"])["checked_sources"].str.split(" ; ")
+    for row in frameworks.itertuples():
+        assert row.source_url in sources[(row.geo, row.citizen)], row.framework_id
+
+
+# ---------------------------------------------------------------- spot checks of verified rows
+
+
+def _one(frameworks: pd.DataFrame, geo: str, citizen: str, type_: str, signed: str) -> pd.Series:
+    hit = frameworks[
+        (frameworks["geo"] == geo) & (frameworks["citizen"] == citizen)
+        & (frameworks["type"] == type_) & (frameworks["signed"] == signed)
+    ]
+    assert len(hit) == 1, f"{geo}-{citizen} {type_} signed {signed}: {len(hit)} rows"
+    return hit.iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("geo", "citizen", "type_", "signed", "in_force"),
+    [
+        # Spain-Morocco: signed Madrid 13 Feb 1992, in force only 21 Oct 2012
+        ("ES", "MA", "standard_readmission_agreement", "1992-02-13", "2012-10-21"),
+        # Germany-Vietnam: signed Berlin 21 Jul 1995, in force 21 Sep 1995 (BGBl. notice of 6 Sep 1995)
+        ("DE", "VN", "standard_readmission_agreement", "1995-07-21", "1995-09-21"),
+        # Switzerland-Algeria: concluded 3 Jun 2006, in force by exchange of notes 26 Nov 2007
+        ("CH", "DZ", "standard_readmission_agreement", "2006-06-03", "2007-11-26"),
+        # France-Tunisia concerted-management framework agreement: 28 Apr 2008, in force 1 Jul 2009
+        ("FR", "TN", "partnership_readmission_clause", "2008-04-28", "2009-07-01"),
+        # Norway-Ethiopia MoU: signed and in force 26 Jan 2012
+        ("NO", "ET", "nonstandard_arrangement", "2012-01-26", "2012-01-26"),
+        # Sweden-Kosovo: signed Pristina 4 Oct 2011 (not the 7 Jul 2011 government decision), in force 1 Jan 2012
+        ("SE", "XK", "standard_readmission_agreement", "2011-10-04", "2012-01-01"),
+        # Germany-Serbia implementing protocol: signed 29 Mar 2011, in force 22 Nov 2011
+        ("DE", "RS", "implementing_protocol", "2011-03-29", "2011-11-22"),
+    ],
+)
+def test_verified_dates(frameworks: pd.DataFrame, geo: str, citizen: str, type_: str,
+                        signed: str, in_force: str) -> None:
+    row = _one(frameworks, geo, citizen, type_, signed)
+    assert row["in_force"] == in_force
+    assert row["verified"] == "true"
+
+
+def test_spot_check_undated_in_force_and_corrections(frameworks: pd.DataFrame) -> None:
+    # Sweden-Afghanistan MoU of 5 Oct 2016 and the Italy-Egypt agreement of 9 Jan 2007: signature only
+    assert _one(frameworks, "SE", "AF", "nonstandard_arrangement", "2016-10-05")["in_force"] == ""
+    assert _one(frameworks, "IT", "EG", "standard_readmission_agreement", "2007-01-09")["verified"] == "true"
+    # Benelux-Georgia implementing protocol: 2013, not the 2023 of the unverified starting list
+    ge = frameworks[(frameworks["citizen"] == "GE") & (frameworks["type"] == "implementing_protocol")]
+    assert set(ge["geo"]) == {"BE", "LU", "NL"} and set(ge["signed"]) == {"2013-09-05"}
+    # Benelux-Bosnia agreement: one signature, entry into force differing by state
+    ba = frameworks[(frameworks["citizen"] == "BA") & (frameworks["signed"] == "2006-07-19")]
+    assert dict(zip(ba["geo"], ba["in_force"])) == {"BE": "2008-12-01", "LU": "2007-11-01", "NL": "2008-05-01"}

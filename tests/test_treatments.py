@@ -1,0 +1,501 @@
+"""Treatment coding: known corridors, switch-on rules, participation, bilateral tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from returnstudy.paths import project_data_dir
+from returnstudy.treatments import (
+    TREATMENT_TYPES,
+    add_treatments,
+    load_agreements,
+    treatment_summary,
+)
+
+EU_FILES = (
+    "eu_readmission_agreements.csv",
+    "eu_participation.csv",
+    "eu_nonbinding_arrangements.csv",
+    "visa_events.csv",
+)
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agreements"
+GEOS = ["NL", "DK", "NO", "UK", "HR", "IE", "DE", "EL", "BG", "CH"]
+CITIZENS = ["AM", "PK", "UA", "TR", "XK", "AF", "MA", "NG", "BY", "HK", "RS"]
+YEARS = list(range(2008, 2022))
+
+
+def _make_dir(tmp_path: Path, bilateral: bool = True) -> Path:
+    """Agreements dir = the project's EU tables + the bilateral test fixtures."""
+    d = tmp_path / "agreements"
+    d.mkdir()
+    src = project_data_dir() / "agreements"
+    for f in EU_FILES:
+        shutil.copy(src / f, d / f)
+    if bilateral:
+        for f in ("bilateral_frameworks.csv", "bilateral_coverage.csv"):
+            shutil.copy(FIXTURES / f, d / f)
+    return d
+
+
+def _panel(geos=GEOS, citizens=CITIZENS, years=YEARS) -> pd.DataFrame:
+    idx = pd.MultiIndex.from_product([geos, citizens, years], names=["geo", "citizen", "year"])
+    p = idx.to_frame(index=False)
+    p["year"] = p["year"].astype("int64")
+    p["corridor"] = p["geo"] + "-" + p["citizen"]
+    rng = np.random.default_rng(7)
+    p["orders"] = rng.integers(0, 500, len(p)).astype("float64")
+    p["returns"] = np.floor(p["orders"] * 0.4)
+    p.attrs["vintage"] = {"migr_eiord": {"last_update": "test"}}
+    return p
+
+
+@pytest.fixture()
+def adir(tmp_path: Path) -> Path:
+    return _make_dir(tmp_path)
+
+
+@pytest.fixture()
+def panel() -> pd.DataFrame:
+    return _panel()
+
+
+def _series(df: pd.DataFrame, geo: str, citizen: str, col: str) -> pd.Series:
+    s = df.loc[(df["geo"] == geo) & (df["citizen"] == citizen)].set_index("year")[col]
+    return s
+
+
+# ---------------------------------------------------------------- known corridors
+
+
+def test_nl_am_eu_agreement_from_2014(panel, adir):
+    out = add_treatments(panel, agreements_dir=adir)
+    v = _series(out, "NL", "AM", "eu_agreement")
+    assert v.loc[2013] == 0.0 and v.loc[2014] == 1.0 and v.loc[2015] == 1.0
+    assert (v.loc[2008:2013] == 0).all() and (v.loc[2014:] == 1).all()
+    coh = _series(out, "NL", "AM", "eu_agreement_cohort")
+    assert (coh == 2014).all()
+    ys = _series(out, "NL", "AM", "eu_agreement_years_since")
+    assert ys.loc[2014] == 0 and ys.loc[2015] == 1 and ys.loc[2012] == -2
+
+
+@pytest.mark.parametrize("geo", ["DK", "NO", "CH"])
+def test_non_parties_never_treated(panel, adir, geo):
+    out = add_treatments(panel, agreements_dir=adir)
+    for cit in ("AM", "PK", "UA", "TR"):
+        assert (_series(out, geo, cit, "eu_agreement") == 0).all()
+        assert _series(out, geo, cit, "eu_agreement_cohort").isna().all()
+        assert _series(out, geo, cit, "eu_agreement_years_since").isna().all()
+
+
+def test_uk_opt_in_and_exit(panel, adir):
+    out = add_treatments(panel, agreements_dir=adir)
+    pk = _series(out, "UK", "PK", "eu_agreement")
+    assert pk.loc[2009] == 0 and (pk.loc[2010:2020] == 1).all() and pk.loc[2021] == 0
+    assert (_series(out, "UK", "PK", "eu_agreement_cohort") == 2010).all()
+    # the UK did not opt into the Armenia or Belarus agreements
+    assert (_series(out, "UK", "AM", "eu_agreement") == 0).all()
+    assert (_series(out, "UK", "BY", "eu_agreement") == 0).all()
+    tr = _series(out, "UK", "TR", "eu_agreement")
+    assert tr.loc[2013] == 0 and (tr.loc[2014:2020] == 1).all() and tr.loc[2021] == 0
+    early = add_treatments(panel, agreements_dir=adir, uk_in_eu_until=2018)
+    pk2 = _series(early, "UK", "PK", "eu_agreement")
+    assert (pk2.loc[2010:2018] == 1).all() and (pk2.loc[2019:] == 0).all()
+    assert early.attrs["treatment_coding"]["uk_in_eu_until"] == 2018
+
+
+def test_late_joiner_croatia(panel, adir):
+    out = add_treatments(panel, agreements_dir=adir)
+    ua = _series(out, "HR", "UA", "eu_agreement")
+    assert (ua.loc[:2012] == 0).all() and (ua.loc[2013:] == 1).all()
+    assert (_series(out, "HR", "UA", "eu_agreement_cohort") == 2013).all()
+    # NL bound since entry into force 2008-01-01
+    assert (_series(out, "NL", "UA", "eu_agreement_cohort") == 2008).all()
+    sh = add_treatments(panel, rule="share_of_year", agreements_dir=adir)
+    # 1 July - 31 December 2013 = 184 days
+    assert _series(sh, "HR", "UA", "eu_agreement").loc[2013] == pytest.approx(184 / 365)
+    ff = add_treatments(panel, rule="first_full_year", agreements_dir=adir)
+    assert (_series(ff, "HR", "UA", "eu_agreement_cohort") == 2014).all()
+    assert _series(ff, "HR", "UA", "eu_agreement").loc[2013] == 0
+
+
+def test_bulgaria_russia_accession_before_entry_into_force(adir):
+    p = _panel(geos=["BG"], citizens=["RU", "HK"], years=list(range(2004, 2010)))
+    sh = add_treatments(p, rule="share_of_year", agreements_dir=adir)
+    # RU agreement in force 2007-06-01, BG member from 2007-01-01: 214 days of 2007
+    assert _series(sh, "BG", "RU", "eu_agreement").loc[2007] == pytest.approx(214 / 365)
+    # HK in force 2004-03-01 but BG bound only from accession 2007-01-01
+    hk = _series(sh, "BG", "HK", "eu_agreement")
+    assert (hk.loc[:2006] == 0).all() and (hk.loc[2007:] == 1).all()
+
+
+def test_turkey_share_and_first_full_year(panel, adir):
+    sh = add_treatments(panel, rule="share_of_year", agreements_dir=adir)
+    tr = _series(sh, "NL", "TR", "eu_agreement")
+    assert tr.loc[2014] == pytest.approx(92 / 365)
+    assert tr.loc[2013] == 0 and tr.loc[2015] == 1.0
+    assert (_series(sh, "NL", "TR", "eu_agreement_cohort") == 2014).all()
+    ff = add_treatments(panel, rule="first_full_year", agreements_dir=adir)
+    trf = _series(ff, "NL", "TR", "eu_agreement")
+    assert trf.loc[2014] == 0 and trf.loc[2015] == 1
+    assert (_series(ff, "NL", "TR", "eu_agreement_cohort") == 2015).all()
+    assert _series(ff, "NL", "TR", "eu_agreement_years_since").loc[2015] == 0
+    cy = add_treatments(panel, rule="calendar_year", agreements_dir=adir)
+    assert (_series(cy, "NL", "TR", "eu_agreement_cohort") == 2014).all()
+
+
+def test_ireland_opt_ins(panel, adir):
+    out = add_treatments(panel, agreements_dir=adir)
+    pk = _series(out, "IE", "PK", "eu_agreement")
+    assert (pk.loc[:2013] == 0).all() and (pk.loc[2014:] == 1).all()
+    assert (_series(out, "IE", "HK", "eu_agreement") == 1).all()  # opted in from 2004
+    for cit in ("UA", "TR", "AM", "BY"):
+        assert (_series(out, "IE", cit, "eu_agreement") == 0).all(), cit
+
+
+def test_kosovo_not_covered_by_serbia_agreement(panel, adir):
+    out = add_treatments(panel, agreements_dir=adir)
+    assert (_series(out, "NL", "XK", "eu_agreement") == 0).all()
+    assert (_series(out, "NL", "RS", "eu_agreement") == 1).all()
+
+
+def test_eu_nonbinding_participation(panel, adir):
+    out = add_treatments(panel, agreements_dir=adir)
+    for geo in ("NL", "DK", "IE", "UK"):
+        af = _series(out, geo, "AF", "eu_nonbinding")
+        assert (af.loc[:2015] == 0).all() and (af.loc[2016:2020] == 1).all(), geo
+    assert _series(out, "UK", "AF", "eu_nonbinding").loc[2021] == 0
+    assert _series(out, "NL", "AF", "eu_nonbinding").loc[2021] == 1
+    assert (_series(out, "NO", "AF", "eu_nonbinding") == 0).all()
+    assert (_series(out, "CH", "AF", "eu_nonbinding") == 0).all()
+    sh = add_treatments(panel, rule="share_of_year", agreements_dir=adir)
+    # Joint Way Forward from 2016-10-02: 91 days of leap year 2016
+    assert _series(sh, "DK", "AF", "eu_nonbinding").loc[2016] == pytest.approx(91 / 366)
+
+
+# ---------------------------------------------------------------- bilateral
+
+
+def test_bilateral_binding_each_rule(panel, adir):
+    cy = add_treatments(panel, agreements_dir=adir)
+    b = _series(cy, "NL", "MA", "bilateral_binding")
+    assert b.loc[2010] == 0 and (b.loc[2011:] == 1).all()
+    assert (_series(cy, "NL", "MA", "bilateral_binding_cohort") == 2011).all()
+    sh = add_treatments(panel, rule="share_of_year", agreements_dir=adir)
+    # 15 July - 31 December 2011 = 17 + 31 + 30 + 31 + 30 + 31 = 170 days
+    assert _series(sh, "NL", "MA", "bilateral_binding").loc[2011] == pytest.approx(170 / 365)
+    assert _series(sh, "NL", "MA", "bilateral_binding").loc[2012] == 1.0
+    ff = add_treatments(panel, rule="first_full_year", agreements_dir=adir)
+    fb = _series(ff, "NL", "MA", "bilateral_binding")
+    assert fb.loc[2011] == 0 and fb.loc[2012] == 1
+    assert (_series(ff, "NL", "MA", "bilateral_binding_cohort") == 2012).all()
+    # a framework in force on 1 January is a full year under every rule
+    for df in (cy, sh, ff):
+        nb = _series(df, "NL", "MA", "bilateral_nonbinding")
+        assert nb.loc[2014] == 0 and nb.loc[2015] == 1
+        assert (_series(df, "NL", "MA", "bilateral_nonbinding_cohort") == 2015).all()
+    # in force before the panel window: cohort 2002, years_since 6 in 2008
+    assert (_series(cy, "EL", "TR", "bilateral_binding_cohort") == 2002).all()
+    assert _series(cy, "EL", "TR", "bilateral_binding_years_since").loc[2008] == 6
+
+
+def test_bilateral_nonbinding_start_option(panel, adir):
+    signed = add_treatments(panel, rule="share_of_year", agreements_dir=adir, nonbinding_start="signed")
+    s = _series(signed, "DE", "MA", "bilateral_nonbinding")
+    # from signature 2016-03-01: 306 days of leap year 2016
+    assert s.loc[2015] == 0 and s.loc[2016] == pytest.approx(306 / 366) and s.loc[2017] == 1
+    inf = add_treatments(panel, agreements_dir=adir, nonbinding_start="in_force")
+    assert (_series(inf, "DE", "MA", "bilateral_nonbinding") == 0).all()
+    assert _series(inf, "DE", "MA", "bilateral_nonbinding_cohort").isna().all()
+
+
+def test_binding_without_in_force_starts_at_signature_or_not_at_all(panel, adir, caplog):
+    signed = pd.read_csv(adir / "bilateral_frameworks.csv", dtype=str, keep_default_na=False).query(
+        "geo == 'DE' and citizen == 'NG'"
+    )["signed"].iloc[0]
+    year = int(signed[:4])
+    with caplog.at_level(logging.INFO, logger="returnstudy.treatments"):
+        out = add_treatments(panel, agreements_dir=adir)
+    s = _series(out, "DE", "NG", "bilateral_binding")
+    assert (s.loc[: year - 1] == 0).all() and (s.loc[year:] == 1).all()
+    assert "binding_started_at_signature = 1" in caplog.text
+    assert out.attrs["treatment_coding"]["bilateral_dropped"]["binding_started_at_signature"] == 1
+    strict = add_treatments(panel, agreements_dir=adir, binding_start="in_force")
+    assert (_series(strict, "DE", "NG", "bilateral_binding") == 0).all()
+    assert strict.attrs["treatment_coding"]["bilateral_dropped"]["binding_without_start"] == 1
+    with pytest.raises(ValueError, match="binding_start must be"):
+        add_treatments(panel, agreements_dir=adir, binding_start="whenever")
+
+
+def test_binding_token_in_notes_decides_for_other_types(panel, adir, tmp_path):
+    import shutil
+
+    d = tmp_path / "agr"
+    shutil.copytree(adir, d)
+    fw = pd.read_csv(d / "bilateral_frameworks.csv", dtype=str, keep_default_na=False)
+    nonstd = fw.index[fw["type"] == "nonstandard_arrangement"][0]
+    geo, cit = fw.at[nonstd, "geo"], fw.at[nonstd, "citizen"]
+    fw.at[nonstd, "notes"] = "binding=yes; exchange of notes with treaty status"
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    out = add_treatments(panel, agreements_dir=d)
+    assert _series(out, geo, cit, "bilateral_binding").max() == 1
+    fw.at[nonstd, "notes"] = "binding=unknown"
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    by_type = add_treatments(panel, agreements_dir=d)
+    dropped = add_treatments(panel, agreements_dir=d, unknown_binding="drop")
+    assert _series(by_type, geo, cit, "bilateral_nonbinding").max() == 1
+    assert _series(dropped, geo, cit, "bilateral_nonbinding").max() == 0
+    other = fw["type"].isin(["nonstandard_arrangement", "partnership_readmission_clause"])
+    unknown = ~fw["notes"].str.match(r"\s*binding=(yes|no)\b")
+    assert dropped.attrs["treatment_coding"]["bilateral_dropped"]["unknown_binding_excluded"] == int((other & unknown).sum()) >= 1
+
+
+def test_protocols_option(panel, adir):
+    on = add_treatments(panel, agreements_dir=adir, protocols_as_binding=True)
+    p = _series(on, "NL", "AM", "bilateral_binding")
+    assert p.loc[2017] == 0 and (p.loc[2018:] == 1).all()
+    off = add_treatments(panel, agreements_dir=adir, protocols_as_binding=False)
+    assert (_series(off, "NL", "AM", "bilateral_binding") == 0).all()
+    # EU agreement coding is unaffected by the protocol option
+    pd.testing.assert_series_equal(on["eu_agreement"], off["eu_agreement"])
+
+
+def test_bilateral_researched_flag(panel, adir):
+    out = add_treatments(panel, agreements_dir=adir)
+    assert _series(out, "NL", "AF", "bilateral_researched").all()  # none_found still counts as researched
+    assert not _series(out, "DE", "AF", "bilateral_researched").any()
+    assert not _series(out, "DK", "PK", "bilateral_researched").any()
+    n_researched_pairs = out.loc[out["bilateral_researched"], ["geo", "citizen"]].drop_duplicates().shape[0]
+    assert n_researched_pairs == 6  # 6 researched fixture pairs, all in the panel
+    miss = add_treatments(panel, agreements_dir=adir, unresearched_as_missing=True)
+    assert _series(miss, "DK", "PK", "bilateral_binding").isna().all()
+    assert (_series(miss, "NL", "AF", "bilateral_binding") == 0).all()
+    assert (_series(miss, "NL", "MA", "bilateral_binding").loc[2011:] == 1).all()
+
+
+def test_missing_bilateral_tables_give_unknown(tmp_path, panel, caplog):
+    d = _make_dir(tmp_path, bilateral=False)
+    with caplog.at_level(logging.WARNING, logger="returnstudy.treatments"):
+        out = add_treatments(panel, agreements_dir=d)
+    assert "bilateral" in caplog.text
+    for t in ("bilateral_binding", "bilateral_nonbinding"):
+        assert out[t].isna().all()
+        assert out[f"{t}_cohort"].isna().all()
+    assert not out["bilateral_researched"].any()
+    assert out["eu_agreement"].notna().all()
+    assert out.attrs["treatment_coding"]["bilateral_available"] is False
+
+
+# ---------------------------------------------------------------- contract
+
+
+def test_contract_dtypes_input_untouched_and_attrs(panel, adir):
+    before = panel.copy(deep=True)
+    attrs_before = dict(panel.attrs)
+    out = add_treatments(panel, agreements_dir=adir)
+    pd.testing.assert_frame_equal(panel, before)
+    assert panel.attrs == attrs_before
+    for t in TREATMENT_TYPES:
+        assert out[t].dtype == "float64"
+        assert str(out[f"{t}_cohort"].dtype) == "Int64"
+        assert str(out[f"{t}_years_since"].dtype) == "Int64"
+        treated = out[f"{t}_cohort"].notna()
+        ys = out[f"{t}_years_since"]
+        assert (ys[treated] == out.loc[treated, "year"] - out.loc[treated, f"{t}_cohort"]).all()
+        assert ys[~treated].isna().all()
+    assert out["bilateral_researched"].dtype == bool
+    assert out.attrs["vintage"] == panel.attrs["vintage"]
+    tc = out.attrs["treatment_coding"]
+    assert tc["rule"] == "calendar_year" and tc["protocols_as_binding"] is True
+    for f in EU_FILES + ("bilateral_frameworks.csv", "bilateral_coverage.csv"):
+        assert tc["files"][f] == hashlib.sha256((adir / f).read_bytes()).hexdigest()
+    pd.testing.assert_frame_equal(out[panel.columns], panel)
+
+
+def test_bad_arguments(panel, adir):
+    with pytest.raises(ValueError, match="rule"):
+        add_treatments(panel, rule="monthly", agreements_dir=adir)
+    with pytest.raises(ValueError, match="nonbinding_start"):
+        add_treatments(panel, agreements_dir=adir, nonbinding_start="later")
+    with pytest.raises(KeyError, match="citizen"):
+        add_treatments(panel.drop(columns="citizen"), agreements_dir=adir)
+    with pytest.raises(ValueError, match="duplicate"):
+        add_treatments(pd.concat([panel, panel.head(1)]), agreements_dir=adir)
+
+
+def test_index_and_row_order_preserved(panel, adir):
+    shuffled = panel.sample(frac=1.0, random_state=3).set_index("corridor", append=True)
+    out = add_treatments(shuffled, agreements_dir=adir)
+    assert out.index.equals(shuffled.index)
+    ref = add_treatments(panel, agreements_dir=adir).set_index(["geo", "citizen", "year"])
+    got = out.reset_index().set_index(["geo", "citizen", "year"]).loc[ref.index]
+    for t in TREATMENT_TYPES:
+        np.testing.assert_array_equal(got[t].to_numpy(), ref[t].to_numpy())
+
+
+# ---------------------------------------------------------------- oracle
+
+
+def _oracle_eu(part: dict, agreements: list, geo: str, citizen: str, year: int, uk_until: int) -> int:
+    """Days of ``year`` during which an EU readmission agreement binds geo for citizen.
+
+    Day-by-day set arithmetic on Python dates, written independently of the library."""
+    row = part.get(geo)
+    if row is None or row["binds_eu_agreements"] == "none":
+        return 0
+    days: set[dt.date] = set()
+    for a in agreements:
+        if a["citizen"] != citizen:
+            continue
+        first = max(a["in_force"].date(), row["eu_member_from"].date())
+        if row["binds_eu_agreements"] == "opt_in":
+            if not a[f"{geo.lower()}_opt_in"]:
+                continue
+            bound = a.get(f"{geo.lower()}_bound_from")
+            if bound is not None and not pd.isna(bound):
+                first = max(first, bound.date())
+        last = dt.date(2200, 12, 31)
+        if geo == "UK":
+            last = dt.date(uk_until, 12, 31)
+        elif not pd.isna(row["bound_until"]):
+            last = row["bound_until"].date()
+        elif not pd.isna(row["eu_member_to"]):
+            last = row["eu_member_to"].date()
+        d = max(first, dt.date(year, 1, 1))
+        while d <= min(last, dt.date(year, 12, 31)):
+            days.add(d)
+            d += dt.timedelta(days=1)
+    return len(days)
+
+
+@pytest.mark.parametrize("rule", ["calendar_year", "first_full_year", "share_of_year"])
+def test_eu_agreement_matches_day_by_day_oracle(adir, rule):
+    tables = load_agreements(adir)
+    part = {r["geo"]: r for r in tables["eu_participation"].to_dict("records")}
+    agreements = tables["eu_readmission_agreements"].to_dict("records")
+    geos = ["NL", "DK", "UK", "HR", "IE", "BG", "PL", "NO"]
+    citizens = ["HK", "MO", "RU", "UA", "AM", "AZ", "TR", "CV", "BY", "PK", "XK", "MA"]
+    years = list(range(2003, 2023))
+    p = _panel(geos, citizens, years)
+    out = add_treatments(p, rule=rule, agreements_dir=adir, uk_in_eu_until=2020)
+    for (geo, cit), g in out.groupby(["geo", "citizen"]):
+        cohort = None
+        for yr, val, coh in zip(g["year"], g["eu_agreement"], g["eu_agreement_cohort"]):
+            n = _oracle_eu(part, agreements, geo, cit, int(yr), 2020)
+            ndays = 366 if (yr % 4 == 0 and (yr % 100 != 0 or yr % 400 == 0)) else 365
+            expect = {"calendar_year": float(n > 0), "first_full_year": float(n == ndays),
+                      "share_of_year": n / ndays}[rule]
+            assert val == pytest.approx(expect), (geo, cit, yr)
+            if cohort is None and expect > 0:
+                cohort = int(yr)
+        got = g["eu_agreement_cohort"].dropna().unique()
+        if cohort is None:
+            assert len(got) == 0, (geo, cit)
+        else:
+            # every cohort in this grid falls inside 2003-2022 (HK: 2004)
+            assert list(got) == [cohort], (geo, cit)
+
+
+# ---------------------------------------------------------------- summary
+
+
+def test_treatment_summary_counts(adir):
+    p = _panel(["NL", "DK", "UK"], ["AM", "PK", "TR", "MA"], list(range(2012, 2017)))
+    out = add_treatments(p, agreements_dir=adir)
+    s = treatment_summary(out)
+    assert list(s.index) == list(TREATMENT_TYPES)
+    eu = s.loc["eu_agreement"]
+    # treated: NL-AM (2014-16), NL-PK (12-16), NL-TR (14-16), UK-PK (12-16), UK-TR (14-16)
+    assert eu["corridors"] == 12
+    assert eu["treated_corridors"] == 5
+    assert eu["treated_corridor_years"] == 3 + 5 + 3 + 5 + 3
+    assert eu["exposure"] == 19.0
+    assert eu["cohort_2010"] == 2 and eu["cohort_2014"] == 3
+    assert eu["always_treated"] == 2  # the two PK corridors, cohort 2010 <= 2012
+    assert pd.isna(eu["unresearched_pairs"])
+    bb = s.loc["bilateral_binding"]
+    # NL-MA (2012-16) and NL-AM protocol (none before 2018) in this window
+    assert bb["treated_corridors"] == 1 and bb["treated_corridor_years"] == 5
+    assert bb["cohort_2011"] == 1 and bb["cohort_2018"] == 1
+    # researched fixture pairs in this panel: NL-MA, NL-AM -> 12 - 2 unresearched
+    assert bb["unresearched_pairs"] == 10
+    assert s.loc["bilateral_nonbinding", "treated_corridor_years"] == 2  # NL-MA 2015, 2016
+    sh = treatment_summary(add_treatments(p, rule="share_of_year", agreements_dir=adir))
+    assert sh.loc["eu_agreement", "exposure"] == pytest.approx(16 + 1 + 2 * (92 / 365))
+    with pytest.raises(KeyError, match="add_treatments"):
+        treatment_summary(p)
+
+
+def test_full_size_panel_is_fast(adir):
+    rep = pd.read_csv(project_data_dir() / "codes" / "reporting_countries.csv", dtype=str)
+    cit = pd.read_csv(project_data_dir() / "codes" / "citizenships.csv", dtype=str, keep_default_na=False)
+    geos = rep["geo"].tolist()[:30]
+    citizens = cit.loc[cit["kind"] == "country", "code"].tolist()[:170]
+    p = _panel(geos, citizens, list(range(2008, 2024)))
+    t0 = time.perf_counter()
+    out = add_treatments(p, rule="share_of_year", agreements_dir=adir)
+    elapsed = time.perf_counter() - t0
+    assert len(out) == len(geos) * len(citizens) * 16
+    assert elapsed < 10.0, f"add_treatments took {elapsed:.1f}s on {len(p)} rows"
+    # every EU+ member bound by the Armenia agreement is treated in 2014 (opt-in states and DK excluded)
+    am = out.loc[(out["citizen"] == "AM") & (out["year"] == 2014)].set_index("geo")["eu_agreement"]
+    expected = {g for g in geos if g not in {"DK", "IE", "UK", "NO", "CH", "IS", "LI", "ME"}}
+    assert set(am.index[am > 0]) == expected
+
+
+def test_overlapping_and_touching_spells_are_merged(tmp_path):
+    """Several frameworks of one type in a corridor: union of periods, not a sum."""
+    d = _make_dir(tmp_path)
+    rows = [
+        # overlapping, union misses 31 December 2012 -> 2012 is not a full year
+        "X1,NL,NG,standard_readmission_agreement,a,2011-01-01,2012-01-01,https://example.org/x1,false,",
+        "X2,NL,NG,implementing_protocol,b,2011-01-01,2012-05-01,https://example.org/x2,false,",
+        # touching periods 2010-07-01.. and 2011-01-01.. -> first full year 2011
+        "X3,DE,NG,nonstandard_arrangement,c,2010-07-01,2010-07-01,https://example.org/x3,false,",
+        "X4,DE,NG,partnership_readmission_clause,d,2011-01-01,2011-01-01,https://example.org/x4,false,",
+    ]
+    fw = (FIXTURES / "bilateral_frameworks.csv").read_text().splitlines()
+    keep = [r for r in fw if not r.startswith("FIX-DE-NG")]
+    (d / "bilateral_frameworks.csv").write_text("\n".join(keep + rows) + "\n")
+    from returnstudy.treatments import _cohorts, _merge_spells
+
+    spells = pd.DataFrame(
+        {
+            "geo": ["NL", "NL", "DE", "DE"],
+            "citizen": ["NG"] * 4,
+            "start": pd.to_datetime(["2012-01-01", "2012-05-01", "2010-07-01", "2011-01-01"]),
+            "end": pd.to_datetime(["2012-08-31", "2012-12-30", "2010-12-31", "2011-06-30"]),
+        }
+    )
+    merged = _merge_spells(spells).set_index("geo")
+    assert merged.loc["NL", "start"] == pd.Timestamp("2012-01-01")
+    assert merged.loc["NL", "end"] == pd.Timestamp("2012-12-30")
+    assert merged.loc["DE", "start"] == pd.Timestamp("2010-07-01")
+    assert merged.loc["DE", "end"] == pd.Timestamp("2011-06-30")
+    coh = _cohorts(_merge_spells(spells), "first_full_year")
+    assert coh.empty  # neither corridor is ever in force for a whole calendar year
+    from returnstudy.treatments import _year_values
+
+    keys = pd.DataFrame({"geo": ["NL", "DE", "DE"], "citizen": ["NG"] * 3, "year": [2012, 2010, 2011]})
+    full = _year_values(keys, _merge_spells(spells), "first_full_year")
+    assert full.tolist() == [0.0, 0.0, 0.0]
+    share = _year_values(keys, _merge_spells(spells), "share_of_year")
+    assert share.tolist() == pytest.approx([365 / 366, 184 / 365, 181 / 365])
+
+    p = _panel(["NL", "DE"], ["NG"], list(range(2009, 2014)))
+    ff = add_treatments(p, rule="first_full_year", agreements_dir=d)
+    nl = _series(ff, "NL", "NG", "bilateral_binding")
+    assert nl.loc[2011] == 0 and nl.loc[2012] == 1 and nl.loc[2013] == 1
+    de = _series(ff, "DE", "NG", "bilateral_nonbinding")
+    assert de.loc[2010] == 0 and de.loc[2011] == 1
+    assert (_series(ff, "DE", "NG", "bilateral_nonbinding_cohort") == 2011).all()
+    sh = add_treatments(p, rule="share_of_year", agreements_dir=d)
+    assert _series(sh, "DE", "NG", "bilateral_nonbinding").loc[2010] == pytest.approx(184 / 365)
