@@ -93,6 +93,99 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--no-treatments", action="store_true", help="do not add the treatment columns")
     p.set_defaults(func=_cmd_panel)
 
+    p = sub.add_parser(
+        "treatments",
+        help="check the agreements tables and summarise treated corridors by type and adoption year",
+        formatter_class=fmt,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              python -m returnstudy treatments --check
+              python -m returnstudy treatments --summary --data ../shared/data/eurostat
+              python -m returnstudy treatments --summary --rule first_full_year --data ../shared/data/eurostat
+            """
+        ),
+    )
+    _add_data_args(p)
+    p.add_argument("--check", action="store_true", help="validate data/agreements/*.csv (dates, codes, sources, duplicates)")
+    p.add_argument("--summary", action="store_true", help="treated corridors and corridor-years per type and adoption year")
+    p.add_argument("--rule", default="calendar_year", choices=["calendar_year", "first_full_year", "share_of_year"],
+                   help="switch-on rule (default calendar_year)")
+    p.set_defaults(func=_cmd_treatments)
+
+    p = sub.add_parser(
+        "filters",
+        help="apply the spec's sample filters and print the flow table (rows, corridors, orders, returns per step)",
+        formatter_class=fmt,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              python -m returnstudy filters --data ../shared/data/eurostat
+              python -m returnstudy filters --spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat
+              python -m returnstudy filters --list        # every available step with its parameters
+            """
+        ),
+    )
+    _add_data_args(p)
+    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
+    p.add_argument("--list", action="store_true", help="list the available filter steps and exit")
+    p.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the flow table as CSV")
+    p.set_defaults(func=_cmd_filters)
+
+    p = sub.add_parser(
+        "quality",
+        help="Part 1 data-quality diagnostics per reporting country, with verdicts and figures",
+        formatter_class=fmt,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              python -m returnstudy quality --data ../shared/data/eurostat
+              python -m returnstudy quality --data ../shared/data/eurostat --out reports/
+            """
+        ),
+    )
+    _add_data_args(p)
+    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec whose [quality] thresholds to use (default wodc.toml)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write tables/ and figures/ under DIR")
+    p.set_defaults(func=_cmd_quality)
+
+    p = sub.add_parser(
+        "estimate",
+        help="run the study spec: effects of each treatment type under each model, with intervals",
+        formatter_class=fmt,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              python -m returnstudy estimate --data ../shared/data/eurostat
+              python -m returnstudy estimate --data ../shared/data/eurostat --format json
+              python -m returnstudy estimate --spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat
+              python -m returnstudy estimate --data ../shared/data/eurostat --out results/
+            """
+        ),
+    )
+    _add_data_args(p)
+    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default table)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="also write the effects table, flow table and event-study figures to DIR")
+    p.set_defaults(func=_cmd_estimate)
+
+    p = sub.add_parser(
+        "report",
+        help="regenerate reports/REPORT.md with its figures and tables from the study specs",
+        formatter_class=fmt,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              python -m returnstudy report --data ../shared/data/eurostat --out reports/
+              python -m returnstudy report --spec data/specs/wodc.toml --data ../shared/data/eurostat --out /tmp/r
+            """
+        ),
+    )
+    _add_data_args(p)
+    p.add_argument("--spec", type=Path, metavar="FILE", action="append", help="spec file (repeatable; default: both shipped specs)")
+    p.add_argument("--out", type=Path, metavar="DIR", default=Path("reports"), help="output directory (default reports/)")
+    p.set_defaults(func=_cmd_report)
+
     return parser
 
 
@@ -143,6 +236,130 @@ def _cmd_panel(args: argparse.Namespace) -> int:
             print(f"  source {code}: {v.get('source')} sha256={str(v.get('sha256'))[:12]} LAST UPDATE {v.get('last_update')}")
         print("corridors with orders and returns observed, by reporting country and year:")
         print(s["coverage"].to_string())
+    return EXIT_OK
+
+
+def _cmd_treatments(args: argparse.Namespace) -> int:
+    from returnstudy.treatments import add_treatments, check_agreements, treatment_summary
+
+    if not (args.check or args.summary):
+        args.check = args.summary = True
+    status = EXIT_OK
+    if args.check:
+        problems = check_agreements()
+        if problems:
+            print(f"{len(problems)} problem(s) in data/agreements:")
+            for line in problems:
+                print(f"  {line}")
+            status = EXIT_ERROR
+        else:
+            print("data/agreements: all tables pass the checks (dates, order, codes, sources, duplicates)")
+    if args.summary:
+        from returnstudy.panel import load_panel
+
+        panel = add_treatments(load_panel(args.data), rule=args.rule)
+        print(f"treatment coding: rule={args.rule}; panel {len(panel)} corridor-years")
+        print(treatment_summary(panel).to_string())
+    return status
+
+
+def _load_spec(path: Path | None):  # noqa: ANN202 - returns StudySpec
+    from returnstudy.spec import load_spec
+
+    return load_spec(path)
+
+
+def _cmd_filters(args: argparse.Namespace) -> int:
+    from returnstudy.filters import apply_filters, describe_filters
+
+    if args.list:
+        print(describe_filters().to_string(index=False))
+        return EXIT_OK
+    from returnstudy.panel import load_panel
+    from returnstudy.treatments import add_treatments
+
+    spec = _load_spec(args.spec)
+    kwargs = spec.data.load_panel_kwargs()
+    if args.data is not None:
+        kwargs["data_dir"] = args.data
+    panel = add_treatments(load_panel(**kwargs), **spec.treatments.add_treatments_kwargs())
+    result = apply_filters(panel, spec)
+    print(spec.describe())
+    print(result.summary())
+    if args.out:
+        from returnstudy.data.cache import atomic_write_bytes
+
+        atomic_write_bytes(args.out, result.flow.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    return EXIT_OK
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    from returnstudy.quality import quality_report
+
+    spec = _load_spec(args.spec)
+    report = quality_report(data_dir=args.data if args.data is not None else spec.data.data_dir, **spec.quality.kwargs())
+    print(report.summary())
+    print(report.verdicts.to_string(index=False))
+    if args.out:
+        written = report.save(args.out)
+        print(f"wrote {len(written)} files under {args.out}")
+    return EXIT_OK
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from returnstudy.runner import run_study
+
+    spec = _load_spec(args.spec)
+    run = run_study(spec, args.data, progress=sys.stderr.isatty())
+    eff = run.effects()
+    if args.format == "json":
+        cols = ["treatment", "model", "estimator", "term", "estimate", "std_error", "ci_low", "ci_high", "irr", "pct_effect",
+                "pct_ci_low", "pct_ci_high", "p_value", "n_obs", "n_corridors", "years", "cluster", "n_clusters", "vintage"]
+        print(eff[cols].to_json(orient="records", indent=2, double_precision=10))
+    elif args.format == "csv":
+        print(eff.to_csv(index=False, lineterminator="\n"), end="")
+    else:
+        print(run.header())
+        print(_effects_text(run))
+    if args.out:
+        from returnstudy.report import _save_figure
+        from returnstudy.plots import plot_event_study
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        eff.to_csv(args.out / f"effects_{run.name}.csv", index=False, lineterminator="\n")
+        run.filtered.flow.to_csv(args.out / f"filter_flow_{run.name}.csv", index=False, lineterminator="\n")
+        for m in run.event_studies():
+            _save_figure(plot_event_study(m.result), args.out, f"event_study_{run.name}_{m.name}")
+        print(f"wrote tables and figures to {args.out}", file=sys.stderr)
+    failed = [m for m in run.models if not m.ok]
+    return EXIT_ERROR if failed and len(failed) == len(run.models) else EXIT_OK
+
+
+def _effects_text(run) -> str:  # noqa: ANN001 - StudyRun
+    lines = []
+    eff = run.effects()
+    for treatment, group in eff.groupby("treatment", sort=False):
+        lines.append(f"\n{treatment}")
+        for r in group.itertuples(index=False):
+            if r.pct_effect == r.pct_effect:  # Poisson: percent change in returns
+                effect = f"{r.pct_effect:+7.1f}% [{r.pct_ci_low:+.1f}, {r.pct_ci_high:+.1f}]"
+            else:
+                effect = f"{r.estimate:+8.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+            lines.append(f"  {r.model:28s} {effect}  p={r.p_value:.3f}  n={r.n_obs} corridors={r.n_corridors} years={r.years}")
+    for m in run.models:
+        if not m.ok:
+            lines.append(f"\nmodel {m.name} ({m.estimator}) failed: {m.error}")
+    for m in run.event_studies():
+        pre = m.result.info.get("pretrend_test")
+        lines.append(f"\nevent study {m.name}: leads jointly zero? {pre}")
+    return "\n".join(lines)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from returnstudy.report import build_report
+
+    report = build_report(args.out, specs=args.spec, data_dir=args.data, progress=sys.stderr.isatty())
+    print(report.summary())
     return EXIT_OK
 
 

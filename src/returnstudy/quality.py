@@ -171,6 +171,11 @@ def _split_units(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return corr, totals
 
 
+def _source_name(source: Any) -> str:
+    text = str(source or "")
+    return text if "://" in text else Path(text).name
+
+
 def _mad_threshold(x: pd.Series, k: float) -> tuple[float, float, float]:
     """(median, MAD, median + k * MAD) of |x| (MAD unscaled, i.e. the median absolute deviation)."""
     a = x.abs().dropna().to_numpy()
@@ -562,7 +567,9 @@ def _build(
         [
             {
                 "dataset": code,
-                "source": str(v.get("source", "")),
+                # file name, not the full path: the sha256 identifies the file, and tables
+                # written by `save` must not depend on where the data directory lies
+                "source": _source_name(v.get("source", "")),
                 "last_update": str(v.get("last_update", "")),
                 "sha256": str(v.get("sha256", "")),
                 "rows": v.get("rows", np.nan),

@@ -707,7 +707,14 @@ def add_treatments(
     part = _participation_frame(tables["eu_participation"], uk_year)
     unknown_geo = sorted(set(keys["geo"]) - set(part["geo"]))
     if unknown_geo:
-        logger.warning("geo %s not in eu_participation.csv: coded as not bound by EU-level instruments", unknown_geo)
+        from returnstudy.data.codes import aggregate_codes
+
+        aggregates = [g for g in unknown_geo if g in aggregate_codes()]
+        others = [g for g in unknown_geo if g not in aggregates]
+        if aggregates:
+            logger.info("aggregate geo %s: coded as not bound by EU-level instruments", aggregates)
+        if others:
+            logger.warning("geo %s not in eu_participation.csv: coded as not bound by EU-level instruments", others)
 
     spells: dict[str, pd.DataFrame | None] = {
         "eu_agreement": _eu_agreement_spells(tables["eu_readmission_agreements"], part),

@@ -1,0 +1,259 @@
+"""From a tidy corridor-year panel to estimation arrays.
+
+:func:`prepare` selects the outcome, regressors, weights, fixed-effect and cluster
+variables, drops incomplete rows (recording how many and why) and returns a
+:class:`Design` holding numpy arrays plus the kept rows of the panel.
+
+Fixed-effect specifications: any panel column (``"corridor"``, ``"year"``, ``"geo"``,
+``"citizen"``, ...) or an interaction of columns written ``"a^b"`` (``"geo^year"``,
+``"citizen^year"``); with ``fe=()`` the design's ``fe`` is None. ``"corridor"`` is built from ``geo`` and ``citizen`` if the
+column is absent. Cluster specifications: a column name, a tuple of names (multi-way),
+or None / ``"hetero"`` / ``"iid"`` (no clustering).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._fe import FixedEffects, singleton_mask
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Design", "parse_cluster", "prepare", "fe_codes"]
+
+NO_CLUSTER = (None, "hetero", "iid", "none")
+
+
+def parse_cluster(cluster: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Normalise a cluster specification to a tuple of column names (empty: none)."""
+    if cluster in NO_CLUSTER:
+        return ()
+    if isinstance(cluster, str):
+        return (cluster,)
+    out = tuple(cluster)  # type: ignore[arg-type]
+    if not out or not all(isinstance(c, str) for c in out):
+        raise ValueError(f"cluster must be a column name, a tuple of names or None, got {cluster!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"duplicated cluster variable in {cluster!r}")
+    return out
+
+
+def _columns_of(spec: str) -> list[str]:
+    parts = [p.strip() for p in spec.split("^")]
+    if any(not p for p in parts):
+        raise ValueError(f"malformed fixed-effect/cluster specification {spec!r}")
+    return parts
+
+
+def _ensure_corridor(panel: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
+    if "corridor" in needed and "corridor" not in panel.columns:
+        if {"geo", "citizen"} <= set(panel.columns):
+            return panel.assign(corridor=panel["geo"].astype(str) + "-" + panel["citizen"].astype(str))
+    return panel
+
+
+def fe_codes(frame: pd.DataFrame, spec: str) -> np.ndarray:
+    """Integer codes 0..G-1 of a fixed effect or cluster ``spec`` ("col" or "a^b")."""
+    cols = _columns_of(spec)
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise KeyError(f"column(s) {missing} for {spec!r} not in panel; available: {list(frame.columns)}")
+    if len(cols) == 1:
+        codes, _ = pd.factorize(frame[cols[0]], use_na_sentinel=True)
+    else:
+        codes = frame.groupby(cols, sort=True, dropna=False).ngroup().to_numpy()
+    return np.asarray(codes, dtype=np.intp)
+
+
+@dataclass
+class Design:
+    """Estimation arrays for one specification.
+
+    ``frame`` holds the kept panel rows (in order, original index); ``rows`` their
+    positions in the input panel; ``dropped`` maps a reason to the number of rows
+    removed for it, in the order applied.
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    outcome: str
+    regressors: list[str]
+    fe: FixedEffects | None
+    fe_names: tuple[str, ...]
+    clusters: list[np.ndarray]
+    cluster_names: tuple[str, ...]
+    weights: np.ndarray | None
+    weights_name: str | None
+    frame: pd.DataFrame
+    rows: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.y.size)
+
+    @property
+    def n_clusters(self) -> list[int]:
+        return [int(np.unique(c).size) for c in self.clusters]
+
+    def drop(self, mask: np.ndarray, reason: str) -> Design:
+        """New design without the rows where ``mask`` is True; the count is recorded under ``reason``."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (self.n_obs,):
+            raise ValueError(f"mask has shape {mask.shape}, expected ({self.n_obs},)")
+        dropped = dict(self.dropped)
+        n = int(mask.sum())
+        if n == 0:
+            return self
+        dropped[reason] = dropped.get(reason, 0) + n
+        keep = ~mask
+        return replace(
+            self,
+            y=self.y[keep],
+            X=self.X[keep],
+            fe=None if self.fe is None else self.fe.subset(keep),
+            clusters=[c[keep] for c in self.clusters],
+            weights=None if self.weights is None else self.weights[keep],
+            frame=self.frame.iloc[np.flatnonzero(keep)],
+            rows=self.rows[keep],
+            dropped=dropped,
+        )
+
+    def drop_singletons(self) -> Design:
+        """Drop observations alone in a fixed-effect group (iteratively)."""
+        if self.fe is None:
+            return self
+        return self.drop(singleton_mask(self.fe), "singleton fixed-effect groups")
+
+    def info(self) -> dict[str, Any]:
+        """Sample description (see :func:`returnstudy.results.panel_info`) plus drops and specification."""
+        from ..results import panel_info
+
+        info = panel_info(self.frame, self.attrs)
+        info["dropped"] = dict(self.dropped)
+        info["fixed_effects"] = list(self.fe_names)
+        info["cluster"] = " x ".join(self.cluster_names) if self.cluster_names else None
+        info["n_clusters"] = self.n_clusters if len(self.clusters) > 1 else (self.n_clusters[0] if self.clusters else None)
+        info["weights"] = self.weights_name
+        return info
+
+
+def prepare(
+    panel: pd.DataFrame,
+    outcome: str,
+    regressors: Sequence[str],
+    fe: Sequence[str] = ("corridor", "year"),
+    cluster: str | Sequence[str] | None = "citizen",
+    weights: str | None = None,
+    dropna: bool = True,
+    extra_columns: Sequence[str] = (),
+) -> Design:
+    """Turn the tidy panel into a :class:`Design`.
+
+    Rows with a missing outcome, regressor, weight, fixed-effect or cluster value are
+    dropped (``dropna=True``, counted per first offending column) or raise ``ValueError``
+    (``dropna=False``). Rows with zero weight are dropped; negative or infinite values
+    raise. ``extra_columns`` are kept in ``frame`` without being required non-missing.
+    """
+    if not isinstance(panel, pd.DataFrame):
+        raise TypeError(f"panel must be a pandas DataFrame, got {type(panel).__name__}")
+    if isinstance(regressors, str):
+        regressors = [regressors]
+    regressors = list(regressors)
+    if isinstance(fe, str):
+        fe = (fe,)
+    fe = tuple(fe or ())
+    cl_names = parse_cluster(cluster)
+    needed = {outcome, *regressors, *(c for s in fe for c in _columns_of(s)), *(c for s in cl_names for c in _columns_of(s))}
+    if weights is not None:
+        needed.add(weights)
+    panel = _ensure_corridor(panel, needed)
+    missing = sorted(c for c in needed if c not in panel.columns)
+    if missing:
+        raise KeyError(f"panel has no column(s) {missing}; available: {list(panel.columns)}")
+    if len(set(regressors)) != len(regressors):
+        raise ValueError(f"duplicated regressor in {regressors}")
+    if outcome in regressors:
+        raise ValueError(f"outcome {outcome!r} is also a regressor")
+
+    numeric_cols = [outcome, *regressors] + ([weights] if weights else [])
+    num: dict[str, np.ndarray] = {}
+    for col in numeric_cols:
+        s = panel[col]
+        if s.dtype == bool or str(s.dtype) == "boolean":
+            s = s.astype("Float64")
+        if not (pd.api.types.is_numeric_dtype(s)):
+            raise ValueError(f"column {col!r} must be numeric, has dtype {s.dtype}")
+        num[col] = pd.to_numeric(s).astype("float64").to_numpy(dtype=float, na_value=np.nan)
+
+    n = len(panel)
+    keep = np.ones(n, dtype=bool)
+    dropped: dict[str, int] = {}
+    id_cols = [c for s in (*fe, *cl_names) for c in _columns_of(s)]
+
+    def _record(bad: np.ndarray, col: str) -> None:
+        nonlocal keep
+        new = bad & keep
+        if new.any():
+            if not dropna:
+                first = panel.index[np.flatnonzero(new)[0]]
+                raise ValueError(f"column {col!r} is missing in {int(new.sum())} rows (first: row {first!r}); use dropna=True")
+            dropped[f"missing {col}"] = int(new.sum())
+            keep &= ~new
+
+    for col in numeric_cols:
+        v = num[col]
+        inf = np.isinf(v)
+        if inf.any():
+            first = panel.index[np.flatnonzero(inf)[0]]
+            raise ValueError(f"column {col!r} has {int(inf.sum())} infinite values (first: row {first!r})")
+        _record(np.isnan(v), col)
+    for col in dict.fromkeys(id_cols):
+        _record(panel[col].isna().to_numpy(), col)
+    if weights is not None:
+        w = num[weights]
+        neg = keep & (w < 0)
+        if neg.any():
+            first = panel.index[np.flatnonzero(neg)[0]]
+            raise ValueError(f"weights column {weights!r} has {int(neg.sum())} negative values (first: row {first!r})")
+        zero = keep & (w == 0)
+        if zero.any():
+            dropped[f"zero weight ({weights})"] = int(zero.sum())
+            keep &= ~zero
+
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        raise ValueError(f"no rows left after dropping missing values: {dropped}")
+    frame_cols = list(dict.fromkeys([c for c in ("geo", "citizen", "year", "corridor") if c in panel.columns] + id_cols + numeric_cols + list(extra_columns)))
+    bad_extra = [c for c in extra_columns if c not in panel.columns]
+    if bad_extra:
+        raise KeyError(f"panel has no column(s) {bad_extra}")
+    frame = panel.iloc[rows][frame_cols]
+    fe_list = [fe_codes(frame, s) for s in fe]
+    fx = FixedEffects(fe_list, names=fe) if fe else None
+    clusters = [fe_codes(frame, s) for s in cl_names]
+    X = np.column_stack([num[c][rows] for c in regressors]) if regressors else np.empty((rows.size, 0))
+    if dropped:
+        logger.info("prepare: dropped rows %s", dropped)
+    return Design(
+        y=num[outcome][rows],
+        X=X,
+        outcome=outcome,
+        regressors=regressors,
+        fe=fx,
+        fe_names=fe,
+        clusters=clusters,
+        cluster_names=cl_names,
+        weights=None if weights is None else num[weights][rows],
+        weights_name=weights,
+        frame=frame,
+        rows=rows,
+        dropped=dropped,
+        attrs=dict(panel.attrs) if panel.attrs else {},
+    )

@@ -1,0 +1,714 @@
+"""Absorbing high-dimensional fixed effects.
+
+Numerical core shared by every estimator in :mod:`returnstudy.models`:
+
+* :class:`FixedEffects` holds integer group codes for one or more fixed-effect
+  dimensions (corridor, year, geo x year, ...) and computes the weighted
+  within-transformation (residuals from a weighted projection on all fixed-effect
+  dummies) by alternating projections with Irons--Tuck acceleration, using
+  ``numpy.bincount`` for the group means. Fixed effects are never expanded into
+  dummy columns.
+* :func:`absorb` is a functional shortcut for ``FixedEffects(fe).demean(X)``.
+* :func:`fit_wls` solves a (weighted) least-squares problem with absorbed fixed effects.
+* :func:`fit_ppml` fits a Poisson pseudo-maximum-likelihood model with absorbed fixed
+  effects by iteratively reweighted least squares (IRLS), after removing observations
+  that are separated (see the function's docstring for what is detected).
+* :func:`singleton_mask` flags observations that are alone in a fixed-effect group.
+
+Degrees-of-freedom accounting (:meth:`FixedEffects.n_absorbed`) follows pyfixest's
+``ssc(k_fixef="nonnested")`` rule: the levels of every fixed-effect dimension count,
+minus one per additional dimension, and a dimension nested in a cluster variable counts
+as a single parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ConvergenceWarning",
+    "FixedEffects",
+    "OLSFit",
+    "PPMLFit",
+    "absorb",
+    "collinear_columns",
+    "fit_ppml",
+    "fit_wls",
+    "recover_fe",
+    "singleton_mask",
+]
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative algorithm (demeaning or IRLS) stopped before reaching its tolerance."""
+
+
+def _as_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map arbitrary labels (or non-contiguous integers) to codes 0..G-1."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"fixed-effect codes must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind in "iu" and arr.size:
+        if arr.min() >= 0:
+            counts = np.bincount(arr)
+            if np.all(counts > 0):
+                return arr.astype(np.intp, copy=False), counts.size
+    codes, uniques = pd.factorize(arr, use_na_sentinel=True)
+    if (codes < 0).any():
+        raise ValueError("fixed-effect or cluster codes contain missing values")
+    return codes.astype(np.intp, copy=False), len(uniques)
+
+
+def _combine_codes(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Codes of the intersection (interaction) of several integer code vectors."""
+    out = np.zeros(len(columns[0]), dtype=np.int64)
+    for col in columns:
+        c, g = _as_codes(col)
+        out = out * g + c
+        out, _ = _as_codes(out)
+    return out.astype(np.intp)
+
+
+class FixedEffects:
+    """Group structure of one or more fixed-effect dimensions.
+
+    Parameters
+    ----------
+    fe
+        One 1-D array of group labels per dimension (integer codes 0..G-1 preferred;
+        other labels are factorized). All arrays have the observation length ``n``.
+    names
+        Optional names of the dimensions (e.g. ``("corridor", "year")``), used in
+        messages and for nesting checks by name.
+    """
+
+    def __init__(self, fe: Sequence[np.ndarray] | np.ndarray, names: Sequence[str] | None = None):
+        if isinstance(fe, np.ndarray) and fe.ndim == 2:
+            fe = [fe[:, j] for j in range(fe.shape[1])]
+        fe = list(fe)
+        if names is None:
+            names = [f"fe{j}" for j in range(len(fe))]
+        if len(names) != len(fe):
+            raise ValueError(f"{len(names)} names for {len(fe)} fixed-effect dimensions")
+        self.names: tuple[str, ...] = tuple(names)
+        self.codes: list[np.ndarray] = []
+        self.n_levels: list[int] = []
+        n = None
+        for name, f in zip(self.names, fe):
+            c, g = _as_codes(np.asarray(f))
+            if n is None:
+                n = c.size
+            elif c.size != n:
+                raise ValueError(f"fixed effect {name!r} has length {c.size}, expected {n}")
+            self.codes.append(c)
+            self.n_levels.append(g)
+        self.n_obs: int = 0 if n is None else int(n)
+        self.counts: list[np.ndarray] = [np.bincount(c, minlength=g) for c, g in zip(self.codes, self.n_levels)]
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_dims(self) -> int:
+        return len(self.codes)
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{n}:{g}" for n, g in zip(self.names, self.n_levels))
+        return f"FixedEffects(n_obs={self.n_obs}, levels={{{dims}}})"
+
+    def subset(self, mask: np.ndarray) -> FixedEffects:
+        """Fixed effects restricted to the rows where ``mask`` is True (codes re-numbered)."""
+        mask = np.asarray(mask, dtype=bool)
+        return FixedEffects([c[mask] for c in self.codes], self.names)
+
+    # -------------------------------------------------------------- demeaning
+    def _group_mean(self, d: int, x: np.ndarray, w: np.ndarray | None, inv_wsum: np.ndarray) -> np.ndarray:
+        """Weighted group means of ``x`` in dimension ``d``, broadcast to observations."""
+        codes = self.codes[d]
+        s = np.bincount(codes, weights=x if w is None else w * x, minlength=self.n_levels[d])
+        return (s * inv_wsum)[codes]
+
+    def demean(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray | None = None,
+        tol: float = 1e-10,
+        maxiter: int = 10_000,
+        return_iterations: bool = False,
+        start: np.ndarray | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, int]:
+        """Weighted within-transformation of the columns of ``X``.
+
+        Returns ``X - P X`` where ``P`` is the weighted orthogonal projection on the span
+        of all fixed-effect dummies (weights ``weights``). One dimension is exact in one
+        pass; several dimensions use alternating projections accelerated with the
+        Irons--Tuck extrapolation, stopping when the largest change in a sweep is below
+        ``tol`` times the column's scale (max(1, RMS of the column)).
+
+        ``start`` (same shape as ``X``) warm-starts the iterations; it must differ from
+        ``X`` only by a combination of fixed-effect dummies (e.g. ``X - (X_old - Xd_old)``),
+        so the fixed point is unchanged.
+        """
+        X = np.asarray(X, dtype=float)
+        one_d = X.ndim == 1
+        if one_d:
+            X = X[:, None]
+        if X.shape[0] != self.n_obs:
+            raise ValueError(f"X has {X.shape[0]} rows, fixed effects have {self.n_obs}")
+        w = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=float).ravel()
+            if w.shape[0] != self.n_obs:
+                raise ValueError(f"weights have {w.shape[0]} rows, expected {self.n_obs}")
+            if not np.all(np.isfinite(w)) or (w < 0).any():
+                raise ValueError("weights must be finite and non-negative")
+        if not np.all(np.isfinite(X)):
+            raise ValueError("X contains NaN or infinite values; drop them before demeaning")
+        if self.n_dims == 0:
+            out = X.copy()
+            return (out[:, 0] if one_d else out, 0) if return_iterations else (out[:, 0] if one_d else out)
+        wsums = []
+        for c, g, cnt in zip(self.codes, self.n_levels, self.counts):
+            ws = cnt.astype(float) if w is None else np.bincount(c, weights=w, minlength=g)
+            # groups with zero total weight get mean 0 (they do not affect the fit)
+            wsums.append(np.divide(1.0, ws, out=np.zeros_like(ws), where=ws > 0))
+        out = np.empty_like(X)
+        max_it = 0
+        if start is not None:
+            start = np.asarray(start, dtype=float).reshape(X.shape)
+        for j in range(X.shape[1]):
+            out[:, j], it = self._demean_column(
+                X[:, j], w, wsums, tol, maxiter, None if start is None else start[:, j]
+            )
+            max_it = max(max_it, it)
+        res = out[:, 0] if one_d else out
+        return (res, max_it) if return_iterations else res
+
+    def _sweep(self, x: np.ndarray, w: np.ndarray | None, inv_wsums: list[np.ndarray]) -> np.ndarray:
+        for d in range(self.n_dims):
+            x = x - self._group_mean(d, x, w, inv_wsums[d])
+        return x
+
+    def _demean_column(
+        self,
+        x0: np.ndarray,
+        w: np.ndarray | None,
+        wsums: list[np.ndarray],
+        tol: float,
+        maxiter: int,
+        start: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, int]:
+        x = self._sweep(x0 if start is None else start, w, wsums)
+        if self.n_dims == 1:
+            return x, 1
+        scale = max(1.0, float(np.sqrt(np.mean(x0 * x0))))
+        thr = tol * scale
+        ww = np.ones_like(x0) if w is None else w
+        it = 1
+        while it < maxiter:
+            x1 = self._sweep(x, w, wsums)
+            it += 1
+            if np.max(np.abs(x1 - x)) <= thr:
+                return x1, it
+            x2 = self._sweep(x1, w, wsums)
+            it += 1
+            delta = x2 - x1
+            if np.max(np.abs(delta)) <= thr:
+                return x2, it
+            # Irons--Tuck extrapolation (weighted inner product: projections are
+            # orthogonal in that metric). The extrapolated point stays in
+            # x0 + span(fixed-effect dummies), so the fixed point is unchanged.
+            d2 = delta - (x1 - x)
+            denom = float(np.sum(ww * d2 * d2))
+            if denom > 0:
+                alpha = float(np.sum(ww * delta * d2)) / denom
+                x = x2 - alpha * delta
+            else:
+                x = x2
+        warnings.warn(
+            f"fixed-effect demeaning did not converge in {maxiter} sweeps (tol={tol:g})",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+        return x, it
+
+    # ------------------------------------------------- degrees of freedom
+    def nested_in(self, cluster: np.ndarray) -> list[bool]:
+        """For each dimension: is every fixed-effect level inside a single cluster?"""
+        c, _ = _as_codes(np.asarray(cluster))
+        out = []
+        for codes, g in zip(self.codes, self.n_levels):
+            first = np.full(g, -1, dtype=np.int64)
+            first[codes[::-1]] = c[::-1]  # cluster of the first occurrence of each level
+            out.append(bool(np.all(first[codes] == c)))
+        return out
+
+    def n_absorbed(self, clusters: Sequence[np.ndarray] | None = None, rule: str = "nonnested") -> int:
+        """Number of fixed-effect parameters used in the (n-1)/(n-k) small-sample factor.
+
+        ``rule="nonnested"`` (pyfixest default, close to fixest's ``fixef.K="nested"``):
+        sum of levels over dimensions, minus one for each dimension beyond the first;
+        a dimension whose every level lies within one cluster of any cluster variable in
+        ``clusters`` contributes one parameter instead of its levels.
+        ``rule="full"`` ignores nesting; ``rule="none"`` returns 0.
+        Redundancy from disconnected groups is not subtracted (as in pyfixest).
+        """
+        if rule == "none" or self.n_dims == 0:
+            return 0
+        if rule not in ("nonnested", "full"):
+            raise ValueError(f"rule must be 'nonnested', 'full' or 'none', got {rule!r}")
+        k_fe = int(sum(self.n_levels))
+        k_adj = k_fe - (self.n_dims - 1)
+        if rule == "full" or not clusters:
+            return k_adj
+        nested = np.zeros(self.n_dims, dtype=bool)
+        for cl in clusters:
+            nested |= np.array(self.nested_in(cl))
+        k_nested = int(sum(g for g, f in zip(self.n_levels, nested) if f))
+        return k_adj - k_nested + int(nested.sum())
+
+    def all_zero_groups(self, y: np.ndarray) -> np.ndarray:
+        """Mask of observations in a fixed-effect group (any dimension) whose outcome sums to zero."""
+        y = np.asarray(y, dtype=float)
+        drop = np.zeros(self.n_obs, dtype=bool)
+        for codes, g in zip(self.codes, self.n_levels):
+            s = np.bincount(codes, weights=(y > 0).astype(float), minlength=g)
+            drop |= s[codes] == 0
+        return drop
+
+
+def absorb(
+    X: np.ndarray,
+    fe: Sequence[np.ndarray] | FixedEffects,
+    weights: np.ndarray | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 10_000,
+) -> np.ndarray:
+    """Weighted within-transformation of ``X`` (n, k) with respect to the fixed effects ``fe``.
+
+    ``fe`` is a list of integer code vectors (one per dimension) or a :class:`FixedEffects`.
+    The result is the residual of a weighted least-squares projection of each column on all
+    fixed-effect dummies.
+    """
+    fx = fe if isinstance(fe, FixedEffects) else FixedEffects(fe)
+    return fx.demean(np.asarray(X, dtype=float), weights=weights, tol=tol, maxiter=maxiter)
+
+
+def singleton_mask(fe: Sequence[np.ndarray] | FixedEffects, max_rounds: int = 100) -> np.ndarray:
+    """Observations to drop because they are alone in a fixed-effect group.
+
+    Applied iteratively (dropping a singleton can create new ones), as reghdfe and
+    pyfixest do. Singletons do not change point estimates but inflate the apparent
+    sample size used in standard errors.
+    """
+    fx = fe if isinstance(fe, FixedEffects) else FixedEffects(fe)
+    keep = np.ones(fx.n_obs, dtype=bool)
+    if fx.n_dims == 0:
+        return ~keep
+    for _ in range(max_rounds):
+        changed = False
+        for codes, g in zip(fx.codes, fx.n_levels):
+            cnt = np.bincount(codes, weights=keep.astype(float), minlength=g)
+            single = keep & (cnt[codes] == 1)
+            if single.any():
+                keep &= ~single
+                changed = True
+        if not changed:
+            break
+    return ~keep
+
+
+def collinear_columns(Xd: np.ndarray, X: np.ndarray | None = None, tol: float = 1e-9) -> np.ndarray:
+    """Boolean mask of columns to drop as collinear (after demeaning).
+
+    A column is dropped if its demeaned sum of squares is below ``tol`` times its raw
+    sum of squares (collinear with the fixed effects) or if it is linearly dependent on
+    earlier columns (sequential Gram-Schmidt on the demeaned columns).
+    """
+    Xd = np.asarray(Xd, dtype=float)
+    k = Xd.shape[1]
+    drop = np.zeros(k, dtype=bool)
+    ss_d = np.sum(Xd * Xd, axis=0)
+    ss_raw = ss_d if X is None else np.sum(np.asarray(X, dtype=float) ** 2, axis=0)
+    drop |= ss_d <= tol * np.maximum(ss_raw, 1e-300)
+    # sequential orthogonalisation for dependence among the remaining columns
+    basis: list[np.ndarray] = []
+    for j in range(k):
+        if drop[j]:
+            continue
+        v = Xd[:, j].copy()
+        for b in basis:
+            v -= (b @ v) * b
+        nv = float(np.sqrt(v @ v))
+        if nv * nv <= tol * ss_d[j]:
+            drop[j] = True
+        else:
+            basis.append(v / nv)
+    return drop
+
+
+@dataclass
+class OLSFit:
+    """Weighted least squares with absorbed fixed effects.
+
+    ``Xd``/``yd`` are the weighted-demeaned regressors/outcome (not multiplied by
+    sqrt(weights)); ``resid`` the within residuals ``yd - Xd @ beta`` (equal to the
+    residuals of the full dummy regression); ``bread`` = (Xd' W Xd)^-1;
+    ``scores`` = w * resid * Xd (rows sum to zero), the per-observation score contributions.
+    """
+
+    beta: np.ndarray
+    resid: np.ndarray
+    Xd: np.ndarray
+    yd: np.ndarray
+    weights: np.ndarray | None
+    bread: np.ndarray
+    scores: np.ndarray
+    dropped_columns: np.ndarray
+    fe: FixedEffects | None
+    y: np.ndarray
+    n_iter_demean: int = 0
+
+    @property
+    def fitted(self) -> np.ndarray:
+        """Fitted values ``y - resid`` on the original scale (including fixed effects)."""
+        return self.y - self.resid
+
+
+def fit_wls(
+    y: np.ndarray,
+    X: np.ndarray,
+    fe: Sequence[np.ndarray] | FixedEffects | None,
+    weights: np.ndarray | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 10_000,
+    collin_tol: float = 1e-9,
+) -> OLSFit:
+    """Least squares of ``y`` on ``X`` and the absorbed fixed effects (Frisch--Waugh--Lovell).
+
+    Columns collinear with the fixed effects or with each other are dropped (their
+    coefficient is NaN and they are flagged in ``dropped_columns``).
+    """
+    y = np.asarray(y, dtype=float).ravel()
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    n, k = X.shape
+    if y.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0]} rows, X has {n}")
+    fx = None if fe is None else (fe if isinstance(fe, FixedEffects) else FixedEffects(fe))
+    Z = np.column_stack([y, X])
+    it = 0
+    if fx is not None and fx.n_dims:
+        Zd, it = fx.demean(Z, weights=weights, tol=tol, maxiter=maxiter, return_iterations=True)
+    else:
+        Zd = Z
+    yd, Xd_all = Zd[:, 0], Zd[:, 1:]
+    drop = collinear_columns(Xd_all, X, collin_tol) if k else np.zeros(0, dtype=bool)
+    if drop.any():
+        logger.info("dropping %d regressor(s) collinear with the fixed effects or each other", drop.sum())
+    Xd = Xd_all[:, ~drop]
+    w = None if weights is None else np.asarray(weights, dtype=float).ravel()
+    Xw = Xd if w is None else Xd * w[:, None]
+    XtX = Xw.T @ Xd
+    bread = np.linalg.inv(XtX) if Xd.shape[1] else np.zeros((0, 0))
+    b = bread @ (Xw.T @ yd) if Xd.shape[1] else np.zeros(0)
+    resid = yd - Xd @ b
+    beta = np.full(k, np.nan)
+    beta[~drop] = b
+    scores = Xd * (resid if w is None else w * resid)[:, None]
+    out = OLSFit(
+        beta=beta, resid=resid, Xd=Xd, yd=yd, weights=w, bread=bread, scores=scores,
+        dropped_columns=drop, fe=fx, y=y, n_iter_demean=it,
+    )
+    return out
+
+
+@dataclass
+class PPMLFit:
+    """Result of :func:`fit_ppml` on the estimation sample (rows where ``keep`` is True).
+
+    Attributes
+    ----------
+    beta : coefficients on the log scale (NaN for dropped collinear columns).
+    mu, eta : fitted means and linear predictor (including offset and fixed effects) on kept rows.
+    keep : mask over the input rows; False for rows dropped as separated.
+    dropped_zero_fe : mask over the input rows dropped because a fixed-effect group has only zero outcomes.
+    dropped_fe_groups : per fixed-effect dimension, number of groups removed for all-zero outcomes.
+    separated : mask over the input rows dropped by the iterative-rectifier (regressor) check.
+    weights : final IRLS working weights (user weights x mu) on kept rows.
+    Xd : regressors demeaned with the final working weights (kept columns only).
+    resid : working residuals after demeaning (z~ - Xd beta).
+    scores : w * resid * Xd, the score contributions (approximately X~ (y - mu)).
+    bread : (Xd' W Xd)^-1, the inverse Hessian.
+    """
+
+    beta: np.ndarray
+    mu: np.ndarray
+    eta: np.ndarray
+    converged: bool
+    n_iter: int
+    deviance: float
+    keep: np.ndarray
+    dropped_zero_fe: np.ndarray
+    dropped_fe_groups: dict[str, int]
+    separated: np.ndarray
+    separation_checks: tuple[str, ...]
+    weights: np.ndarray
+    Xd: np.ndarray
+    resid: np.ndarray
+    scores: np.ndarray
+    bread: np.ndarray
+    dropped_columns: np.ndarray
+    fe: FixedEffects | None
+    y: np.ndarray
+    possibly_separated: int = 0
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.keep.sum())
+
+
+def _poisson_deviance(y: np.ndarray, mu: np.ndarray, w: np.ndarray | None = None) -> float:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(y > 0, y * np.log(y / mu), 0.0)
+    d = 2.0 * (r - (y - mu))
+    return float(np.sum(d if w is None else w * d))
+
+
+def _separation_ir(
+    y: np.ndarray,
+    X: np.ndarray,
+    fx: FixedEffects | None,
+    tol: float = 1e-4,
+    maxiter: int = 100,
+) -> np.ndarray:
+    """Iterative rectifier check (Correia, Guimaraes & Zylkin 2021, 'Verifying the existence
+    of maximum likelihood estimates for generalized linear models').
+
+    Regress U (1 for y == 0, else 0) on X and the fixed effects with weight N0/tol^2 on
+    interior (y > 0) observations; replace U on boundary observations by max(U_hat, 0)
+    and repeat. Boundary observations with U_hat > 0 at convergence are separated.
+    """
+    interior = y > 0
+    if interior.all():
+        return np.zeros(y.size, dtype=bool)
+    n0 = max(int(interior.sum()), 1)
+    big = n0 / tol**2
+    omega = np.where(interior, big, 1.0)
+    U = (~interior).astype(float)
+    for _ in range(maxiter):
+        if fx is not None and fx.n_dims:
+            Zd = fx.demean(np.column_stack([U, X]), weights=omega, tol=1e-12)
+        else:
+            Zd = np.column_stack([U, X])
+        ud, Xd = Zd[:, 0], Zd[:, 1:]
+        if Xd.shape[1]:
+            keepc = ~collinear_columns(Xd, X)
+            Xd = Xd[:, keepc]
+            Xw = Xd * omega[:, None]
+            b = np.linalg.lstsq(Xw.T @ Xd, Xw.T @ ud, rcond=None)[0]
+            resid = ud - Xd @ b
+        else:
+            resid = ud
+        uhat = U - resid
+        within = (uhat > -0.1 * tol) & (uhat < tol)
+        uhat = np.where(interior | within, 0.0, uhat)
+        if (uhat >= 0).all():
+            return uhat > 0
+        U = np.where(interior, 0.0, np.maximum(uhat, 0.0))
+    warnings.warn("separation check (iterative rectifier) did not converge", ConvergenceWarning, stacklevel=3)
+    return np.zeros(y.size, dtype=bool)
+
+
+def fit_ppml(
+    y: np.ndarray,
+    X: np.ndarray,
+    fe: Sequence[np.ndarray] | FixedEffects | None,
+    offset: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 100,
+    separation: Sequence[str] = ("fe", "ir"),
+    fe_tol: float = 1e-11,
+    collin_tol: float = 1e-9,
+) -> PPMLFit:
+    """Poisson pseudo-maximum likelihood with absorbed fixed effects (IRLS).
+
+    Model: E[y | X, FE] = exp(offset + X beta + sum of fixed effects). Each IRLS step
+    demeans the working outcome and ``X`` with weights ``weights * mu`` and solves a
+    weighted least-squares problem; iteration stops when the relative change in deviance
+    is below ``tol`` (fixest's criterion).
+
+    Separation (an estimate at +/- infinity) is handled before fitting:
+
+    * ``"fe"``: observations in any fixed-effect group whose outcome is all zero are
+      dropped (their fixed effect would be -inf); counted per dimension.
+    * ``"ir"``: the iterative-rectifier linear-programming check for separation by the
+      regressors together with the fixed effects; flagged rows are dropped.
+
+    After fitting, zero-outcome rows with a fitted mean below 1e-10 times the mean
+    outcome are counted in ``possibly_separated`` (a sign of undetected separation).
+    Non-convergence is reported by ``converged=False`` and a :class:`ConvergenceWarning`.
+    """
+    y_all = np.asarray(y, dtype=float).ravel()
+    X_all = np.asarray(X, dtype=float)
+    if X_all.ndim == 1:
+        X_all = X_all[:, None]
+    n, k = X_all.shape
+    if y_all.size != n:
+        raise ValueError(f"y has {y_all.size} rows, X has {n}")
+    if not np.all(np.isfinite(y_all)) or (y_all < 0).any():
+        raise ValueError("Poisson outcome must be finite and non-negative")
+    if not np.all(np.isfinite(X_all)):
+        raise ValueError("X contains NaN or infinite values")
+    off_all = np.zeros(n) if offset is None else np.asarray(offset, dtype=float).ravel()
+    if off_all.size != n or not np.all(np.isfinite(off_all)):
+        raise ValueError("offset must be finite with one value per row")
+    w_all = None if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w_all is not None and (w_all.size != n or not np.all(np.isfinite(w_all)) or (w_all < 0).any()):
+        raise ValueError("weights must be finite, non-negative, one per row")
+    unknown = set(separation) - {"fe", "ir"}
+    if unknown:
+        raise ValueError(f"unknown separation check(s) {sorted(unknown)}; use 'fe' and/or 'ir'")
+    fx_all = None if fe is None else (fe if isinstance(fe, FixedEffects) else FixedEffects(fe))
+
+    keep = np.ones(n, dtype=bool)
+    dropped_zero = np.zeros(n, dtype=bool)
+    dropped_groups: dict[str, int] = {}
+    if fx_all is not None and "fe" in separation:
+        for name, codes, g in zip(fx_all.names, fx_all.codes, fx_all.n_levels):
+            s = np.bincount(codes, weights=(y_all > 0).astype(float), minlength=g)
+            zero_levels = s == 0
+            dropped_groups[name] = int(zero_levels.sum())
+            dropped_zero |= zero_levels[codes]
+        keep &= ~dropped_zero
+        if dropped_zero.any():
+            logger.info(
+                "PPML: dropped %d observations in fixed-effect groups with only zero outcomes (%s)",
+                dropped_zero.sum(), dropped_groups,
+            )
+    separated = np.zeros(n, dtype=bool)
+    if "ir" in separation:
+        fx_k = None if fx_all is None else fx_all.subset(keep)
+        sep_k = _separation_ir(y_all[keep], X_all[keep], fx_k)
+        if sep_k.any():
+            separated[np.flatnonzero(keep)[sep_k]] = True
+            keep &= ~separated
+            logger.warning("PPML: dropped %d observations separated by the regressors", separated.sum())
+    if keep.sum() == 0:
+        raise ValueError("no observations left after removing separated observations")
+
+    y_ = y_all[keep]
+    X_ = X_all[keep]
+    off = off_all[keep]
+    uw = np.ones(y_.size) if w_all is None else w_all[keep]
+    fx = None if fx_all is None else fx_all.subset(keep)
+
+    prev: list[np.ndarray] = []  # previous (Z, Zd): warm start, as ppmlhdfe
+
+    def demean(Z: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if fx is None or fx.n_dims == 0:
+            return Z
+        start = None if not prev else Z - (prev[0] - prev[1])
+        Zd = fx.demean(Z, weights=w, tol=fe_tol, start=start)
+        prev[:] = [Z, Zd]
+        return Zd
+
+    mean_y = float(np.average(y_, weights=uw))
+    if mean_y <= 0:
+        raise ValueError("all outcomes are zero in the estimation sample")
+    mu = (y_ + mean_y) / 2.0
+    eta = np.log(mu)
+    last = _poisson_deviance(y_, mu, uw)
+    drop_cols = np.zeros(k, dtype=bool)
+    converged = False
+    it = 0
+    delta = np.zeros(k)
+    Xd = X_
+    resid = np.zeros(y_.size)
+    wts = uw * mu
+    for it in range(1, maxiter + 1):
+        z = eta - off + y_ / mu - 1.0
+        wts = uw * mu
+        Zd = demean(np.column_stack([z, X_]), wts)
+        zd, Xd_all = Zd[:, 0], Zd[:, 1:]
+        if it == 1 and k:
+            drop_cols = collinear_columns(Xd_all, X_, collin_tol)
+        Xd = Xd_all[:, ~drop_cols]
+        if Xd.shape[1]:
+            Xw = Xd * wts[:, None]
+            delta = np.linalg.solve(Xw.T @ Xd, Xw.T @ zd)
+            resid = zd - Xd @ delta
+        else:
+            delta = np.zeros(0)
+            resid = zd
+        eta = z - resid + off
+        mu = np.exp(eta)
+        dev = _poisson_deviance(y_, mu, uw)
+        crit = abs(dev - last) / (0.1 + abs(last))
+        last = dev
+        if crit < tol:
+            converged = True
+            break
+    if not converged:
+        warnings.warn(
+            f"PPML IRLS did not converge in {maxiter} iterations (relative deviance change {crit:.2e})",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    # final quantities at the last working weights (as fixest/pyfixest)
+    bread = np.linalg.inv((Xd * wts[:, None]).T @ Xd) if Xd.shape[1] else np.zeros((0, 0))
+    scores = Xd * (wts * resid)[:, None]
+    beta = np.full(k, np.nan)
+    beta[~drop_cols] = delta
+    possibly = int(np.sum((y_ == 0) & (mu < 1e-10 * mean_y)))
+    if possibly:
+        logger.warning("PPML: %d zero-outcome observations have fitted means near zero (possible separation)", possibly)
+    return PPMLFit(
+        beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, keep=keep,
+        dropped_zero_fe=dropped_zero, dropped_fe_groups=dropped_groups, separated=separated,
+        separation_checks=tuple(separation), weights=wts, Xd=Xd, resid=resid, scores=scores,
+        bread=bread, dropped_columns=drop_cols, fe=fx, y=y_, possibly_separated=possibly,
+    )
+
+
+def recover_fe(
+    resid_total: np.ndarray,
+    fe: Sequence[np.ndarray] | FixedEffects,
+    weights: np.ndarray | None = None,
+    tol: float = 1e-12,
+    maxiter: int = 10_000,
+) -> list[np.ndarray]:
+    """Fixed-effect coefficients from ``v = y - X beta`` (OLS) or ``eta - offset - X beta`` (PPML).
+
+    Solves ``v ~ sum_d D_d a_d`` by alternating (weighted) group means. Normalisation:
+    for every dimension after the first, the weighted mean of its effect is zero; the
+    first dimension carries the level. Returns one array of coefficients per dimension.
+    """
+    fx = fe if isinstance(fe, FixedEffects) else FixedEffects(fe)
+    v = np.asarray(resid_total, dtype=float).ravel()
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float).ravel()
+    wsums = [np.bincount(c, weights=w, minlength=g) for c, g in zip(fx.codes, fx.n_levels)]
+    coefs = [np.zeros(g) for g in fx.n_levels]
+    for _ in range(maxiter):
+        max_change = 0.0
+        for d in range(fx.n_dims):
+            partial = v - sum(coefs[e][fx.codes[e]] for e in range(fx.n_dims) if e != d)
+            s = np.bincount(fx.codes[d], weights=w * partial, minlength=fx.n_levels[d])
+            new = np.where(wsums[d] > 0, s / np.where(wsums[d] > 0, wsums[d], 1), 0.0)
+            max_change = max(max_change, float(np.max(np.abs(new - coefs[d]))) if new.size else 0.0)
+            coefs[d] = new
+        if max_change < tol * max(1.0, float(np.max(np.abs(v)))):
+            break
+    for d in range(1, fx.n_dims):
+        m = float(np.sum(wsums[d] * coefs[d]) / np.sum(wsums[d]))
+        coefs[d] = coefs[d] - m
+        coefs[0] = coefs[0] + m
+    return coefs

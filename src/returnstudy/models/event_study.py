@@ -1,0 +1,242 @@
+"""Dynamic (event-study) specification around the entry into force of an agreement.
+
+For corridors that ever adopt ``treatment`` (``<treatment>_cohort`` not missing) the
+relative period is ``<treatment>_years_since`` (year - adoption year; 0 = first year
+in force). The model is
+
+``outcome_it = sum_{k in window, k != reference} beta_k 1[rel_it = k] + other + FE + e``
+
+estimated by PPML (returns with orders as exposure; ``beta_k`` on the log scale) or
+TWFE least squares (return rate). ``beta_k`` is the change relative to the reference
+period (default -1, the last year before entry into force).
+
+Control groups
+--------------
+``control="never"``
+    Estimation sample: never-treated corridors plus all years of ever-treated corridors.
+    Every treated-corridor year outside the reference period carries an event-time
+    dummy; with ``bin_endpoints=True`` years before/after the window are pooled into
+    the first/last period (``window[0]`` means "window[0] or earlier"), otherwise they
+    are dropped. Year effects are therefore identified from never-treated corridors
+    (and the reference period).
+``control="notyet"``
+    Never-treated corridors and treated corridors in years *before* the window
+    (rel < window[0]) are controls: those years carry no dummy. Years after the window
+    (rel > window[1]) are pooled into the last period (``bin_endpoints=True``) or
+    dropped, so already-treated years never act as controls.
+
+Other treatment types (``other_treatments``): "control" adds their 0/1 columns as
+controls, "drop" removes corridors ever treated by another type, "ignore" does neither.
+The joint Wald test that all leads (k < 0, k != reference) are zero is stored in
+``info["pretrend_test"]`` and shown in ``summary()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..results import EstimationResult, make_table
+from ._common import fit_design, result_from_fit, vcov_type_of
+from ._design import prepare
+from .ppml import prepare_ppml
+from .twfe import _as_list, build_outcome
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["event_study", "TREATMENT_TYPES", "relative_period_dummies"]
+
+TREATMENT_TYPES = ("eu_agreement", "eu_nonbinding", "bilateral_binding", "bilateral_nonbinding")
+
+
+def _term(k: int) -> str:
+    return f"rel_m{-k}" if k < 0 else f"rel_p{k}"
+
+
+def relative_period_dummies(
+    panel: pd.DataFrame,
+    treatment: str,
+    window: tuple[int, int],
+    reference: int,
+    control: str,
+    bin_endpoints: bool,
+) -> tuple[pd.DataFrame, list[int], dict[str, int]]:
+    """Add event-time dummy columns ``rel_m3, ..., rel_p3`` (reference omitted) to ``panel``,
+    plus ``rel_period`` (the binned relative period; NaN for control rows).
+
+    Returns (panel with dummies and rows outside the design removed, periods estimated,
+    dropped-row counts by reason).
+    """
+    ys_col, coh_col = f"{treatment}_years_since", f"{treatment}_cohort"
+    missing = [c for c in (ys_col, coh_col) if c not in panel.columns]
+    if missing:
+        raise KeyError(f"event study needs column(s) {missing} (from add_treatments) for treatment {treatment!r}")
+    lo, hi = int(window[0]), int(window[1])
+    if not lo < 0 <= hi:
+        raise ValueError(f"window must satisfy window[0] < 0 <= window[1], got {window}")
+    if not lo <= reference <= hi:
+        raise ValueError(f"reference period {reference} outside window {window}")
+    if control not in ("never", "notyet"):
+        raise ValueError(f"control must be 'never' or 'notyet', got {control!r}")
+    ever = panel[coh_col].notna().to_numpy()
+    ys = pd.array(panel[ys_col], dtype="Int64")
+    if np.any(ever & pd.isna(ys)):
+        raise ValueError(f"{ys_col!r} missing where {coh_col!r} is set")
+    rel = np.where(ever, ys.to_numpy(dtype=float, na_value=np.nan), np.nan)
+    dropped: dict[str, int] = {}
+    keep = np.ones(len(panel), dtype=bool)
+    before, after = ever & (rel < lo), ever & (rel > hi)
+    if control == "notyet":
+        rel = np.where(before, np.nan, rel)  # not-yet-treated years: controls
+    elif bin_endpoints:
+        rel = np.where(before, lo, rel)
+    else:
+        keep &= ~before
+        if before.any():
+            dropped[f"treated corridor-years before window start {lo}"] = int(before.sum())
+    if bin_endpoints:
+        rel = np.where(after, hi, rel)
+    else:
+        keep &= ~after
+        if after.any():
+            dropped[f"treated corridor-years after window end {hi}"] = int(after.sum())
+    periods = [k for k in range(lo, hi + 1) if k != reference]
+    cols = {}
+    for k in periods:
+        cols[_term(k)] = (rel == k).astype(float)
+    cols["rel_period"] = rel
+    out = panel.assign(**cols).iloc[np.flatnonzero(keep)]
+    return out, periods, dropped
+
+
+def event_study(
+    panel: pd.DataFrame,
+    treatment: str = "eu_agreement",
+    window: tuple[int, int] = (-3, 3),
+    model: str = "ppml",
+    control: str = "never",
+    reference: int = -1,
+    bin_endpoints: bool = True,
+    other_treatments: str = "control",
+    cluster: str | Sequence[str] | None = "citizen",
+    fe: Sequence[str] = ("corridor", "year"),
+    outcome: str | None = None,
+    exposure: str | None = "orders",
+    weights: str | None = None,
+    controls: str | Sequence[str] | None = None,
+    log_zero_rule: str = "drop",
+    drop_singletons: bool = True,
+    small_sample: str | Mapping[str, Any] = "fixest-default",
+    alpha: float = 0.05,
+) -> EstimationResult:
+    """Event-study estimates of the effect of ``treatment`` by year relative to entry into force.
+
+    ``model="ppml"`` (default outcome "returns", exposure orders as offset) or ``"twfe"``
+    (default outcome "return_rate"). See the module docstring for ``control``,
+    ``bin_endpoints`` and ``other_treatments``. The table is indexed by relative period
+    (int) and includes the reference period with estimate 0 and missing standard error.
+    """
+    if model not in ("ppml", "twfe"):
+        raise ValueError(f"model must be 'ppml' or 'twfe', got {model!r}")
+    if other_treatments not in ("control", "drop", "ignore"):
+        raise ValueError(f"other_treatments must be 'control', 'drop' or 'ignore', got {other_treatments!r}")
+    ctrl = _as_list(controls)
+    pre_dropped: dict[str, int] = {}
+    work = panel
+    others = [t for t in TREATMENT_TYPES if t != treatment and t in panel.columns]
+    if other_treatments == "control":
+        ctrl = ctrl + [t for t in others if t not in ctrl]
+    elif other_treatments == "drop" and others:
+        corr = work["corridor"] if "corridor" in work.columns else work["geo"].astype(str) + "-" + work["citizen"].astype(str)
+        other_any = np.zeros(len(work), dtype=bool)
+        for t in others:
+            other_any |= pd.to_numeric(work[t]).fillna(0).to_numpy() > 0
+        bad_corr = set(corr[other_any])
+        m = corr.isin(bad_corr).to_numpy()
+        if m.any():
+            pre_dropped[f"corridors ever treated by {', '.join(others)} ({len(bad_corr)} corridors)"] = int(m.sum())
+            work = work.iloc[np.flatnonzero(~m)]
+
+    work, periods, rel_dropped = relative_period_dummies(work, treatment, window, reference, control, bin_endpoints)
+    pre_dropped.update(rel_dropped)
+    n_never = int(work.loc[work[f"{treatment}_cohort"].isna(), "corridor"].nunique()) if "corridor" in work else None
+    if control == "never" and not n_never:
+        raise ValueError(f"control='never' but no never-treated corridor for {treatment!r} in the sample")
+    terms = [_term(k) for k in periods]
+    vt = vcov_type_of(cluster)
+    if model == "ppml":
+        y_name = outcome or "returns"
+        design, offset, _ = prepare_ppml(work, terms + ctrl, y_name, exposure, "offset", fe, cluster, weights)
+        out = fit_design(design, "ppml", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons, offset=offset)
+    else:
+        y_name = outcome or "return_rate"
+        y, meta = build_outcome(work, y_name, log_zero_rule)
+        if y_name in ("log_return_rate", "ihs_return_rate") or y_name not in work.columns:
+            work = work.assign(**{y_name: y.to_numpy(dtype=float, na_value=np.nan)})
+        design = prepare(work, y_name, terms + ctrl, fe=fe, cluster=cluster, weights=weights)
+        out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
+    if pre_dropped:
+        out.design.dropped = {**pre_dropped, **out.design.dropped}
+    poisson = model == "ppml"
+    full = result_from_fit(out, f"event_study_{model}", poisson=poisson, alpha=alpha)
+    # event-time table indexed by relative period, reference row = 0 / NaN
+    period_of = dict(zip(terms, periods))
+    est_terms = [t for t in terms if t in full.params.index]
+    missing_terms = [t for t in terms if t not in full.params.index]
+    params = pd.Series(
+        full.params[est_terms].to_numpy(), index=pd.Index([period_of[t] for t in est_terms], name="rel_period")
+    )
+    V = full.vcov.loc[est_terms, est_terms].to_numpy()
+    vcov = pd.DataFrame(V, index=params.index, columns=params.index)
+    table = make_table(params, np.sqrt(np.diag(V)), index=params.index, df=full.df_t, alpha=alpha, poisson=poisson,
+                       index_name="rel_period")
+    ref_row = pd.DataFrame({c: [np.nan] for c in table.columns}, index=pd.Index([reference], name="rel_period"))
+    ref_row["estimate"] = 0.0
+    if poisson:
+        ref_row["irr"] = 1.0
+        ref_row["pct_effect"] = 0.0
+    table = pd.concat([table, ref_row]).sort_index()
+    table.index.name = "rel_period"
+    rel_in_sample = work["rel_period"].loc[out.design.frame.index] if work.index.is_unique else work["rel_period"]
+    obs_by_period = {int(k): int((rel_in_sample == k).sum()) for k in table.index}
+    fin = out.design.frame
+    if "corridor" in fin.columns:
+        n_never = int(fin.loc[fin.index.isin(work.index[work[f"{treatment}_cohort"].isna()]), "corridor"].nunique()) \
+            if work.index.is_unique else n_never
+    info = dict(full.info)
+    notes = list(info.get("notes", []))
+    if missing_terms:
+        notes.append(f"relative periods not estimable (collinear or empty): {[period_of[t] for t in missing_terms]}")
+    info.update(
+        treatment=treatment,
+        window=(int(window[0]), int(window[1])),
+        reference_period=f"{reference} (year {reference:+d} relative to entry into force; coefficients are changes from it)",
+        control_group=(
+            f"never-treated corridors ({n_never})" if control == "never"
+            else f"never-treated ({n_never} corridors) and not-yet-treated corridor-years (before period {window[0]})"
+        ),
+        bin_endpoints=bin_endpoints,
+        other_treatments=other_treatments + (f" ({', '.join(others)})" if others else ""),
+        controls_table=full.table.drop(index=[t for t in terms if t in full.table.index]),
+        obs_by_period=obs_by_period,
+        notes=notes,
+    )
+    cohorts = work.loc[work[f"{treatment}_cohort"].notna()].groupby(f"{treatment}_cohort")["corridor"].nunique()
+    info["treated_corridors_by_cohort"] = {int(k): int(v) for k, v in cohorts.items()}
+    res = EstimationResult(
+        model=f"event_study_{model}", params=params, vcov=vcov, table=table, info=info,
+        design={
+            **full.design, "treatment": treatment, "window": window, "reference": reference, "control": control,
+            "exposure": exposure if model == "ppml" else None,
+        },
+        df_t=full.df_t, alpha=alpha, extra={**full.extra, "full_result": full},
+    )
+    leads = [k for k in params.index if k < 0]
+    if leads:
+        res.info["pretrend_test"] = res.wald_test(terms=leads, hypothesis=f"leads {leads} jointly zero")
+    else:
+        res.info["pretrend_test"] = None
+    return res

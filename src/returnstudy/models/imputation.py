@@ -1,0 +1,591 @@
+"""Imputation DiD estimator (Borusyak, Jaravel & Spiess 2024, *REStud*).
+
+1. Fit the untreated-outcome model (corridor and year fixed effects by default)
+   on untreated corridor-years only: never-treated corridors and the
+   not-yet-treated years of later adopters (``D == 0``).
+2. Impute ``Y(0)`` for every treated corridor-year from the fitted effects.
+3. Average the differences: overall ATT over all treated corridor-years
+   (equal weights) and, with ``event_time=True``, by years since adoption.
+
+``model="linear"``: ``tau_it = Y_it - Yhat0_it``; the ATT is the mean (units of the
+outcome, e.g. return-rate points). Standard errors: BJS's conservative
+clustered variance (Theorem 3) with treated residuals centred on the average effect within cohort x
+event-time cells and scaled by 1/sqrt(1 - leverage) (HC2-type; pooled average
+for singleton cells);
+normal reference distribution.
+
+``model="poisson"``: the untreated model is a fixed-effects Poisson regression
+with offset ``log(exposure)`` (returns with ``orders`` as exposure), fitted
+by Newton steps on the sparse fixed-effect design; ``mu0`` is imputed for
+treated corridor-years and the effect is ``log(sum Y / sum mu0)`` over the
+treated cells, reported with ``pct_effect = 100 (exp(b) - 1)``. Standard
+errors: clustered delta-method influence functions (treated term centred on
+cell-level ratios with the same leverage correction as the linear case, plus the first-stage term through
+the fixed-effect estimates), no small-sample factor.
+
+Corridors with fewer than ``min_untreated_periods`` untreated years cannot be
+imputed and are dropped (reported), as are treated rows whose year has no
+untreated observation and, for Poisson, fixed-effect groups whose untreated
+outcomes are all zero (their effect would be minus infinity).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from returnstudy.models._design import prepare
+from returnstudy.results import EstimationResult, make_table, panel_info
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["did_imputation", "DidSample", "did_sample", "SparseFE", "SparseFit", "sparse_fit"]
+
+
+# --------------------------------------------------------------------------- sample
+@dataclass
+class DidSample:
+    """Estimation sample for a staggered binary treatment.
+
+    ``cohort`` is the adoption year (NaN: never adopted), ``rel`` = year - cohort,
+    ``treated`` = D == 1, ``exposure`` the exposure (Poisson) or None.
+    """
+
+    frame: pd.DataFrame
+    y: np.ndarray
+    treated: np.ndarray
+    cohort: np.ndarray
+    rel: np.ndarray
+    year: np.ndarray
+    unit: np.ndarray
+    fe_codes: list[np.ndarray]
+    fe_names: tuple[str, ...]
+    cluster: np.ndarray | None
+    cluster_name: str | None
+    exposure: np.ndarray | None
+    dropped: dict[str, int] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def subset(self, keep: np.ndarray, reason: str) -> DidSample:
+        keep = np.asarray(keep, dtype=bool)
+        n_drop = int((~keep).sum())
+        dropped = dict(self.dropped)
+        if n_drop:
+            dropped[reason] = dropped.get(reason, 0) + n_drop
+            logger.info("%s: dropped %d rows", reason, n_drop)
+        return DidSample(
+            frame=self.frame.iloc[np.flatnonzero(keep)], y=self.y[keep], treated=self.treated[keep],
+            cohort=self.cohort[keep], rel=self.rel[keep], year=self.year[keep], unit=self.unit[keep],
+            fe_codes=[c[keep] for c in self.fe_codes], fe_names=self.fe_names,
+            cluster=None if self.cluster is None else self.cluster[keep], cluster_name=self.cluster_name,
+            exposure=None if self.exposure is None else self.exposure[keep], dropped=dropped, attrs=self.attrs,
+        )
+
+    def info(self) -> dict[str, Any]:
+        info = panel_info(self.frame, self.attrs)
+        info["dropped"] = dict(self.dropped)
+        info["fixed_effects"] = list(self.fe_names)
+        info["cluster"] = self.cluster_name
+        info["n_clusters"] = None if self.cluster is None else int(np.unique(self.cluster).size)
+        info["n_treated_obs"] = int(self.treated.sum())
+        info["n_treated_corridors"] = int(np.unique(self.unit[~np.isnan(self.cohort)]).size)
+        coh = self.cohort[~np.isnan(self.cohort)]
+        info["cohorts"] = {int(c): int(np.unique(self.unit[self.cohort == c]).size) for c in np.unique(coh)}
+        info["synthetic"] = bool(self.attrs.get("synthetic", False))
+        return info
+
+
+def did_sample(
+    panel: pd.DataFrame,
+    treatment: str,
+    outcome: str,
+    model: str = "linear",
+    exposure: str | None = "orders",
+    fe: Sequence[str] = ("corridor", "year"),
+    cluster: str | None = "citizen",
+    unit: str = "corridor",
+    time: str = "year",
+) -> DidSample:
+    """Validate and extract the arrays shared by the staggered-adoption estimators.
+
+    The treatment must be binary (0/1) and absorbing; the adoption year is taken from
+    ``{treatment}_cohort`` if present (checked against ``D``), else derived as the first
+    year with ``D == 1``. Rows with a missing outcome, treatment, identifier or (Poisson)
+    missing / non-positive exposure are dropped and counted.
+    """
+    if model not in ("linear", "poisson"):
+        raise ValueError(f"model={model!r}: expected 'linear' or 'poisson'")
+    if treatment not in panel.columns:
+        raise KeyError(f"treatment column {treatment!r} not in panel")
+    if isinstance(cluster, (list, tuple)):
+        if len(cluster) != 1:
+            raise ValueError(f"cluster={cluster!r}: the robust DiD estimators support one-way clustering only")
+        cluster = cluster[0]
+    cohort_col = f"{treatment}_cohort"
+    extra = [c for c in (cohort_col, unit, time) if c in panel.columns]
+    if model == "poisson":
+        if exposure is None or exposure not in panel.columns:
+            raise KeyError(f"exposure column {exposure!r} not in panel (needed for model='poisson')")
+        extra.append(exposure)
+    d = prepare(panel, outcome, [treatment], fe=tuple(fe), cluster=cluster, extra_columns=extra)
+    frame = d.frame
+    for col in (unit, time):
+        if col not in frame.columns:
+            raise KeyError(f"column {col!r} not in panel")
+    D = d.X[:, 0]
+    if not np.isin(D, (0.0, 1.0)).all():
+        bad = np.flatnonzero(~np.isin(D, (0.0, 1.0)))[0]
+        raise ValueError(
+            f"{treatment!r} must be binary 0/1 for staggered-adoption estimators; row {frame.index[bad]!r} has "
+            f"{D[bad]} (use add_treatments(rule='calendar_year'))"
+        )
+    year = frame[time].to_numpy(dtype=float)
+    unit_codes, _ = pd.factorize(frame[unit])
+    if cohort_col in frame.columns:
+        cohort = frame[cohort_col].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    else:
+        first = pd.Series(np.where(D > 0, year, np.inf)).groupby(unit_codes).transform("min").to_numpy()
+        cohort = np.where(np.isinf(first), np.nan, first)
+    implied = (~np.isnan(cohort)) & (year >= np.nan_to_num(cohort, nan=np.inf))
+    mismatch = implied != (D > 0)
+    if mismatch.any():
+        i = np.flatnonzero(mismatch)[0]
+        raise ValueError(
+            f"{treatment!r} is not an absorbing treatment consistent with its adoption year: row {frame.index[i]!r} "
+            f"({unit}={frame[unit].iloc[i]!r}, {time}={int(year[i])}) has D={D[i]} but cohort={cohort[i]}"
+        )
+    y = d.y
+    exp_arr = None
+    sample = DidSample(
+        frame=frame, y=y, treated=D > 0, cohort=cohort, rel=year - cohort, year=year, unit=unit_codes,
+        fe_codes=[d.fe.codes[j] for j in range(d.fe.n_dims)] if d.fe is not None else [],
+        fe_names=tuple(fe), cluster=d.clusters[0] if d.clusters else None,
+        cluster_name=cluster if d.clusters else None, exposure=None, dropped=dict(d.dropped),
+        attrs=dict(panel.attrs) if panel.attrs else {},
+    )
+    if model == "poisson":
+        if (y < 0).any():
+            i = np.flatnonzero(y < 0)[0]
+            raise ValueError(f"Poisson outcome {outcome!r} negative in row {frame.index[i]!r}")
+        exp_arr = frame[exposure].to_numpy(dtype=float, na_value=np.nan)
+        sample.exposure = exp_arr
+        sample = sample.subset(np.isfinite(exp_arr) & (exp_arr > 0), f"{exposure} missing or zero (no exposure)")
+    return sample
+
+
+# --------------------------------------------------------------------------- sparse FE
+class SparseFE:
+    """Sparse dummy design of several fixed-effect dimensions, identified on ``fit`` rows.
+
+    Columns are the levels of each dimension that occur among the ``fit`` rows; every
+    dimension after the first drops its first level (reference). ``ok`` flags rows
+    whose levels all occur among the fit rows (others cannot be predicted).
+    """
+
+    def __init__(self, codes: Sequence[np.ndarray], fit: np.ndarray):
+        fit = np.asarray(fit, dtype=bool)
+        n = fit.size
+        self.ok = np.ones(n, dtype=bool)
+        cols: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        offset = 0
+        self.first_col = np.full(n, -1, dtype=np.int64)
+        for d, c in enumerate(codes):
+            c = np.asarray(c)
+            present = np.unique(c[fit])
+            mapping = np.full(int(c.max()) + 1 if c.size else 0, -1, dtype=np.int64)
+            mapping[present] = np.arange(present.size)
+            m = mapping[c]
+            self.ok &= m >= 0
+            if d == 0:
+                self.first_col = m.astype(np.int64)
+            else:
+                m = m - 1  # drop the first level as reference
+            use = m >= 0
+            rows.append(np.flatnonzero(use))
+            cols.append(m[use] + offset)
+            offset += present.size - (1 if d > 0 else 0)
+        r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        cc = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+        self.Z = sp.csr_matrix((np.ones(r.size), (r, cc)), shape=(n, offset))
+        self.fit = fit
+        self.p = offset
+
+    def factor(self, rows: np.ndarray, w: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """Solver for (Z_r' W Z_r) x = b over the rows ``rows`` (boolean mask)."""
+        Zr = self.Z[np.flatnonzero(rows)]
+        G = (Zr.T @ (Zr if w is None else sp.diags(w) @ Zr)).tocsc()
+        try:
+            lu = spla.splu(G)
+        except RuntimeError as exc:  # singular: disconnected or collinear fixed effects
+            raise ValueError(
+                "fixed effects are not identified on the untreated observations (disconnected or collinear "
+                "groups of corridors and years)"
+            ) from exc
+
+        def solve(b: np.ndarray) -> np.ndarray:
+            return lu.solve(np.asarray(b, dtype=float))
+
+        return solve
+
+
+@dataclass
+class SparseFit:
+    """Least squares or Poisson fit of ``y`` on ``[X, fixed-effect dummies]`` (sparse design ``W``).
+
+    ``theta[:k]`` are the coefficients on ``X``; ``resid`` = y - fitted (Poisson: y - mu);
+    ``solve`` applies the inverse Hessian (``W'W`` or ``W' diag(mu) W``).
+    """
+
+    theta: np.ndarray
+    fitted: np.ndarray
+    resid: np.ndarray
+    W: sp.csr_matrix
+    k: int
+    solve: Callable[[np.ndarray], np.ndarray]
+    converged: bool = True
+    n_iter: int = 0
+
+    def coef_scores(self) -> np.ndarray:
+        """Per-observation influence on the X coefficients: (W H^-1 E_k)_i * resid_i, shape (n, k).
+
+        With these as scores and an identity bread, any sandwich estimator of the X
+        block follows (the fixed effects are profiled out exactly).
+        """
+        E = np.zeros((self.W.shape[1], self.k))
+        E[np.arange(self.k), np.arange(self.k)] = 1.0
+        A = self.solve(E)
+        return np.asarray(self.W @ A) * self.resid[:, None]
+
+
+def sparse_fit(
+    y: np.ndarray,
+    X: sp.spmatrix | np.ndarray,
+    Zfe: sp.csr_matrix,
+    model: str = "linear",
+    offset: np.ndarray | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 100,
+) -> SparseFit:
+    """Fit ``y ~ X + fixed effects`` by sparse normal equations (linear) or Newton (Poisson).
+
+    Exact (no iterative demeaning); suited to many sparse regressors such as cohort x
+    relative-period indicators. Raises ValueError if the design is rank deficient.
+    """
+    Xs = sp.csr_matrix(X)
+    W = sp.hstack([Xs, Zfe], format="csr")
+    k = Xs.shape[1]
+
+    def factor(w: np.ndarray | None) -> Callable[[np.ndarray], np.ndarray]:
+        H = (W.T @ (W if w is None else sp.diags(w) @ W)).tocsc()
+        try:
+            lu = spla.splu(H)
+        except RuntimeError as exc:
+            raise ValueError("regressors are collinear with the fixed effects (singular design)") from exc
+        return lambda b: lu.solve(np.asarray(b, dtype=float))
+
+    if model == "linear":
+        solve = factor(None)
+        theta = solve(W.T @ y)
+        fitted = W @ theta
+        return SparseFit(theta=theta, fitted=fitted, resid=y - fitted, W=W, k=k, solve=solve)
+    if model != "poisson":
+        raise ValueError(f"model={model!r}: expected 'linear' or 'poisson'")
+    off = np.zeros(y.size) if offset is None else offset
+    theta = np.zeros(W.shape[1])
+    # start values: least squares of log((y + mean) / exposure) on W
+    z = np.log((y + y.mean()) / 2.0 + 1e-12) - off
+    theta = factor(None)(W.T @ z)
+    converged, it = False, 0
+    ll_old = -np.inf
+    for it in range(1, maxiter + 1):
+        eta = off + W @ theta
+        mu = np.exp(eta)
+        ll = float(np.sum(y * eta - mu))
+        step = factor(mu)(W.T @ (y - mu))
+        t = 1.0
+        while t > 1e-8:
+            eta_n = off + W @ (theta + t * step)
+            if float(np.sum(y * eta_n - np.exp(eta_n))) >= ll - 1e-12 * abs(ll):
+                break
+            t /= 2
+        theta = theta + t * step
+        if np.max(np.abs(t * step)) < tol or abs(ll - ll_old) <= 1e-14 * abs(ll):
+            converged = True
+            break
+        ll_old = ll
+    mu = np.exp(off + W @ theta)
+    return SparseFit(theta=theta, fitted=mu, resid=y - mu, W=W, k=k, solve=factor(mu), converged=converged,
+                     n_iter=it)
+
+
+def _poisson_fe(
+    Z0: sp.csr_matrix, y0: np.ndarray, off0: np.ndarray, codes0: np.ndarray, tol: float = 1e-10, maxiter: int = 100
+) -> tuple[np.ndarray, bool, int]:
+    """Poisson MLE of the fixed effects (Newton) with offset; returns theta, converged, iterations."""
+    theta = np.zeros(Z0.shape[1])
+    # start: first dimension at log(sum y / sum exposure) per level, others 0
+    sy = np.bincount(codes0, weights=y0)
+    se = np.bincount(codes0, weights=np.exp(off0))
+    start = np.log(np.maximum(sy, 1e-300) / se)
+    n_first = int(codes0.max()) + 1
+    theta[:n_first] = start[:n_first]
+    converged = False
+    it = 0
+    for it in range(1, maxiter + 1):
+        eta = off0 + Z0 @ theta
+        mu = np.exp(eta)
+        grad = Z0.T @ (y0 - mu)
+        H = (Z0.T @ sp.diags(mu) @ Z0).tocsc()
+        step = spla.splu(H).solve(grad)
+        # step halving on the log likelihood
+        ll = float(np.sum(y0 * eta - mu))
+        t = 1.0
+        while t > 1e-6:
+            eta_n = off0 + Z0 @ (theta + t * step)
+            if float(np.sum(y0 * eta_n - np.exp(eta_n))) >= ll - 1e-12 * abs(ll):
+                break
+            t /= 2
+        theta = theta + t * step
+        if np.max(np.abs(t * step)) < tol:
+            converged = True
+            break
+    return theta, converged, it
+
+
+def _parse_horizons(horizons: int | Sequence[int] | None, rel_treated: np.ndarray) -> list[int]:
+    avail = sorted(int(k) for k in np.unique(rel_treated))
+    if horizons is None:
+        return avail
+    if isinstance(horizons, (int, np.integer)):
+        if horizons < 0:
+            raise ValueError(f"horizons={horizons}: must be >= 0")
+        wanted = list(range(int(horizons) + 1))
+    else:
+        wanted = [int(h) for h in horizons]
+        if any(h < 0 for h in wanted):
+            raise ValueError(f"horizons={horizons}: imputation effects exist for years since adoption >= 0 only")
+    missing = [h for h in wanted if h not in avail]
+    if missing:
+        logger.info("horizons %s have no treated observations and are skipped", missing)
+    return [h for h in wanted if h in avail]
+
+
+def _cell_residuals(num: np.ndarray, den: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Treated residuals ``num - R_cell * den`` with ``R_cell = sum(num) / sum(den)`` in the row's cell,
+    divided by ``sqrt(1 - h)`` with leverage ``h = den / sum_cell(den)`` (HC2-type).
+
+    Centring on the cell average keeps effect heterogeneity across cells out of the
+    variance (BJS's conservative estimator averages effects within groups); the
+    leverage correction undoes the shrinkage of residuals in small cells or cells
+    dominated by one large corridor. Rows that (nearly) make up their whole cell are
+    centred on the pooled ratio over all treated rows instead.
+    """
+    Sc = np.bincount(cell, weights=num)
+    Dc = np.bincount(cell, weights=den)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        R = np.where(Dc > 0, Sc / np.where(Dc > 0, Dc, 1.0), 0.0)[cell]
+        h = np.where(Dc[cell] > 0, den / np.where(Dc[cell] > 0, Dc[cell], 1.0), 1.0)
+    e = (num - R * den) / np.sqrt(np.clip(1.0 - h, 1e-300, None))
+    alone = h > 1.0 - 1e-6
+    if alone.any():
+        tot = den.sum()
+        Rp = num.sum() / tot if tot > 0 else 0.0
+        hp = den / tot if tot > 0 else np.ones_like(den)
+        e_p = (num - Rp * den) / np.sqrt(np.clip(1.0 - hp, 1e-6, None))
+        e = np.where(alone, e_p, e)
+    return e
+
+
+def _cluster_sums(psi: np.ndarray, cluster: np.ndarray | None) -> np.ndarray:
+    """Per-cluster sums of influence values (columns = estimands); rows = observations if no cluster."""
+    if cluster is None:
+        return psi
+    G = int(cluster.max()) + 1
+    return np.column_stack([np.bincount(cluster, weights=psi[:, j], minlength=G) for j in range(psi.shape[1])])
+
+
+def did_imputation(
+    panel: pd.DataFrame,
+    treatment: str = "bilateral_binding",
+    model: str = "linear",
+    outcome: str | None = None,
+    exposure: str = "orders",
+    event_time: bool = False,
+    horizons: int | Sequence[int] | None = None,
+    fe: Sequence[str] = ("corridor", "year"),
+    cluster: str | None = "citizen",
+    min_untreated_periods: int = 1,
+    alpha: float = 0.05,
+) -> EstimationResult:
+    """Borusyak-Jaravel-Spiess imputation estimator of the ATT of a staggered treatment.
+
+    Parameters
+    ----------
+    panel : corridor-year panel with the treatment contract columns.
+    treatment : binary absorbing treatment column (adoption year from ``{treatment}_cohort``).
+    model : ``"linear"`` (outcome default ``return_rate``) or ``"poisson"`` (outcome
+        default ``returns`` with offset ``log(exposure)``).
+    event_time : if True, ``.table`` is indexed by years since adoption (int) and the
+        overall ATT is in ``info["overall"]``; otherwise one row ``term == treatment``.
+    horizons : event times to report (int H: 0..H; default all with treated data).
+    fe : fixed effects of the untreated-outcome model (columns or ``a^b`` interactions).
+    cluster : one-way cluster variable for the standard errors (None: by observation).
+    min_untreated_periods : treated corridors with fewer untreated years are dropped.
+    """
+    if outcome is None:
+        outcome = "return_rate" if model == "linear" else "returns"
+    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster)
+    if min_untreated_periods < 1:
+        raise ValueError("min_untreated_periods must be >= 1")
+    # corridors with too few untreated years
+    n_untr = np.bincount(s.unit, weights=(~s.treated).astype(float))
+    ever = np.bincount(s.unit, weights=s.treated.astype(float)) > 0
+    bad_unit = ever & (n_untr < min_untreated_periods)
+    if bad_unit.any():
+        s = s.subset(~bad_unit[s.unit], f"treated corridors with < {min_untreated_periods} untreated year(s)")
+    if model == "poisson":
+        # fixed-effect groups with only zero untreated outcomes: effect -inf, drop their rows
+        while True:
+            drop = np.zeros(s.y.size, dtype=bool)
+            for c in s.fe_codes:
+                pos = np.bincount(c, weights=((~s.treated) & (s.y > 0)).astype(float), minlength=int(c.max()) + 1)
+                untr = np.bincount(c, weights=(~s.treated).astype(float), minlength=int(c.max()) + 1)
+                drop |= (untr[c] > 0) & (pos[c] == 0)
+            if not drop.any():
+                break
+            s = s.subset(~drop, "fixed-effect groups with zero untreated outcomes (effect not identified)")
+            s.fe_codes = [pd.factorize(c)[0] for c in s.fe_codes]
+    fe_obj = SparseFE([pd.factorize(c)[0] for c in s.fe_codes], ~s.treated)
+    if not fe_obj.ok.all():
+        s = s.subset(fe_obj.ok, "treated rows whose corridor or year has no untreated observation")
+        fe_obj = SparseFE([pd.factorize(c)[0] for c in s.fe_codes], ~s.treated)
+    if s.treated.sum() == 0:
+        raise ValueError(f"no treated observations of {treatment!r} left to impute")
+    if (~s.treated).sum() == 0:
+        raise ValueError("no untreated observations to fit the untreated-outcome model")
+    if s.cluster is not None:
+        s.cluster = pd.factorize(s.cluster)[0]
+    untr, tr = ~s.treated, s.treated
+    Z = fe_obj.Z
+    Z0, Z1 = Z[np.flatnonzero(untr)], Z[np.flatnonzero(tr)]
+    rel_tr = s.rel[tr]
+    hz = _parse_horizons(horizons, rel_tr) if event_time else []
+    # estimands: overall + horizons (masks over treated rows)
+    names: list[Any] = [treatment] + hz
+    masks = [np.ones(tr.sum(), dtype=bool)] + [rel_tr == h for h in hz]
+    # cells for centring treated residuals: cohort x event time
+    cell = pd.factorize(pd.Series(s.cohort[tr]).astype(str) + "|" + pd.Series(rel_tr).astype(str))[0]
+    n = s.y.size
+    psi = np.zeros((n, len(names)))
+    est = np.zeros(len(names))
+    info_extra: dict[str, Any] = {}
+    if model == "linear":
+        solve = fe_obj.factor(untr)
+        theta = solve(Z0.T @ s.y[untr])
+        y0hat = Z @ theta
+        tau = s.y[tr] - y0hat[tr]
+        resid0 = s.y[untr] - y0hat[untr]
+        eps1 = _cell_residuals(tau, np.ones_like(tau), cell)
+        V1 = np.zeros((tr.sum(), len(names)))
+        for j, m in enumerate(masks):
+            V1[m, j] = 1.0 / m.sum()
+            est[j] = tau[m].mean()
+        V0 = -(Z0 @ solve(Z1.T @ V1))  # untreated weights, (n0, K)
+        psi[untr] = V0 * resid0[:, None]
+        psi[tr] = V1 * eps1[:, None]
+        weights_all = np.zeros((n, len(names)))
+        weights_all[untr], weights_all[tr] = V0, V1
+        info_extra["vcov_description"] = (
+            "BJS conservative clustered variance (treated residuals centred on cohort x event-time means, HC2-type leverage correction)"
+        )
+        boot = {"kind": "imputation_linear", "y": s.y, "D": tr.astype(float), "weights": weights_all, "Z": Z,
+                "names": names, "cluster": s.cluster}
+        converged, n_iter = True, 0
+    else:
+        off = np.log(s.exposure)
+        codes0 = fe_obj.first_col[untr]  # column of each untreated row's first fixed effect (start values)
+        theta, converged, n_iter = _poisson_fe(Z0, s.y[untr], off[untr], codes0)
+        if not converged:
+            logger.warning("did_imputation: Poisson untreated model did not converge in %d iterations", n_iter)
+        mu_all = np.exp(off + Z @ theta)
+        mu0_tr = mu_all[tr]
+        y_tr = s.y[tr]
+        solve = fe_obj.factor(untr, w=mu_all[untr])
+        eps1 = _cell_residuals(y_tr, mu0_tr, cell)
+        resid0 = s.y[untr] - mu_all[untr]
+        for j, m in enumerate(masks):
+            S, M = y_tr[m].sum(), mu0_tr[m].sum()
+            est[j] = np.log(S / M) if S > 0 else -np.inf
+            psi_t = np.zeros(tr.sum())
+            psi_t[m] = eps1[m] / S
+            g = Z1[np.flatnonzero(m)].T @ mu0_tr[m]
+            u = Z0 @ solve(g)
+            psi[tr, j] = psi_t
+            psi[untr, j] = -u * resid0 / M
+        info_extra["vcov_description"] = (
+            "clustered delta-method influence functions for log(sum Y / sum mu0), including the estimation of "
+            "the untreated Poisson fixed effects; treated term centred on cohort x event-time ratios with HC2-type leverage correction"
+        )
+        info_extra["exposure"] = f"log({exposure}) offset"
+        boot = None
+    C = _cluster_sums(psi, s.cluster)
+    vcov = C.T @ C
+    se = np.sqrt(np.diag(vcov))
+    info = s.info()
+    info.update(info_extra)
+    info.update(
+        {
+            "estimator": "imputation (Borusyak, Jaravel & Spiess)",
+            "model": model,
+            "outcome": outcome,
+            "treatment": treatment,
+            "control_group": "untreated corridor-years: never treated and not yet treated (D = 0)",
+            "reference_period": "all untreated years of each corridor (imputation, no single base year)",
+            "small_sample": "none",
+            "vcov_type": "cluster" if s.cluster is not None else "hetero",
+            "converged": bool(converged),
+            "n_iter": int(n_iter),
+            "n_untreated_obs": int(untr.sum()),
+        }
+    )
+    if s.attrs.get("synthetic"):
+        info.setdefault("notes", []).append("SYNTHETIC data (simulate_panel)")
+    poisson = model == "poisson"
+    full = make_table(est, se, index=names, df=None, alpha=alpha, poisson=poisson)
+    n_obs_h = [int(m.sum()) for m in masks]
+    full["n_treated"] = n_obs_h
+    if event_time:
+        table = full.iloc[1:].copy()
+        table.index = pd.Index([int(h) for h in hz], name="rel_period")
+        info["overall"] = full.iloc[0].to_dict()
+    else:
+        table = full.iloc[:1].copy()
+    params = pd.Series(est, index=names)
+    return EstimationResult(
+        model=f"did_imputation ({model})",
+        params=params,
+        vcov=pd.DataFrame(vcov, index=names, columns=names),
+        table=table,
+        info=info,
+        design={"outcome": outcome, "treatment": treatment, "fixed_effects": list(fe), "cluster": cluster,
+                "estimator": "did_imputation"},
+        df_t=None,
+        alpha=alpha,
+        extra={
+            "bootstrap": boot,
+            "call": {"func": did_imputation, "panel": panel,
+                     "kwargs": {"treatment": treatment, "model": model, "outcome": outcome, "exposure": exposure,
+                                "event_time": event_time, "horizons": horizons, "fe": tuple(fe), "cluster": cluster,
+                                "min_untreated_periods": min_untreated_periods, "alpha": alpha}},
+            "influence": psi,
+            "sample_index": s.frame.index,
+        },
+    )

@@ -1,0 +1,67 @@
+"""Panel -> estimation arrays (returnstudy.models._design.prepare)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from returnstudy.models._design import parse_cluster, prepare
+
+
+def _panel() -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "geo": ["NL", "NL", "NL", "DE", "DE", "DE", "FR", "FR"],
+            "citizen": ["MA", "MA", "DZ", "MA", "DZ", "DZ", "MA", "MA"],
+            "year": np.array([2014, 2015, 2014, 2014, 2014, 2015, 2014, 2015], dtype="int64"),
+            "orders": [10.0, 20.0, np.nan, 5.0, 0.0, 8.0, 4.0, 6.0],
+            "returns": [2.0, 4.0, 1.0, 1.0, 0.0, 2.0, 1.0, 3.0],
+            "d": [0.0, 1.0, 0.0, 0.0, 0.0, np.nan, 0.0, 1.0],
+        }
+    )
+    df["return_rate"] = (df["returns"] / df["orders"]).where(df["orders"] > 0)
+    df.attrs["vintage"] = {"t": {"years": [2014, 2015]}}
+    return df
+
+
+def test_drops_are_counted_by_first_missing_column() -> None:
+    d = prepare(_panel(), "return_rate", ["d"], fe=("corridor", "year"), cluster="citizen", weights="orders")
+    # row 2: orders NaN -> return_rate NaN; row 4: orders 0 -> return_rate NaN; row 5: d NaN
+    assert d.dropped == {"missing return_rate": 2, "missing d": 1}
+    assert d.n_obs == 5
+    np.testing.assert_array_equal(d.rows, [0, 1, 3, 6, 7])
+    np.testing.assert_allclose(d.weights, [10, 20, 5, 4, 6])
+    # corridor built from geo and citizen; codes follow first appearance
+    assert list(d.frame["corridor"]) == ["NL-MA", "NL-MA", "DE-MA", "FR-MA", "FR-MA"]
+    assert d.fe.n_levels == [3, 2]
+    assert d.n_clusters == [1]
+    info = d.info()
+    assert info["n_obs"] == 5 and info["n_corridors"] == 3 and info["years"] == (2014, 2015)
+    assert info["vintage"] == {"t": {"years": [2014, 2015]}}
+
+
+def test_interaction_fixed_effects_and_clusters() -> None:
+    d = prepare(_panel(), "returns", [], fe=("geo^year",), cluster=("citizen", "geo"))
+    p = _panel()
+    assert d.fe.n_levels == [6]  # NL, DE, FR x 2014, 2015
+    codes = d.fe.codes[0]
+    key = (p["geo"] + p["year"].astype(str)).to_numpy()
+    same_code = codes[:, None] == codes[None, :]
+    same_key = key[:, None] == key[None, :]
+    np.testing.assert_array_equal(same_code, same_key)
+    assert d.cluster_names == ("citizen", "geo") and len(d.clusters) == 2
+
+
+def test_errors_name_the_column_and_row() -> None:
+    with pytest.raises(ValueError, match=r"'d' is missing in 1 rows \(first: row 5\)"):
+        prepare(_panel(), "returns", ["d"], dropna=False)
+    with pytest.raises(KeyError, match="zzz"):
+        prepare(_panel(), "returns", ["zzz"])
+    with pytest.raises(ValueError, match="must be numeric"):
+        prepare(_panel(), "returns", ["geo"])
+    with pytest.raises(ValueError, match="infinite"):
+        prepare(_panel().assign(x=np.inf), "returns", ["x"])
+    assert parse_cluster(None) == () and parse_cluster("hetero") == () and parse_cluster(("a", "b")) == ("a", "b")
+    with pytest.raises(ValueError, match="duplicated"):
+        parse_cluster(("a", "a"))

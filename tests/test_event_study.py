@@ -1,0 +1,102 @@
+"""Event-study estimates (returnstudy.models.event_study)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from _simpanel import make_panel
+from returnstudy.models.event_study import event_study, relative_period_dummies
+
+PATH = {k: (0.1 * (k + 1) if k < 3 else 0.4) for k in range(0, 20)}  # 0.1, 0.2, 0.3, 0.4, 0.4, ...
+
+
+@pytest.mark.parametrize("control", ["never", "notyet"])
+def test_ppml_recovers_dynamic_path_and_flat_leads(control: str) -> None:
+    for seed in range(3):
+        df = make_panel(seed, effect=PATH, n_geo=10, n_citizen=60)
+        res = event_study(df, window=(-3, 3), control=control, model="ppml")
+        t = res.table
+        assert list(t.index) == [-3, -2, -1, 0, 1, 2, 3]
+        assert t.loc[-1, "estimate"] == 0 and np.isnan(t.loc[-1, "std_error"]) and t.loc[-1, "irr"] == 1
+        for k in (-3, -2):
+            assert abs(t.loc[k, "estimate"]) < 3 * t.loc[k, "std_error"]
+        for k in range(0, 4):
+            true = 0.4 if k == 3 else PATH[k]  # period 3 pools 3+ (all 0.4)
+            assert abs(t.loc[k, "estimate"] - true) < 3 * t.loc[k, "std_error"], (seed, k)
+        assert res.info["pretrend_test"].p_value > 0.001
+
+
+def test_twfe_event_study_linear_outcome_and_manual_wald() -> None:
+    df = make_panel(7, n_geo=8, n_citizen=50)
+    rng = np.random.default_rng(7)
+    ys = df["eu_agreement_years_since"].astype("float64").to_numpy()
+    eff = np.where(np.isnan(ys), 0.0, np.select([ys == 0, ys == 1, ys >= 2], [0.5, 1.0, 1.5], 0.0))
+    cor = pd.factorize(df["corridor"])[0]
+    df["y"] = rng.normal(size=cor.max() + 1)[cor] + 0.1 * (df["year"] - 2008) + eff + rng.normal(0, 1, len(df))
+    res = event_study(df, window=(-2, 2), model="twfe", outcome="y", other_treatments="ignore")
+    t = res.table
+    for k, true in ((-2, 0.0), (0, 0.5), (1, 1.0), (2, 1.5)):
+        assert abs(t.loc[k, "estimate"] - true) < 3 * t.loc[k, "std_error"]
+    # the joint test of leads is the Wald statistic computed by hand
+    b = res.params.loc[[-2]].to_numpy()
+    V = res.vcov.loc[[-2], [-2]].to_numpy()
+    W = float(b @ np.linalg.solve(V, b))
+    wt = res.info["pretrend_test"]
+    assert wt.statistic == pytest.approx(W, rel=1e-10)
+    assert wt.p_value == pytest.approx(stats.f.sf(W, 1, res.df_t), rel=1e-10)
+    assert "Joint test of leads" in res.summary()
+
+
+def test_relative_period_coding_never_vs_notyet() -> None:
+    df = pd.DataFrame(
+        {
+            "geo": ["A"] * 8,
+            "citizen": ["X"] * 8,
+            "year": np.arange(2010, 2018),
+            "corridor": ["A-X"] * 8,
+            "eu_agreement_cohort": pd.array([2015] * 8, dtype="Int64"),
+            "eu_agreement_years_since": pd.array(np.arange(2010, 2018) - 2015, dtype="Int64"),
+        }
+    )
+    never, periods, dropped = relative_period_dummies(df, "eu_agreement", (-2, 1), -1, "never", True)
+    assert periods == [-2, 0, 1]
+    # rel -5..-2 pooled into -2; 1, 2 pooled into 1; -1 is the reference (all dummies 0)
+    np.testing.assert_array_equal(never["rel_m2"], [1, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(never["rel_p0"], [0, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(never["rel_p1"], [0, 0, 0, 0, 0, 0, 1, 1])
+    notyet, _, _ = relative_period_dummies(df, "eu_agreement", (-2, 1), -1, "notyet", True)
+    # years before the window are not-yet-treated controls: no dummy
+    np.testing.assert_array_equal(notyet["rel_m2"], [0, 0, 0, 1, 0, 0, 0, 0])
+    unbinned, _, dropped = relative_period_dummies(df, "eu_agreement", (-2, 1), -1, "never", False)
+    assert len(unbinned) == 4 and dropped == {
+        "treated corridor-years before window start -2": 3,
+        "treated corridor-years after window end 1": 1,
+    }
+
+
+def test_other_treatments_as_controls_and_dropped() -> None:
+    df = make_panel(8, n_geo=6, n_citizen=30)
+    res = event_study(df, window=(-2, 2), model="ppml")
+    assert "bilateral_binding" in res.info["controls_table"].index
+    dropped = event_study(df, window=(-2, 2), model="ppml", other_treatments="drop")
+    n_bil = df.loc[df.groupby("corridor")["bilateral_binding"].transform("max") > 0].shape[0]
+    key = [k for k in dropped.info["dropped"] if k.startswith("corridors ever treated by")]
+    assert dropped.info["dropped"][key[0]] == n_bil
+
+
+def test_event_study_arguments() -> None:
+    df = make_panel(9, n_geo=3, n_citizen=10)
+    with pytest.raises(ValueError, match="reference"):
+        event_study(df, window=(-2, 2), reference=-4)
+    with pytest.raises(ValueError, match="window"):
+        event_study(df, window=(1, 3))
+    with pytest.raises(KeyError, match="bilateral_nonbinding_years_since"):
+        event_study(df, treatment="bilateral_nonbinding")
+    with pytest.raises(ValueError, match="control"):
+        event_study(df, control="all")
+    never_free = df[df["eu_agreement_cohort"].notna()]
+    with pytest.raises(ValueError, match="never-treated"):
+        event_study(never_free, control="never")

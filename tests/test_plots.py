@@ -1,0 +1,66 @@
+"""Figures (returnstudy.plots) drawn with the Agg backend."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from _simpanel import make_panel
+from returnstudy.models.event_study import event_study
+from returnstudy.models.ppml import ppml
+from returnstudy.models.twfe import twfe
+from returnstudy.plots import plot_coefficients, plot_event_study
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return make_panel(0, n_geo=6, n_citizen=30)
+
+
+def test_event_study_plot_contents(panel, tmp_path) -> None:
+    res = event_study(panel, window=(-3, 2), model="ppml")
+    fig = plot_event_study(res)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    # horizontal reference line at 0 on the log scale
+    assert any(np.allclose(line.get_ydata(), 0) for line in ax.lines if len(line.get_ydata()) == 2)
+    # hollow marker at the reference period (-1, 0)
+    ref = [ln for ln in ax.lines if ln.get_label() == "reference period"]
+    assert len(ref) == 1 and ref[0].get_xdata()[0] == -1 and ref[0].get_ydata()[0] == 0
+    # estimated points: all periods except the reference, at the table's estimates
+    est = [ln for ln in ax.lines if ln.get_gid() == "estimates"]
+    t = res.table.drop(index=-1)
+    np.testing.assert_allclose(est[0].get_ydata(), t["estimate"].to_numpy())
+    assert "Years relative to entry into force" in ax.get_xlabel()
+    assert "log points" in ax.get_ylabel()
+    fig.savefig(tmp_path / "es.png")
+    assert (tmp_path / "es.png").stat().st_size > 1000
+    fig_irr = plot_event_study(res, scale="irr")
+    ax2 = fig_irr.axes[0]
+    assert any(np.allclose(line.get_ydata(), 1) for line in ax2.lines if len(line.get_ydata()) == 2)
+    assert "Incidence-rate ratio" in ax2.get_ylabel()
+
+
+def test_coefficient_plot(panel) -> None:
+    results = {
+        "PPML": ppml(panel, treatments=["eu_agreement"]),
+        "TWFE rate": twfe(panel, treatments=["eu_agreement"]),
+    }
+    fig = plot_coefficients(results, term="eu_agreement")
+    ax = fig.axes[0]
+    labels = {round(t.get_position()[1]): t.get_text() for t in ax.get_yticklabels()}
+    assert labels == {1: "PPML", 0: "TWFE rate"}  # first result on top
+    pts = [ln for ln in ax.lines if ln.get_gid() == "estimates"][0]
+    np.testing.assert_allclose(pts.get_xdata(), [r.coef("eu_agreement") for r in results.values()])
+    np.testing.assert_allclose(pts.get_ydata(), [1, 0])
+    with pytest.raises(ValueError, match="Poisson"):
+        plot_coefficients(results, term="eu_agreement", scale="irr")
+    with pytest.raises(KeyError, match="nope"):
+        plot_coefficients(results, term="nope")
+    fig2 = plot_coefficients([results["PPML"]], scale="pct")
+    assert "%" in fig2.axes[0].get_xlabel()

@@ -1,0 +1,89 @@
+"""The generated report: deterministic, and the committed copy matches the code."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from returnstudy.report import build_report, headline_comparison, markdown_table
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "reports"
+REGENERATE = "python -m returnstudy report --data ../shared/data/eurostat --out reports/"
+
+
+@pytest.fixture(scope="module")
+def fresh_report(eurostat_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("report")
+    return build_report(out, data_dir=eurostat_dir)
+
+
+def _compared_files(root: Path) -> list[str]:
+    files = ["REPORT.md"]
+    files += sorted(str(p.relative_to(root)) for p in (root / "tables").glob("*.csv"))
+    files += sorted(str(p.relative_to(root)) for p in (root / "figures").glob("*.svg"))
+    return files
+
+
+def test_committed_report_matches_the_code(fresh_report) -> None:
+    new = fresh_report.out_dir
+    assert _compared_files(new) == _compared_files(COMMITTED), f"report files changed; regenerate with: {REGENERATE}"
+    differing = [f for f in _compared_files(new) if not filecmp.cmp(new / f, COMMITTED / f, shallow=False)]
+    assert not differing, f"committed report is stale in {differing}; regenerate with: {REGENERATE}"
+    for f in fresh_report.files:
+        assert (COMMITTED / f).is_file(), f
+
+
+def test_report_is_byte_identical_when_rerun(fresh_report, eurostat_dir: Path, tmp_path: Path) -> None:
+    again = build_report(tmp_path, specs=[REPO / "data" / "specs" / "wodc.toml"], data_dir=eurostat_dir)
+    for f in ["tables/filter_flow_wodc.csv", "tables/headline_wodc.csv", "figures/event_study_wodc_event_study_eu_agreement.svg"]:
+        assert (tmp_path / f).read_bytes() == (fresh_report.out_dir / f).read_bytes(), f
+    eff_one = pd.read_csv(tmp_path / "tables" / "effects.csv")
+    eff_all = pd.read_csv(fresh_report.out_dir / "tables" / "effects.csv")
+    pd.testing.assert_frame_equal(eff_one.reset_index(drop=True), eff_all[eff_all["spec"] == "wodc"].reset_index(drop=True))
+    text = (fresh_report.out_dir / "REPORT.md").read_text()
+    assert "/work/" not in text and str(eurostat_dir) not in text  # no machine-specific paths
+
+
+def test_report_contents(fresh_report) -> None:
+    text = (fresh_report.out_dir / "REPORT.md").read_text()
+    for needle in ("## The study's headline", "+5% to +10%", "## Sample filters", "## Part 1", "## Event studies",
+                   "2012-2016", "needs a live `python -m returnstudy fetch`", "third_country_2014_2023", "proxy design"):
+        assert needle in text, needle
+    headline = pd.read_csv(fresh_report.out_dir / "tables" / "headline_wodc.csv")
+    eff = pd.read_csv(fresh_report.out_dir / "tables" / "effects.csv")
+    main = eff[(eff.spec == "wodc") & (eff.model == "ppml")].set_index("treatment")
+    row = headline.set_index("treatment").loc["Bilateral binding agreement"]
+    assert row["estimate_pct"] == pytest.approx(main.loc["bilateral_binding", "pct_effect"], rel=1e-5)
+
+
+class _Run:
+    def __init__(self, rows: list[dict]) -> None:
+        self._eff = pd.DataFrame(rows)
+
+    def effects(self) -> pd.DataFrame:
+        return self._eff
+
+
+def _row(t: str, pct: float, lo: float, hi: float) -> dict:
+    return {"model": "m", "treatment": t, "pct_effect": pct, "pct_ci_low": lo, "pct_ci_high": hi, "estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+
+
+def test_headline_verdicts_by_hand() -> None:
+    run = _Run([_row("eu_agreement", 3.0, -2.0, 8.0), _row("eu_nonbinding", -20.0, -30.0, -10.0),
+                _row("bilateral_binding", 20.0, 11.0, 30.0)])
+    h = headline_comparison(run, "m").set_index("treatment")["verdict"]  # type: ignore[arg-type]
+    assert h["EU readmission agreement"] == "consistent (CI includes 0)"
+    assert h["EU non-binding arrangement"] == "not consistent: negative"
+    assert h["Bilateral binding agreement"] == "not consistent (CI excludes +5% to +10%)"
+    assert h["Bilateral non-binding arrangement"] == "not identified in this sample"
+    run2 = _Run([_row("bilateral_binding", 8.0, 9.5, 40.0)])
+    assert headline_comparison(run2, "m").set_index("treatment").loc["Bilateral binding agreement", "verdict"].startswith("consistent")  # type: ignore[arg-type]
+
+
+def test_markdown_table_formatting() -> None:
+    df = pd.DataFrame({"a": ["x|y", "z"], "b": [1.23456, float("nan")], "c": [3, 4]})
+    assert markdown_table(df, 2).splitlines() == ["| a | b | c |", "|---|---|---|", "| x/y | 1.23 | 3 |", "| z |  | 4 |"]
