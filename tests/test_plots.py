@@ -49,17 +49,21 @@ def test_event_study_plot_contents(panel, tmp_path) -> None:
 def test_coefficient_plot(panel) -> None:
     results = {
         "PPML": ppml(panel, treatments=["eu_agreement"]),
-        "TWFE rate": twfe(panel, treatments=["eu_agreement"]),
+        "PPML geo x year": ppml(panel, treatments=["eu_agreement"], fe=("corridor", "geo^year")),
     }
     fig = plot_coefficients(results, term="eu_agreement")
     ax = fig.axes[0]
     labels = {round(t.get_position()[1]): t.get_text() for t in ax.get_yticklabels()}
-    assert labels == {1: "PPML", 0: "TWFE rate"}  # first result on top
+    assert labels == {1: "PPML", 0: "PPML geo x year"}  # first result on top
     pts = [ln for ln in ax.lines if ln.get_gid() == "estimates"][0]
     np.testing.assert_allclose(pts.get_xdata(), [r.coef("eu_agreement") for r in results.values()])
     np.testing.assert_allclose(pts.get_ydata(), [1, 0])
+    assert ax.get_xlabel() == "Coefficient (log points, returns per orders)"
+    linear = twfe(panel, treatments=["eu_agreement"])
     with pytest.raises(ValueError, match="Poisson"):
-        plot_coefficients(results, term="eu_agreement", scale="irr")
+        plot_coefficients({"TWFE rate": linear}, term="eu_agreement", scale="irr")
+    with pytest.raises(ValueError, match="mix Poisson"):
+        plot_coefficients({**results, "TWFE rate": linear}, term="eu_agreement")
     with pytest.raises(KeyError, match="nope"):
         plot_coefficients(results, term="nope")
     fig2 = plot_coefficients([results["PPML"]], scale="pct")

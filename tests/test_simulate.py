@@ -10,8 +10,6 @@ import pytest
 
 from returnstudy.simulate import CALIBRATION, TREATMENTS, calibrate_from_snapshot, effect_path, simulate_panel
 
-SNAPSHOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 PANEL_COLUMNS = [
     "geo", "citizen", "year", "corridor", "orders", "returns", "returns_third_country", "found_illegal",
     "return_rate", "orders_lag1", "orders_flag", "returns_flag", "returns_third_country_flag", "found_illegal_flag",
@@ -90,7 +88,5 @@ def test_zero_share_near_snapshot() -> None:
     assert abs(active.mean() - CALIBRATION["active_share"]) < 0.03
 
 
-def test_stored_calibration_equals_recomputed() -> None:
-    if not (SNAPSHOT / "eurostat" / "migr_eiord.csv").is_file():
-        pytest.skip(f"offline snapshot not found at {SNAPSHOT}")
-    assert calibrate_from_snapshot(SNAPSHOT) == CALIBRATION
+def test_stored_calibration_equals_recomputed(snapshot_dir: Path) -> None:
+    assert calibrate_from_snapshot(snapshot_dir) == CALIBRATION

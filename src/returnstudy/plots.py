@@ -44,11 +44,15 @@ def _columns(result: EstimationResult, scale: str) -> tuple[pd.DataFrame, float,
         return out, 1.0, "Incidence-rate ratio exp(b)"
     if scale == "pct":
         out = pd.DataFrame({"est": t["pct_effect"], "low": t["pct_ci_low"], "high": t["pct_ci_high"]})
-        return out, 0.0, "Effect on the return rate (%)"
+        outcome = result.design.get("outcome", "outcome")
+        exposure = result.design.get("exposure")
+        per = f" per {exposure}" if exposure else ""
+        return out, 0.0, f"Change in {outcome}{per} (%)"
     out = pd.DataFrame({"est": t["estimate"], "low": t["ci_low"], "high": t["ci_high"]})
     outcome = result.design.get("outcome", "outcome")
     if poisson:
-        label = f"Coefficient (log points, {outcome} per order)" if result.design.get("exposure") else f"Coefficient (log points, {outcome})"
+        exposure = result.design.get("exposure")
+        label = f"Coefficient (log points, {outcome} per {exposure})" if exposure else f"Coefficient (log points, {outcome})"
     elif outcome == "return_rate":
         label = "Effect on the return rate (returns per order to leave)"
     else:
@@ -136,21 +140,35 @@ def plot_coefficients(
             raise TypeError(f"result {label!r} is a {type(r).__name__}, not an EstimationResult")
     if term is None:
         term = items[0][1].table.index[0]
+    kinds = {label: ("poisson" if r.is_poisson else "linear") for label, r in items}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(
+            f"results mix Poisson (log rate ratio) and linear estimates, which are not on one scale: {kinds}; plot them separately"
+        )
     rows = []
-    ylabel = ""
+    labels = set()
     ref_value = 0.0
     for label, r in items:
         if term not in r.table.index:
             raise KeyError(f"term {term!r} not in result {label!r}; available: {list(r.table.index)}")
-        vals, ref_value, ylabel = _columns(r, scale)
+        vals, ref_value, axis_label = _columns(r, scale)
+        labels.add(axis_label)
         rows.append((label, *vals.loc[term, ["est", "low", "high"]].to_numpy(dtype=float)))
+    if len(labels) == 1:
+        ylabel = labels.pop()
+    elif scale == "pct":
+        ylabel = "Change in the outcome per unit of exposure (%)"
+    else:
+        ylabel = "Coefficient (model scale; outcomes differ between rows)"
     if ax is None:
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(7, 1.2 + 0.45 * len(rows)), layout="constrained")
+        fig = Figure(figsize=(9, 1.4 + 0.45 * len(rows)), layout="constrained")
         ax = fig.add_subplot()
+        own_figure = True
     else:
         fig = ax.figure
+        own_figure = False
     y = np.arange(len(rows))[::-1]
     est = np.array([r[1] for r in rows])
     lo = np.array([r[2] for r in rows])
@@ -162,5 +180,9 @@ def plot_coefficients(
     ax.set_yticklabels([r[0] for r in rows])
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel(ylabel)
-    ax.set_title(title or f"{term}: estimates with {100 * (1 - items[0][1].alpha):g}% confidence intervals")
+    heading = title or f"{term}: estimates with {100 * (1 - items[0][1].alpha):g}% confidence intervals"
+    if own_figure:
+        fig.suptitle(heading, fontsize=10)  # laid out with the figure, never clipped
+    else:
+        ax.set_title(heading, fontsize=9)
     return fig

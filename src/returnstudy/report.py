@@ -201,15 +201,17 @@ def build_report(
                "`estimate` is on the model's scale (log points for Poisson models, the outcome's units for linear models); "
                "`pct_effect` = 100 (exp(b) - 1) for Poisson models. Standard errors are clustered as each model's summary states.", "",
                markdown_table(show, 3), ""]
+        md += ["Coefficient plots compare the Poisson-scale estimators (percent change in returns per unit of "
+               "exposure, 95% CI); linear models are in the table above.", ""]
         for treatment in TREATMENT_TYPES:
             sub = {}
             for run in runs:
                 for m in run.models:
-                    if m.ok and m.estimator != "event_study" and not m.params.get("event_time") and treatment in m.result.table.index:
-                        sub[f"{run.name}: {m.name}"] = m.result
+                    res = m.result
+                    if m.ok and m.estimator != "event_study" and not m.params.get("event_time") and res.is_poisson and treatment in res.table.index:
+                        sub[f"{run.name}: {m.name}"] = res
             if sub:
-                fig = plot_coefficients(sub, term=treatment)
-                fig.suptitle(f"{TREATMENT_LABELS[treatment]}: estimates by spec and model", fontsize=9)
+                fig = plot_coefficients(sub, term=treatment, scale="pct", title=f"{TREATMENT_LABELS[treatment]}: estimates by spec and estimator")
                 report.files += _save_figure(fig, out / "figures", f"coefficients_{treatment}")
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 

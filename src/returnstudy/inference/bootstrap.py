@@ -86,26 +86,37 @@ class _OLSBoot:
     ssc: float
     k: int  # number of original regressors (first columns of Xt)
 
+    _cache: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
+        default_factory=dict)
+
+    def _parts(self, j: int, null: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(p0, pm, Q0, Qm): for null b0, p = p0 - b0 pm and Q = Q0 - b0 Qm (restricted residuals are
+        linear in b0: u(b0) = u(0) - b0 M_{X-j} X_j)."""
+        key = (j, null)
+        if key not in self._cache:
+            Xt, yt, A = self.Xt, self.yt, self.A
+            a = A[j]
+            XXa = _cluster_sum(Xt * (Xt @ a)[:, None], self.cl, self.G)
+            R = XXa @ A  # rows r_g = A XX_g a
+            if null:
+                Xo = np.delete(Xt, j, axis=1)
+                P = np.linalg.pinv(Xo.T @ Xo) @ Xo.T
+                u0 = yt - Xo @ (P @ yt)
+                m = Xt[:, j] - Xo @ (P @ Xt[:, j])
+            else:
+                u0 = yt - Xt @ self.beta
+                m = np.zeros_like(u0)
+            C0 = _cluster_sum(Xt * u0[:, None], self.cl, self.G)
+            Cm = _cluster_sum(Xt * m[:, None], self.cl, self.G)
+            self._cache[key] = (C0 @ a, Cm @ a, R @ C0.T, R @ Cm.T)
+        return self._cache[key]
+
     def term_stats(self, j: int, b0: float, null: bool) -> tuple[float, np.ndarray, np.ndarray, float]:
-        """(centre, p, Q) so that t*-numerator = p'w and cluster scores of coef j = p*w - Q w."""
-        Xt, yt, A = self.Xt, self.yt, self.A
+        """(centre, p, Q) so that b* - centre = p'w and the cluster scores of coef j are p*w - Q w."""
+        p0, pm, Q0, Qm = self._parts(j, null)
         if null:
-            others = np.delete(np.arange(Xt.shape[1]), j)
-            Xo = Xt[:, others]
-            z = yt - Xt[:, j] * b0
-            br = np.linalg.lstsq(Xo, z, rcond=None)[0]
-            u = z - Xo @ br
-            centre = b0
-        else:
-            u = yt - Xt @ self.beta
-            centre = float(self.beta[j])
-        a = A[j]
-        C = _cluster_sum(Xt * u[:, None], self.cl, self.G)  # (G, k') c_g
-        p = C @ a
-        XXa = _cluster_sum(Xt * (Xt @ a)[:, None], self.cl, self.G)  # (G, k') XX_g a
-        R = XXa @ A  # r_g = A XX_g a
-        Q = R @ C.T  # (G, G)
-        return centre, p, Q, 0.0
+            return b0, p0 - b0 * pm, Q0 - b0 * Qm, 0.0
+        return float(self.beta[j]), p0, Q0, 0.0
 
     def se(self, j: int) -> float:
         e = self.yt - self.Xt @ self.beta
@@ -197,7 +208,6 @@ def _ols_tstats(ob: _OLSBoot, j: int, b0: float, null: bool, W: np.ndarray) -> n
 # --------------------------------------------------------------------------- imputation path
 def _imputation_stats(boot: dict[str, Any], j: int, tau0: float, null: bool, tau_hat: float) -> np.ndarray:
     """Cluster sums s_g with tau* - centre = s'w for estimand j."""
-    from returnstudy.models.imputation import SparseFE  # noqa: F401  (Z built there)
     import scipy.sparse.linalg as spla
 
     y, D, V, Z, cl = boot["y"], boot["D"], boot["weights"][:, j], boot["Z"], boot["cluster"]
@@ -360,4 +370,4 @@ def wild_bootstrap(
     notes.append(f"wild cluster bootstrap: {method}, {reps} {weights} draws by {cl_name} ({G} clusters), seed {seed}")
     info["notes"] = notes
     return dataclasses.replace(result, table=table, info=info,
-                               extra={**result.extra, "bootstrap_draws": draws, "bootstrap_weights_matrix": None})
+                               extra={**result.extra, "bootstrap_draws": draws})
