@@ -12,7 +12,7 @@ import pytest
 
 from returnstudy.cli import _parser, main
 
-SUBCOMMANDS = ["fetch", "panel"]
+SUBCOMMANDS = ["fetch", "panel", "treatments", "filters", "quality", "estimate", "report"]
 
 
 def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,3 +69,29 @@ def test_bad_argument_names_the_problem(eurostat_dir: Path, capsys) -> None:
     code = main(["fetch", "--datasets", "migr_bogus", "--from", str(eurostat_dir)])
     assert code == 1
     assert "unknown Eurostat dataset 'migr_bogus'" in capsys.readouterr().err
+
+
+def test_treatments_command(eurostat_dir: Path, capsys) -> None:
+    assert main(["treatments", "--check"]) == 0
+    assert "all tables pass" in capsys.readouterr().out
+    assert main(["treatments", "--summary", "--data", str(eurostat_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "eu_agreement" in out and "treated_corridor_years" in out and "unresearched_pairs" in out
+
+
+def test_filters_command_prints_the_flow(eurostat_dir: Path, tmp_path: Path, capsys) -> None:
+    flow_csv = tmp_path / "flow.csv"
+    assert main(["filters", "--data", str(eurostat_dir), "--out", str(flow_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "min_orders" in out and "rows_before" in out
+    flow = pd.read_csv(flow_csv)
+    assert (flow["rows_after"].iloc[:-1].to_numpy() == flow["rows_before"].iloc[1:].to_numpy()).all()
+    assert main(["filters", "--list"]) == 0
+    assert "return_rate_bound" in capsys.readouterr().out
+
+
+def test_quality_command_writes_tables(eurostat_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["quality", "--data", str(eurostat_dir), "--out", str(tmp_path)]) == 0
+    verdicts = pd.read_csv(tmp_path / "tables" / "quality_verdicts.csv")
+    assert len(verdicts) >= 30 and {"geo", "n_fail"} <= set(verdicts.columns)
+    assert (tmp_path / "figures" / "quality_coverage_heatmap.png").is_file()
