@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from returnstudy.treatments import RULES as TREATMENT_RULES
+from returnstudy.treatments import TREATMENT_TYPES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -49,13 +52,6 @@ __all__ = [
     "default_spec_path",
 ]
 
-TREATMENT_TYPES: tuple[str, ...] = (
-    "eu_agreement",
-    "eu_nonbinding",
-    "bilateral_binding",
-    "bilateral_nonbinding",
-)
-TREATMENT_RULES: tuple[str, ...] = ("calendar_year", "first_full_year", "share_of_year")
 KNOWN_TABLES: tuple[str, ...] = ("migr_eiord", "migr_eirtn", "migr_eipre")
 
 

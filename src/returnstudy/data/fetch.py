@@ -67,6 +67,26 @@ def _validate_codes(codes: Iterable[str]) -> list[str]:
     return codes
 
 
+def _commit(code: str, tmp_path: Path, dest: Path, source: str, kind: str) -> dict[str, Any]:
+    """Validate the finished temporary file, move it into place and record it in the manifest.
+
+    If validation fails the temporary file is removed and the cache is left as it was.
+    """
+    try:
+        try:
+            entry = _entry(code, tmp_path, source, kind)
+        except ValueError as exc:
+            if kind == "api":
+                raise FetchError(f"{code}: downloaded file is not a valid Eurostat table: {exc}") from exc
+            raise
+        atomic_move(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    entry["file"] = dest.name
+    record_table(dest.parent, code, entry)
+    return entry
+
+
 def find_snapshot_file(src_dir: Path, code: str) -> Path | None:
     for suffix in SNAPSHOT_SUFFIXES:
         candidate = src_dir / f"{code}{suffix}"
@@ -109,13 +129,10 @@ def import_snapshot(
             with os.fdopen(fd, "wb") as out, open(source, "rb") as inp:
                 while chunk := inp.read(1 << 20):
                     out.write(chunk)
-            entry = _entry(code, tmp_path, str(source.resolve()), "snapshot")
-            atomic_move(tmp_path, dest)
-        finally:
+        except BaseException:
             tmp_path.unlink(missing_ok=True)
-        entry["file"] = dest.name
-        record_table(cache, code, entry)
-        entries[code] = entry
+            raise
+        entries[code] = entry = _commit(code, tmp_path, dest, str(source.resolve()), "snapshot")
         log.info("imported %s from %s (%d rows)", code, source, entry["rows"])
     return entries
 
@@ -187,15 +204,9 @@ def fetch(
         tmp_path = Path(tmp)
         try:
             _download(url, tmp_path, desc=code, timeout=timeout, retries=retries, backoff=backoff, progress=progress)
-            try:
-                entry = _entry(code, tmp_path, url, "api")
-            except ValueError as exc:
-                raise FetchError(f"{code}: downloaded file is not a valid Eurostat table: {exc}") from exc
-            atomic_move(tmp_path, dest)
-        finally:
+        except BaseException:
             tmp_path.unlink(missing_ok=True)
-        entry["file"] = dest.name
-        record_table(cache, code, entry)
-        entries[code] = entry
+            raise
+        entries[code] = entry = _commit(code, tmp_path, dest, url, "api")
         log.info("fetched %s (%d rows, last update %s)", code, entry["rows"], entry["last_update"])
     return entries
