@@ -28,12 +28,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(sub: argparse._SubParsersAction, name: str, helptext: str, examples: Sequence[str], note: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with worked examples."""
+    epilog = "examples:\n" + "\n".join(f"  python -m returnstudy {name} {e}".rstrip() for e in examples)
+    if note:
+        epilog += "\n" + note
+    return sub.add_parser(name, help=helptext, description=helptext, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
+
+
 def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Do readmission agreements raise return from the EU+? Reproduce and stress-test the WODC study on Eurostat data.",
-        formatter_class=fmt,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent(
             """\
             examples:
@@ -48,20 +55,13 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser(
-        "fetch",
-        help="download Eurostat tables into the cache (or import a snapshot with --from)",
-        formatter_class=fmt,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              python -m returnstudy fetch                                   # all tables, from Eurostat's API
-              python -m returnstudy fetch --datasets migr_eiord migr_eirtn
-              python -m returnstudy fetch --from ../shared/data/eurostat    # offline snapshot
-              python -m returnstudy fetch --list                            # what is cached, with vintages
-            The cache is $RETURNSTUDY_DATA_DIR, or a per-user cache directory.
-            """
-        ),
+    p = _command(
+        sub, "fetch", "download Eurostat tables into the cache (or import a snapshot with --from)",
+        ["                                  # all tables, from Eurostat's API",
+         "--datasets migr_eiord migr_eirtn",
+         "--from ../shared/data/eurostat   # offline snapshot",
+         "--list                           # what is cached, with vintages"],
+        note="The cache is $RETURNSTUDY_DATA_DIR, or a per-user cache directory.",
     )
     p.add_argument("--datasets", nargs="+", metavar="CODE", help="Eurostat table codes (default: all supported)")
     p.add_argument("--from", dest="from_dir", metavar="DIR", type=Path, help="import tables from a snapshot directory instead")
@@ -71,18 +71,11 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=3, help="retries per table on network errors (default 3)")
     p.set_defaults(func=_cmd_fetch)
 
-    p = sub.add_parser(
-        "panel",
-        help="build the corridor-year panel (geo x citizenship x year) and write or summarise it",
-        formatter_class=fmt,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              python -m returnstudy panel --data ../shared/data/eurostat --summary
-              python -m returnstudy panel --data ../shared/data/eurostat --out panel.csv
-              python -m returnstudy panel --years 2012 2016 --no-treatments --out panel.csv
-            """
-        ),
+    p = _command(
+        sub, "panel", "build the corridor-year panel (geo x citizenship x year) and write or summarise it",
+        ["--data ../shared/data/eurostat --summary",
+         "--data ../shared/data/eurostat --out panel.csv",
+         "--years 2012 2016 --no-treatments --out panel.csv"],
     )
     _add_data_args(p)
     p.add_argument("--out", metavar="FILE.csv", type=Path, help="write the panel as CSV")
@@ -93,18 +86,11 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--no-treatments", action="store_true", help="do not add the treatment columns")
     p.set_defaults(func=_cmd_panel)
 
-    p = sub.add_parser(
-        "treatments",
-        help="check the agreements tables and summarise treated corridors by type and adoption year",
-        formatter_class=fmt,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              python -m returnstudy treatments --check
-              python -m returnstudy treatments --summary --data ../shared/data/eurostat
-              python -m returnstudy treatments --summary --rule first_full_year --data ../shared/data/eurostat
-            """
-        ),
+    p = _command(
+        sub, "treatments", "check the agreements tables and summarise treated corridors by type and adoption year",
+        ["--check",
+         "--summary --data ../shared/data/eurostat",
+         "--summary --rule first_full_year --data ../shared/data/eurostat"],
     )
     _add_data_args(p)
     p.add_argument("--check", action="store_true", help="validate data/agreements/*.csv (dates, codes, sources, duplicates)")
@@ -113,18 +99,11 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
                    help="switch-on rule (default calendar_year)")
     p.set_defaults(func=_cmd_treatments)
 
-    p = sub.add_parser(
-        "filters",
-        help="apply the spec's sample filters and print the flow table (rows, corridors, orders, returns per step)",
-        formatter_class=fmt,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              python -m returnstudy filters --data ../shared/data/eurostat
-              python -m returnstudy filters --spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat
-              python -m returnstudy filters --list        # every available step with its parameters
-            """
-        ),
+    p = _command(
+        sub, "filters", "apply the spec's sample filters and print the flow table (rows, corridors, orders, returns per step)",
+        ["--data ../shared/data/eurostat",
+         "--spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat",
+         "--list        # every available step with its parameters"],
     )
     _add_data_args(p)
     p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
@@ -132,36 +111,21 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the flow table as CSV")
     p.set_defaults(func=_cmd_filters)
 
-    p = sub.add_parser(
-        "quality",
-        help="Part 1 data-quality diagnostics per reporting country, with verdicts and figures",
-        formatter_class=fmt,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              python -m returnstudy quality --data ../shared/data/eurostat
-              python -m returnstudy quality --data ../shared/data/eurostat --out reports/
-            """
-        ),
+    p = _command(
+        sub, "quality", "Part 1 data-quality diagnostics per reporting country, with verdicts and figures",
+        ["--data ../shared/data/eurostat", "--data ../shared/data/eurostat --out reports/"],
     )
     _add_data_args(p)
     p.add_argument("--spec", type=Path, metavar="FILE", help="study spec whose [quality] thresholds to use (default wodc.toml)")
     p.add_argument("--out", type=Path, metavar="DIR", help="write tables/ and figures/ under DIR")
     p.set_defaults(func=_cmd_quality)
 
-    p = sub.add_parser(
-        "estimate",
-        help="run the study spec: effects of each treatment type under each model, with intervals",
-        formatter_class=fmt,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              python -m returnstudy estimate --data ../shared/data/eurostat
-              python -m returnstudy estimate --data ../shared/data/eurostat --format json
-              python -m returnstudy estimate --spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat
-              python -m returnstudy estimate --data ../shared/data/eurostat --out results/
-            """
-        ),
+    p = _command(
+        sub, "estimate", "run the study spec: effects of each treatment type under each model, with intervals",
+        ["--data ../shared/data/eurostat",
+         "--data ../shared/data/eurostat --format json",
+         "--spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat",
+         "--data ../shared/data/eurostat --out results/"],
     )
     _add_data_args(p)
     p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
@@ -169,23 +133,15 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="also write the effects table, flow table and event-study figures to DIR")
     p.set_defaults(func=_cmd_estimate)
 
-    p = sub.add_parser(
-        "report",
-        help="regenerate reports/REPORT.md with its figures and tables from the study specs",
-        formatter_class=fmt,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              python -m returnstudy report --data ../shared/data/eurostat --out reports/
-              python -m returnstudy report --spec data/specs/wodc.toml --data ../shared/data/eurostat --out /tmp/r
-            """
-        ),
+    p = _command(
+        sub, "report", "regenerate reports/REPORT.md with its figures and tables from the study specs",
+        ["--data ../shared/data/eurostat --out reports/",
+         "--spec data/specs/wodc.toml --data ../shared/data/eurostat --out /tmp/r"],
     )
     _add_data_args(p)
     p.add_argument("--spec", type=Path, metavar="FILE", action="append", help="spec file (repeatable; default: both shipped specs)")
     p.add_argument("--out", type=Path, metavar="DIR", default=Path("reports"), help="output directory (default reports/)")
     p.set_defaults(func=_cmd_report)
-
     return parser
 
 
