@@ -206,6 +206,18 @@ def _one(frameworks: pd.DataFrame, geo: str, citizen: str, type_: str, signed: s
         ("SE", "XK", "standard_readmission_agreement", "2011-10-04", "2012-01-01"),
         # Germany-Serbia implementing protocol: signed 29 Mar 2011, in force 22 Nov 2011
         ("DE", "RS", "implementing_protocol", "2011-03-29", "2011-11-22"),
+        # Germany-Guinea migration agreement: Conakry 5 Jan 2018, in force 7 Feb 2019 (not 6 Feb)
+        ("DE", "GN", "standard_readmission_agreement", "2018-01-05", "2019-02-07"),
+        # Poland-Vietnam: Hanoi 22 Apr 2004, in force 14 May 2005 (Vietnamese consular list)
+        ("PL", "VN", "standard_readmission_agreement", "2004-04-22", "2005-05-14"),
+        # Austria-Kosovo: Vienna 30 Sep 2010, in force 1 Mar 2011
+        ("AT", "XK", "standard_readmission_agreement", "2010-09-30", "2011-03-01"),
+        # France-India migration and mobility partnership: New Delhi 10 Mar 2018, in force 1 Oct 2021
+        ("FR", "IN", "partnership_readmission_clause", "2018-03-10", "2021-10-01"),
+        # Switzerland-Vietnam: in force on signature, 12 Sep 2006
+        ("CH", "VN", "standard_readmission_agreement", "2006-09-12", "2006-09-12"),
+        # Switzerland-Tunisia migration agreement: Tunis 11 Jun 2012, in force by exchange of notes 16 Aug 2014
+        ("CH", "TN", "standard_readmission_agreement", "2012-06-11", "2014-08-16"),
     ],
 )
 def test_verified_dates(frameworks: pd.DataFrame, geo: str, citizen: str, type_: str,
@@ -225,3 +237,31 @@ def test_spot_check_undated_in_force_and_corrections(frameworks: pd.DataFrame) -
     # Benelux-Bosnia agreement: one signature, entry into force differing by state
     ba = frameworks[(frameworks["citizen"] == "BA") & (frameworks["signed"] == "2006-07-19")]
     assert dict(zip(ba["geo"], ba["in_force"])) == {"BE": "2008-12-01", "LU": "2007-11-01", "NL": "2008-05-01"}
+
+
+def test_spot_check_second_round_corrections(frameworks: pd.DataFrame) -> None:
+    # Benelux-Kazakhstan: signed in Brussels on 2 Mar 2015 (the starting list's 2014-03-02 was wrong);
+    # entry into force is sourced for the Netherlands only
+    kz = frameworks[(frameworks["citizen"] == "KZ") & frameworks["notes"].str.contains("Benelux joint instrument")]
+    assert set(kz["signed"]) == {"2015-03-02"}
+    assert dict(zip(kz["geo"], kz["in_force"])) == {"BE": "", "LU": "", "NL": "2017-06-01"}
+    # Poland-Ukraine implementing protocol: signed in Warsaw on 24 Apr 2017, not 27 Apr
+    pl_ua = frameworks[(frameworks["geo"] == "PL") & (frameworks["citizen"] == "UA")]
+    assert pl_ua["signed"].tolist() == ["2017-04-24"] and pl_ua["verified"].tolist() == ["true"]
+    # Germany-Guinea is a ratified treaty
+    assert _one(frameworks, "DE", "GN", "standard_readmission_agreement", "2018-01-05")["notes"].startswith("binding=yes")
+    # starting-list entry-into-force dates not found in any source stay out of the column
+    for geo, cit, signed in [("DE", "AL", "2002-11-18"), ("DE", "MK", "2002-06-24"), ("DE", "DZ", "1997-02-14")]:
+        row = _one(frameworks, geo, cit, "standard_readmission_agreement", signed)
+        assert row["in_force"] == "" and row["verified"] == "true"
+        assert "partial inventory (not verified)" in row["notes"]
+
+
+def test_none_found_pairs_have_a_reason(coverage: pd.DataFrame) -> None:
+    # a none_found pair must say what was checked, beyond the list of addresses
+    none = coverage[coverage["result"] == "none_found"]
+    assert (none["notes"].str.strip() != "").all(), none.loc[none["notes"].str.strip() == "", ["geo", "citizen"]]
+    # the UK pairs rest on the Home Office list of formal returns agreements of July 2020
+    uk = none[none["geo"] == "UK"]
+    assert set(uk["citizen"]) >= {"BD", "IR", "ER", "SY"}
+    assert uk["checked_sources"].str.contains("written-questions/detail/2020-07-02/68278").all()
