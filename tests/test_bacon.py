@@ -44,7 +44,8 @@ def test_textbook_three_groups_dynamic_effect() -> None:
 
 
 def test_reconstructs_twfe_on_simulated_panel_with_always_treated() -> None:
-    p = simulate_panel(seed=7, n_geo=6, n_citizen=30, zero_share=0.0, bilateral_share=0.3, effect="heterogeneous")
+    p = simulate_panel(seed=7, n_geo=4, n_citizen=20, zero_share=0.0, bilateral_share=0.4, effect="heterogeneous",
+                       years=(2008, 2017))
     # make a few corridors treated in every year (cohort before the window)
     always = p["corridor"].isin(p["corridor"].unique()[:5])
     p.loc[always, "bilateral_binding"] = 1.0

@@ -127,3 +127,23 @@ def test_against_pyfixest_wildboottest(panel: pd.DataFrame) -> None:  # pragma: 
     res = twfe(panel, outcome="return_rate", treatments=["bilateral_binding"], cluster="citizen")
     ours = wild_bootstrap(res, reps=9999, seed=1, ci=False).table["boot_p_value"].iloc[0]
     assert abs(float(ref["Pr(>|t|)"]) - ours) < 0.02
+
+
+def test_chunking_does_not_change_draws(panel: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    import returnstudy.inference.bootstrap as bs
+
+    res = twfe(panel, outcome="return_rate", treatments=["bilateral_binding"], cluster="citizen")
+    full = wild_bootstrap(res, reps=99, seed=4, ci=False).extra["bootstrap_draws"]["bilateral_binding"]
+    monkeypatch.setattr(bs, "_CHUNK_BYTES", 8 * 16 * 3 * 7)  # a handful of draws per chunk
+    small = wild_bootstrap(res, reps=99, seed=4, ci=False).extra["bootstrap_draws"]["bilateral_binding"]
+    np.testing.assert_allclose(full, small, rtol=1e-12)
+
+
+def test_event_study_terms_map_to_coefficients(panel: pd.DataFrame) -> None:
+    from returnstudy.models.event_study import event_study
+
+    ev = event_study(panel, treatment="bilateral_binding", model="twfe", window=(-2, 2))
+    b = wild_bootstrap(ev, reps=99, seed=3, ci=False)
+    assert np.isnan(b.table.loc[-1, "boot_p_value"])  # reference period
+    full = wild_bootstrap(ev.extra["full_result"], reps=99, seed=3, ci=False, terms=["rel_p1"])
+    assert b.table.loc[1, "boot_p_value"] == full.table.loc["rel_p1", "boot_p_value"]

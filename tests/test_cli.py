@@ -12,7 +12,7 @@ import pytest
 
 from returnstudy.cli import _parser, main
 
-SUBCOMMANDS = ["fetch", "panel", "treatments", "filters", "quality", "estimate", "report"]
+SUBCOMMANDS = ["fetch", "panel", "treatments", "filters", "quality", "estimate", "sensitivity", "report"]
 
 
 def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,3 +95,15 @@ def test_quality_command_writes_tables(eurostat_dir: Path, tmp_path: Path, capsy
     verdicts = pd.read_csv(tmp_path / "tables" / "quality_verdicts.csv")
     assert len(verdicts) >= 30 and {"geo", "n_fail"} <= set(verdicts.columns)
     assert (tmp_path / "figures" / "quality_coverage_heatmap.png").is_file()
+
+
+def test_sensitivity_command(eurostat_dir: Path, tmp_path: Path, capsys) -> None:
+    spec = Path(__file__).parent / "fixtures" / "specs" / "run_small.toml"
+    out = tmp_path / "sens.csv"
+    assert main(["sensitivity", "--spec", str(spec), "--data", str(eurostat_dir), "--model", "ppml_small", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "spec as written" in text and "min. mean orders 50" in text
+    table = pd.read_csv(out)
+    # run_small has no exclude_citizens/balanced/return_rate_bound steps: those variations are skipped
+    assert "without Western Balkan citizenships" not in set(table["variation"])
+    assert table.query("variation == 'spec as written'")["estimate"].notna().all()

@@ -147,3 +147,27 @@ def test_unbiased_under_heterogeneous_growing_effects() -> None:
         r = did_imputation(p, "bilateral_binding", model="poisson")
         errs.append(r.coef("bilateral_binding") - p.attrs["true_effect"]["att_log_ratio"])
     assert abs(np.mean(errs)) < 0.02
+
+
+def test_collinear_fixed_effects_geo_by_year() -> None:
+    """corridor + geo x year effects (one redundant level per country) match dummy OLS."""
+    p = _sim(n_geo=4, n_citizen=25, bilateral_share=0.3, years=(2010, 2017), seed=2)
+    q = p.dropna(subset=["return_rate"])
+    r = did_imputation(q, "bilateral_binding", fe=("corridor", "geo^year"), cluster=None)
+    u, t = q[q["bilateral_binding"] == 0], q[q["bilateral_binding"] == 1]
+    with np.errstate(all="ignore"):
+        m = smf.ols("return_rate ~ C(corridor) + C(geo):C(year)", data=u).fit()
+    assert r.coef("bilateral_binding") == pytest.approx((t["return_rate"] - m.predict(t)).mean(), abs=1e-9)
+
+
+def test_dependent_columns_finds_redundant_levels() -> None:
+    import scipy.sparse as sp
+
+    from returnstudy.models.imputation import dependent_columns
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(200, 6)).astype(float)
+    X = np.column_stack([X, X[:, 0] + X[:, 1], X[:, 2] - X[:, 3] + X[:, 4]])
+    dep = dependent_columns(sp.csc_matrix(X.T @ X))
+    assert dep.sum() == 2
+    assert np.linalg.matrix_rank(X[:, ~dep]) == 6

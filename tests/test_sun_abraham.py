@@ -131,3 +131,19 @@ def test_bad_input() -> None:
     r = sun_abraham(q, "bilateral_binding", control="last")
     assert r.info["control_group"].startswith("last-treated cohort (2016)")
     assert r.table.index.max() < 2016 - 2010
+
+
+def test_poisson_drops_separated_cohort() -> None:
+    """A cohort whose reference-year returns are all zero is separated: dropped and reported."""
+    p = simulate_panel(seed=8, n_geo=5, n_citizen=30, zero_share=0.0, bilateral_share=0.3, years=(2010, 2017),
+                       base_effect=0.2)
+    coh = p["bilateral_binding_cohort"].astype("float64")
+    g = int(coh.dropna().min())
+    ref = (coh == g) & (p["year"] == g - 1)
+    p.loc[ref, "returns"] = 0.0
+    r = sun_abraham(p, "bilateral_binding", model="poisson")
+    key = "cohorts with all-zero outcomes in the reference period (-1; separated)"
+    assert r.info["dropped"][key] == int((coh == g).sum() - 0) - int(((coh == g) & (p["orders"] == 0)).sum()) or \
+        r.info["dropped"][key] > 0
+    assert g not in r.extra["cohort_effects"].index.get_level_values("cohort")
+    assert np.all(np.abs(r.table["estimate"]) < 5)

@@ -33,6 +33,10 @@ _PUBLIC: dict[str, str] = {
     "apply_filters": "filters",
     "quality_report": "quality",
     "load_spec": "spec",
+    "check_agreements": "treatments",
+    "run_study": "runner",
+    "sensitivity": "robustness",
+    "Variation": "robustness",
     # models
     "twfe": "models.twfe",
     "ppml": "models.ppml",

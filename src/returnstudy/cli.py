@@ -134,6 +134,18 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_estimate)
 
     p = _command(
+        sub, "sensitivity", "re-estimate the spec's headline model under alternative analytic choices, one at a time",
+        ["--data ../shared/data/eurostat",
+         "--data ../shared/data/eurostat --model twfe_rate --out sensitivity.csv",
+         "--spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat"],
+    )
+    _add_data_args(p)
+    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
+    p.add_argument("--model", metavar="NAME", help="model of the spec to vary (default: the spec's [report] headline_model)")
+    p.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the tidy table as CSV")
+    p.set_defaults(func=_cmd_sensitivity)
+
+    p = _command(
         sub, "report", "regenerate reports/REPORT.md with its figures and tables from the study specs",
         ["--data ../shared/data/eurostat --out reports/",
          "--spec data/specs/wodc.toml --data ../shared/data/eurostat --out /tmp/r"],
@@ -309,6 +321,21 @@ def _effects_text(run) -> str:  # noqa: ANN001 - StudyRun
         pre = m.result.info.get("pretrend_test")
         lines.append(f"\nevent study {m.name}: leads jointly zero? {pre}")
     return "\n".join(lines)
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from returnstudy.robustness import DEFAULT_VARIATIONS, sensitivity
+
+    spec = _load_spec(args.spec)
+    steps = {f.step for f in spec.filters}
+    variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= steps]
+    result = sensitivity(spec, args.data, model=args.model, variations=variations, progress=sys.stderr.isatty())
+    print(result.summary())
+    if args.out:
+        from returnstudy.data.cache import atomic_write_bytes
+
+        atomic_write_bytes(args.out, result.table.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    return EXIT_OK
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy.paths import project_data_dir
+from returnstudy.robustness import DEFAULT_VARIATIONS, sensitivity
 from returnstudy.runner import StudyRun, run_study
 from returnstudy.spec import TREATMENT_TYPES, load_spec
 
@@ -215,6 +216,26 @@ def build_report(
                 report.files += _save_figure(fig, out / "figures", f"coefficients_{treatment}")
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
+    # sensitivity of the headline model to analytic choices
+    md += ["## How far do the conclusions survive?", "",
+           "The headline model of each spec re-estimated under alternative analytic choices, one at a time "
+           "(percent change in returns, 95% CI). `failed` means the model could not be estimated under that choice; "
+           "`not identified`, that the treatment has no variation left.", ""]
+    for run in runs:
+        model = str(run.spec.report.get("headline_model", ""))
+        if not model:
+            continue
+        variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= {f.step for f in run.spec.filters}]
+        sens = sensitivity(run.spec, data_dir, model=model, variations=variations, progress=progress)
+        sens.table.to_csv(out / "tables" / f"sensitivity_{run.name}.csv", index=False, float_format="%.6g", lineterminator="\n")
+        report.files.append(f"tables/sensitivity_{run.name}.csv")
+        md += [f"Spec `{run.name}`, model `{model}`:", "", markdown_table(sens.wide(), 1), ""] + _sensitivity_sentences(sens) + [""]
+        for treatment in ("bilateral_binding", "eu_agreement"):
+            if sens.table.query("treatment == @treatment")["estimate"].notna().any():
+                stem = f"sensitivity_{run.name}_{treatment}"
+                report.files += _save_figure(sens.plot(treatment), out / "figures", stem)
+                md += [f"![{stem}](figures/{stem}.png)", ""]
+
     # event studies
     es = [(run, m) for run in runs for m in run.event_studies()]
     if es:
@@ -255,6 +276,23 @@ def build_report(
     report.files.append("REPORT.md")
     log.info(report.summary())
     return report
+
+
+def _sensitivity_sentences(sens: Any) -> list[str]:
+    """Per treatment: the range of estimates over the variations and how often the CI excludes 0."""
+    lines = []
+    for treatment, g in sens.table.groupby("treatment", sort=False):
+        g = g[g["estimate"].notna()]
+        if g.empty:
+            continue
+        col, lo, hi = ("pct_effect", "pct_ci_low", "pct_ci_high") if g["pct_effect"].notna().all() else ("estimate", "ci_low", "ci_high")
+        unit = "%" if col == "pct_effect" else ""
+        pos, neg = int((g[lo] > 0).sum()), int((g[hi] < 0).sum())
+        lines.append(
+            f"- `{treatment}`: estimates from {g[col].min():+.1f}{unit} to {g[col].max():+.1f}{unit} over {len(g)} choices; "
+            f"the 95% CI lies above zero in {pos}, below zero in {neg}, and includes zero in {len(g) - pos - neg}."
+        )
+    return lines
 
 
 def _honest_reading(runs: Sequence[StudyRun]) -> list[str]:

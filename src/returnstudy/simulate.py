@@ -359,25 +359,36 @@ def true_effect_summary(panel: pd.DataFrame, effect_on: Sequence[str]) -> dict[s
 
 
 # --------------------------------------------------------------------------- Monte Carlo harness
-def _truth_linear(panel: pd.DataFrame, treatment: str) -> float:
+def _in_sample(panel: pd.DataFrame, result: Any) -> pd.DataFrame:
+    """Rows of ``panel`` used by ``result`` (``extra["sample_index"]`` or the design frame), else all."""
+    idx = None if result is None else result.extra.get("sample_index")
+    if idx is None and result is not None and result.extra.get("design") is not None:
+        idx = result.extra["design"].frame.index
+    return panel if idx is None else panel.loc[idx]
+
+
+def _truth_linear(panel: pd.DataFrame, treatment: str, result: Any = None) -> float:
     """Mean change in the expected return rate over treated corridor-years with a return rate."""
-    m = (panel[treatment] > 0) & panel["return_rate"].notna()
-    return float(panel.loc[m, "true_effect_rate"].mean())
+    p = _in_sample(panel, result)
+    m = (p[treatment] > 0) & p["return_rate"].notna()
+    return float(p.loc[m, "true_effect_rate"].mean())
 
 
-def _truth_log_ratio(panel: pd.DataFrame, treatment: str) -> float:
+def _truth_log_ratio(panel: pd.DataFrame, treatment: str, result: Any = None) -> float:
     """log(sum mu1 / sum mu0) over treated corridor-years with orders (Poisson imputation estimand)."""
-    m = (panel[treatment] > 0) & (panel["orders"] > 0)
-    mu0 = panel.loc[m, "mu0"].to_numpy()
-    return float(np.log(np.sum(mu0 * np.exp(panel.loc[m, "true_effect"].to_numpy())) / np.sum(mu0)))
+    p = _in_sample(panel, result)
+    m = (p[treatment] > 0) & (p["orders"] > 0)
+    mu0 = p.loc[m, "mu0"].to_numpy()
+    return float(np.log(np.sum(mu0 * np.exp(p.loc[m, "true_effect"].to_numpy())) / np.sum(mu0)))
 
 
-def _truth_log_mean(panel: pd.DataFrame, treatment: str) -> float:
+def _truth_log_mean(panel: pd.DataFrame, treatment: str, result: Any = None) -> float:
     """Mean log effect over treated corridor-years with orders in corridors that record returns
     (the observation-weighted estimand of Sun-Abraham on the log scale)."""
-    active = panel.groupby("corridor")["returns"].transform("sum") > 0
-    m = (panel[treatment] > 0) & (panel["orders"] > 0) & active
-    return float(panel.loc[m, "true_effect"].mean())
+    p = _in_sample(panel, result)
+    active = p.groupby("corridor")["returns"].transform("sum") > 0
+    m = (p[treatment] > 0) & (p["orders"] > 0) & active
+    return float(p.loc[m, "true_effect"].mean())
 
 
 def _mc_estimators() -> dict[str, tuple[Any, Any]]:
@@ -416,7 +427,7 @@ def monte_carlo(
     """Re-simulate ``reps`` panels per scenario and fit each estimator.
 
     Returns one row per (scenario, rep, estimator): estimate, std_error, 95% CI, the
-    true value of that estimator's estimand on the same panel (linear estimators: mean
+    true value of that estimator's estimand on the rows it used (linear estimators: mean
     change in the expected return rate; Poisson imputation and PPML: log ratio of
     summed means; Poisson Sun-Abraham: mean log effect), ``covered`` and fit seconds.
     Panel ``r`` of a scenario uses seed ``seed + r``. ``sim_kwargs`` go to :func:`simulate_panel`.
@@ -444,8 +455,9 @@ def monte_carlo(
                 except (ValueError, np.linalg.LinAlgError) as exc:
                     logger.warning("monte_carlo: %s failed on rep %d: %s", name, r, exc)
                     est = se = lo = hi = float("nan")
+                    res = None
                 sec = time.perf_counter() - t0
-                tv = truth(panel, treatment)
+                tv = truth(panel, treatment, res)
                 rows.append({"scenario": scen, "rep": r, "estimator": name, "estimate": est, "std_error": se,
                              "ci_low": lo, "ci_high": hi, "truth": tv, "covered": bool(lo <= tv <= hi),
                              "seconds": sec})

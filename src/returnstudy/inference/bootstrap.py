@@ -331,14 +331,23 @@ def wild_bootstrap(
                 lows[t], highs[t] = tau - q_hi, tau - q_lo
         cl_name = result.info.get("cluster")
     else:
-        ob, names, cl_name = _ols_boot_from_result(result, cluster)
+        full = result.extra.get("full_result")
+        if full is not None:  # event study: table rows are relative periods, coefficients rel_m*/rel_p*
+            from returnstudy.models.event_study import _term
+
+            ob, names, cl_name = _ols_boot_from_result(full, cluster)
+            coef_name = {t: _term(int(t)) for t in terms}
+            terms = [t for t in terms if np.isfinite(table.loc[t, "std_error"])]  # skip the reference period
+        else:
+            ob, names, cl_name = _ols_boot_from_result(result, cluster)
+            coef_name = {t: t for t in terms}
         G = ob.G
         W = bootstrap_weights(rng, G, reps, weights)
         method = "WCR bootstrap-t, CRV1" if impose_null else "WCU bootstrap-t, CRV1"
         for t in tqdm(terms, desc="wild bootstrap", disable=None):
-            if t not in names:
+            if coef_name[t] not in names:
                 raise KeyError(f"term {t!r} is not an estimated coefficient ({names})")
-            j = names.index(t)
+            j = names.index(coef_name[t])
             b, se = float(ob.beta[j]), ob.se(j)
             if impose_null:
                 def pfun(b0: float, j: int = j, b: float = b, se: float = se) -> float:

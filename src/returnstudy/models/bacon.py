@@ -193,6 +193,10 @@ def bacon_decomposition(
     ]
     info["notes"] = notes
     info["vcov_type"] = "none (exact decomposition, no sampling variance)"
+    kept = panel[unit].isin(units)
+    for col, key in (("geo", "n_geo"), ("citizen", "n_citizen")):
+        if col in panel.columns:
+            info[key] = int(panel.loc[kept, col].nunique())
     return EstimationResult(
         model="bacon_decomposition",
         params=pd.Series({"twfe": beta}),

@@ -46,7 +46,7 @@ from returnstudy.results import EstimationResult, make_table, panel_info
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["did_imputation", "DidSample", "did_sample", "SparseFE", "SparseFit", "sparse_fit"]
+__all__ = ["did_imputation", "DidSample", "did_sample", "SparseFE", "SparseFit", "dependent_columns", "sparse_fit"]
 
 
 # --------------------------------------------------------------------------- sample
@@ -181,6 +181,22 @@ def did_sample(
 
 
 # --------------------------------------------------------------------------- sparse FE
+def dependent_columns(G: sp.csc_matrix, tol: float = 1e-7) -> np.ndarray:
+    """Columns of a positive semi-definite Gram matrix that depend linearly on the others.
+
+    A symmetric sparse LU (no row pivoting) of ``G + eps I`` leaves a pivot of order
+    ``eps`` exactly at each column that adds no new direction; those columns are flagged.
+    """
+    n = G.shape[0]
+    scale = float(np.mean(G.diagonal())) if n else 1.0
+    eps = 1e-10 * scale
+    lu = spla.splu((G + eps * sp.identity(n, format="csc")).tocsc(), permc_spec="MMD_AT_PLUS_A",
+                   diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    piv = np.abs(lu.U.diagonal())
+    tiny = piv < tol * scale
+    return tiny[lu.perm_c]
+
+
 class SparseFE:
     """Sparse dummy design of several fixed-effect dimensions, identified on ``fit`` rows.
 
@@ -214,9 +230,19 @@ class SparseFE:
             offset += present.size - (1 if d > 0 else 0)
         r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         cc = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-        self.Z = sp.csr_matrix((np.ones(r.size), (r, cc)), shape=(n, offset))
+        Z = sp.csr_matrix((np.ones(r.size), (r, cc)), shape=(n, offset))
+        self.n_redundant = 0
+        if len(codes) > 1 and offset:
+            Zf = Z[np.flatnonzero(fit)]
+            dep = dependent_columns((Zf.T @ Zf).tocsc())
+            if dep.any():
+                # e.g. corridor and geo x year effects: one redundant level per reporting country
+                self.n_redundant = int(dep.sum())
+                logger.info("dropping %d redundant fixed-effect levels", self.n_redundant)
+                Z = Z[:, np.flatnonzero(~dep)]
+        self.Z = Z.tocsr()
         self.fit = fit
-        self.p = offset
+        self.p = self.Z.shape[1]
 
     def factor(self, rows: np.ndarray, w: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """Solver for (Z_r' W Z_r) x = b over the rows ``rows`` (boolean mask)."""
@@ -551,11 +577,11 @@ def did_imputation(
             "reference_period": "all untreated years of each corridor (imputation, no single base year)",
             "small_sample": "none",
             "vcov_type": "cluster" if s.cluster is not None else "hetero",
-            "converged": bool(converged),
-            "n_iter": int(n_iter),
             "n_untreated_obs": int(untr.sum()),
         }
     )
+    if model == "poisson":
+        info["converged"], info["n_iter"] = bool(converged), int(n_iter)
     if s.attrs.get("synthetic"):
         info.setdefault("notes", []).append("SYNTHETIC data (simulate_panel)")
     poisson = model == "poisson"

@@ -101,6 +101,31 @@ def sun_abraham(
         s.cluster = pd.factorize(s.cluster)[0]
     is_t = ~np.isnan(s.cohort)
     cell_key = np.where(is_t & (s.rel != ref_period), s.cohort * 1000 + (s.rel + 500), -1)
+
+    def drop_unanchored() -> None:
+        """Cohorts without a reference-period row: their indicators span their corridor effects.
+
+        Poisson: a cohort whose reference-period outcomes are all zero is separated (its
+        corridor effects go to minus and its cell effects to plus infinity) and is dropped too.
+        """
+        nonlocal s, cell_key
+        t = ~np.isnan(s.cohort)
+        ref_rows = t & (s.rel == ref_period)
+        anchored = np.unique(s.cohort[ref_rows])
+        bad = t & ~np.isin(s.cohort, anchored)
+        if bad.any():
+            s = s.subset(~bad, f"cohorts with no observation in the reference period ({ref_period})")
+            cell_key = cell_key[~bad]
+        if model == "poisson":
+            t = ~np.isnan(s.cohort)
+            ref_rows = t & (s.rel == ref_period)
+            pos = np.unique(s.cohort[ref_rows & (s.y > 0)])
+            bad = t & ~np.isin(s.cohort, pos)
+            if bad.any():
+                s = s.subset(~bad, f"cohorts with all-zero outcomes in the reference period ({ref_period}; separated)")
+                cell_key = cell_key[~bad]
+
+    drop_unanchored()
     if model == "poisson":
         if (s.y < 0).any():
             raise ValueError("Poisson outcome must be non-negative")
@@ -119,6 +144,10 @@ def sun_abraham(
             if zero_cell.any():
                 s = s.subset(~zero_cell, "cohort x period cells with all-zero outcomes (separated)")
                 cell_key = cell_key[~zero_cell]
+                continue
+            n_before = s.y.size
+            drop_unanchored()
+            if s.y.size < n_before:
                 continue
             break
         if s.cluster is not None:
@@ -139,6 +168,8 @@ def sun_abraham(
     if not fit.converged:
         logger.warning("sun_abraham: Poisson fit did not converge in %d iterations", fit.n_iter)
     delta = fit.theta[: keys.size]
+    if model == "poisson" and np.max(np.abs(fit.theta)) > 25:
+        logger.warning("sun_abraham: coefficients beyond +/-25 on the log scale; possible undetected separation")
     scores = fit.coef_scores()
     fx = FixedEffects(fe_codes, names=tuple(fe))
     clusters = [s.cluster] if s.cluster is not None else []
@@ -185,13 +216,12 @@ def sun_abraham(
             "vcov_description": det.describe() + "; aggregation shares treated as fixed",
             "small_sample": det.small_sample,
             "n_clusters": det.n_clusters[0] if det.n_clusters else None,
-            "converged": bool(fit.converged),
-            "n_iter": int(fit.n_iter),
             "n_cells": int(keys.size),
         }
     )
     if poisson:
         info["exposure"] = f"log({exposure}) offset"
+        info["converged"], info["n_iter"] = bool(fit.converged), int(fit.n_iter)
     cell_table = make_table(delta, np.sqrt(np.clip(np.diag(Vd), 0, None)), index=range(keys.size),
                             df=df_t, alpha=alpha, poisson=poisson)
     cell_table.index = pd.MultiIndex.from_arrays([cell_g, cell_k], names=["cohort", "rel_period"])
@@ -210,6 +240,7 @@ def sun_abraham(
         extra={
             "cohort_effects": cell_table,
             "aggregation": pd.DataFrame(R, index=names, columns=cell_table.index),
+            "sample_index": s.frame.index,
             "call": {"func": sun_abraham, "panel": panel,
                      "kwargs": {"treatment": treatment, "model": model, "outcome": outcome, "exposure": exposure,
                                 "event_time": event_time, "control": control, "ref_period": ref_period,

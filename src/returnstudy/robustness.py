@@ -1,0 +1,203 @@
+"""How far does a conclusion survive? Re-estimate one model under alternative analytic choices.
+
+Each :class:`Variation` changes one choice of a study spec — how treatments are coded, a
+filter threshold, the fixed effects, the clustering — and everything else stays as in the
+spec. :func:`sensitivity` runs the spec's headline model under every variation and returns
+a tidy table (one row per variation and treatment) whose spread shows how much each choice
+matters. Nothing is re-weighted or selected: every variation is reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from returnstudy.runner import _model_runs, estimator
+from returnstudy.spec import StudySpec, load_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variation:
+    """One alternative choice relative to the spec.
+
+    ``treatments``: overrides of ``add_treatments`` arguments; ``filters``: step name ->
+    parameter overrides (``{"enabled": True}`` switches a step on); ``model``: overrides of
+    the model's arguments.
+    """
+
+    label: str
+    treatments: Mapping[str, Any] = field(default_factory=dict)
+    filters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model: Mapping[str, Any] = field(default_factory=dict)
+    group: str = ""
+
+
+DEFAULT_VARIATIONS: tuple[Variation, ...] = (
+    Variation("spec as written", group="baseline"),
+    Variation("switch-on: first full year in force", treatments={"rule": "first_full_year"}, group="treatment coding"),
+    Variation("switch-on: share of the year in force", treatments={"rule": "share_of_year"}, group="treatment coding"),
+    Variation("binding bilateral only from entry into force", treatments={"binding_start": "in_force"}, group="treatment coding"),
+    Variation("implementing protocols not coded as bilateral", treatments={"protocols_as_binding": False}, group="treatment coding"),
+    Variation("arrangements of unknown legal form left out", treatments={"unknown_binding": "drop"}, group="treatment coding"),
+    Variation("min. mean orders 1", filters={"min_orders": {"n": 1}}, group="sample"),
+    Variation("min. mean orders 50", filters={"min_orders": {"n": 50}}, group="sample"),
+    Variation("min. mean orders 200", filters={"min_orders": {"n": 200}}, group="sample"),
+    Variation("without Western Balkan citizenships", filters={"exclude_citizens": {"enabled": True, "citizens": ["western_balkans"]}}, group="sample"),
+    Variation("drop corridor-years with return rate > 2", filters={"return_rate_bound": {"enabled": True, "bound": 2.0, "action": "drop"}}, group="sample"),
+    Variation("balanced corridors only", filters={"balanced": {"enabled": True}}, group="sample"),
+    Variation("reporting-country x year effects", model={"fe": ("corridor", "geo^year")}, group="model"),
+    Variation("clustered by citizenship and reporting country", model={"cluster": ("citizen", "geo")}, group="inference"),
+    Variation("clustered by corridor", model={"cluster": "corridor"}, group="inference"),
+)
+
+TABLE_COLUMNS = [
+    "group", "variation", "treatment", "estimate", "std_error", "ci_low", "ci_high", "pct_effect", "pct_ci_low",
+    "pct_ci_high", "p_value", "n_obs", "n_corridors", "error",
+]
+
+
+@dataclass
+class SensitivityResult:
+    """Estimates of one model under each variation; ``table`` is tidy (variation x treatment)."""
+
+    table: pd.DataFrame
+    spec_name: str
+    model: str
+    estimator: str
+    vintage: dict[str, Any] = field(default_factory=dict)
+
+    def wide(self, digits: int = 1) -> pd.DataFrame:
+        """One row per variation, one column per treatment: "pct [low, high]" (Poisson) or "b [low, high]"."""
+        t = self.table
+        poisson = t["pct_effect"].notna().any()
+
+        def cell(r: pd.Series) -> str:
+            if isinstance(r["error"], str) and r["error"]:
+                return "failed"
+            if pd.isna(r["estimate"]):
+                return "not identified"
+            if poisson:
+                return f"{r['pct_effect']:+.{digits}f}% [{r['pct_ci_low']:+.{digits}f}, {r['pct_ci_high']:+.{digits}f}]"
+            return f"{r['estimate']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+
+        out = t.assign(cell=t.apply(cell, axis=1)).pivot_table(
+            index=["group", "variation"], columns="treatment", values="cell", aggfunc="first", sort=False
+        )
+        return out.reset_index()
+
+    def summary(self) -> str:
+        lines = [f"Sensitivity of model {self.model!r} ({self.estimator}) in spec {self.spec_name!r}: {self.table['variation'].nunique()} variations"]
+        lines.append(self.wide().to_string(index=False))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return f"<div><strong>{html.escape(self.summary().splitlines()[0])}</strong>{self.wide().to_html(index=False)}</div>"
+
+    def plot(self, treatment: str, ax: Any = None) -> Any:
+        """Specification plot: the estimate and 95% CI of ``treatment`` under every variation."""
+        from matplotlib.figure import Figure
+
+        t = self.table[(self.table["treatment"] == treatment) & self.table["estimate"].notna()]
+        if t.empty:
+            raise ValueError(f"no estimates of {treatment!r} in this sensitivity run")
+        poisson = t["pct_effect"].notna().all()
+        est, lo, hi = (t["pct_effect"], t["pct_ci_low"], t["pct_ci_high"]) if poisson else (t["estimate"], t["ci_low"], t["ci_high"])
+        if ax is None:
+            fig = Figure(figsize=(9, 1.4 + 0.4 * len(t)), layout="constrained")
+            ax = fig.add_subplot()
+        else:
+            fig = ax.figure
+        y = np.arange(len(t))[::-1]
+        ax.axvline(0.0, color="0.4", lw=0.9)
+        ax.errorbar(est.to_numpy(), y, xerr=[(est - lo).to_numpy(), (hi - est).to_numpy()], fmt="o", color="C0", capsize=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels(t["variation"].tolist())
+        ax.set_xlabel("Change in returns per order to leave (%)" if poisson else "Estimate (model scale)")
+        fig.suptitle(f"{treatment}: model {self.model!r} under alternative analytic choices (95% CI)", fontsize=10)
+        return fig
+
+
+def _filter_dicts(spec: StudySpec, overrides: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    steps = []
+    unknown = set(overrides) - {f.step for f in spec.filters}
+    if unknown:
+        raise ValueError(f"variation changes filter step(s) {sorted(unknown)} that spec {spec.study.name!r} does not have")
+    for f in spec.filters:
+        d = {"step": f.step, "enabled": f.enabled, **copy.deepcopy(f.params)}
+        d.update(overrides.get(f.step, {}))
+        steps.append(d)
+    return steps
+
+
+def sensitivity(
+    spec: StudySpec | str | Path | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    model: str | None = None,
+    variations: Sequence[Variation] = DEFAULT_VARIATIONS,
+    progress: bool = False,
+) -> SensitivityResult:
+    """Re-run one model of ``spec`` under each variation (default: the report's headline model).
+
+    The panel is read once; treatments are re-coded only for variations that change the
+    coding. A variation whose model fails is kept in the table with its error message.
+    """
+    from tqdm.auto import tqdm
+
+    from returnstudy.filters import apply_filters
+    from returnstudy.panel import load_panel
+    from returnstudy.treatments import add_treatments
+
+    if not isinstance(spec, StudySpec):
+        spec = load_spec(spec)
+    runs = {m.name: m for m in _model_runs(spec)}
+    name = model or str(spec.report.get("headline_model", next(iter(runs), "")))
+    if name not in runs:
+        raise KeyError(f"model {name!r} not in spec {spec.study.name!r}; models: {sorted(runs)}")
+    base = runs[name]
+    kwargs = spec.data.load_panel_kwargs()
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    raw = load_panel(**kwargs)
+    coded: dict[tuple, pd.DataFrame] = {}
+    rows = []
+    fn = estimator(base.estimator)
+    for v in tqdm(variations, desc="sensitivity", disable=not progress):
+        t_kwargs = {**spec.treatments.add_treatments_kwargs(), **v.treatments}
+        key = tuple(sorted((k, str(val)) for k, val in t_kwargs.items()))
+        if key not in coded:
+            coded[key] = add_treatments(raw, **t_kwargs)
+        sample = apply_filters(coded[key], _filter_dicts(spec, v.filters)).panel
+        params = {**base.params, **v.model}
+        try:
+            res = fn(sample, **params)
+        except (ValueError, np.linalg.LinAlgError, KeyError, RuntimeError) as exc:
+            log.warning("variation %r failed: %s", v.label, exc)
+            for treatment in params.get("treatments", [params.get("treatment")]):
+                rows.append({"group": v.group, "variation": v.label, "treatment": treatment, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        treatments = list(params.get("treatments", [params.get("treatment")]))
+        for treatment in treatments:
+            row: dict[str, Any] = {"group": v.group, "variation": v.label, "treatment": treatment, "error": "",
+                                   "n_obs": res.info.get("n_obs"), "n_corridors": res.info.get("n_corridors")}
+            if treatment in res.table.index:
+                r = res.table.loc[treatment]
+                for c in ("estimate", "std_error", "ci_low", "ci_high", "pct_effect", "pct_ci_low", "pct_ci_high", "p_value"):
+                    row[c] = float(r[c]) if c in r.index else np.nan
+            rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+    return SensitivityResult(table=table, spec_name=spec.study.name, model=name, estimator=base.estimator,
+                             vintage=dict(raw.attrs.get("vintage") or {}))
