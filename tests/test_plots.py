@@ -58,7 +58,7 @@ def test_coefficient_plot(panel) -> None:
     pts = [ln for ln in ax.lines if ln.get_gid() == "estimates"][0]
     np.testing.assert_allclose(pts.get_xdata(), [r.coef("eu_agreement") for r in results.values()])
     np.testing.assert_allclose(pts.get_ydata(), [1, 0])
-    assert ax.get_xlabel() == "Coefficient (log points, returns per orders)"
+    assert ax.get_xlabel() == "Coefficient (log points, returns per order to leave)"
     linear = twfe(panel, treatments=["eu_agreement"])
     with pytest.raises(ValueError, match="Poisson"):
         plot_coefficients({"TWFE rate": linear}, term="eu_agreement", scale="irr")

@@ -60,7 +60,19 @@ def test_plot_and_text(result) -> None:
 
 
 def test_unknown_filter_step_in_a_variation(eurostat_dir: Path) -> None:
-    with pytest.raises(ValueError, match=r"filter step\(s\) \['balanced'\]"):
+    with pytest.raises(KeyError, match=r"has no filter step 'balanced'"):
         sensitivity(SPEC, eurostat_dir, model="ppml_small", variations=[Variation("x", filters={"balanced": {"enabled": True}})])
     with pytest.raises(KeyError, match="model 'nope' not in spec"):
         sensitivity(SPEC, eurostat_dir, model="nope")
+
+
+def test_with_filter_changes_one_step_only() -> None:
+    from returnstudy.spec import load_spec
+
+    spec = load_spec(SPEC)
+    changed = spec.with_filter("min_orders", n=75)
+    assert [f.params.get("n") for f in changed.filters if f.step == "min_orders"] == [75]
+    assert [f.params.get("n") for f in spec.filters if f.step == "min_orders"] == [50]  # original untouched
+    assert changed.filters[1] == spec.filters[1]
+    off = spec.with_filter("min_orders", enabled=False)
+    assert [f.enabled for f in off.filters] == [False, True]

@@ -35,6 +35,8 @@ _PUBLIC: dict[str, str] = {
     "load_spec": "spec",
     "check_agreements": "treatments",
     "run_study": "runner",
+    "study_sample": "runner",
+    "headline_comparison": "report",
     "sensitivity": "robustness",
     "Variation": "robustness",
     # models

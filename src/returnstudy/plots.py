@@ -31,6 +31,14 @@ def _new_axes(ax: Any) -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
+EXPOSURE_LABELS = {"orders": "order to leave", "found_illegal": "person found illegally present"}
+
+
+def _per(result: EstimationResult) -> str:
+    exposure = result.design.get("exposure")
+    return f" per {EXPOSURE_LABELS.get(exposure, exposure)}" if exposure else ""
+
+
 def _columns(result: EstimationResult, scale: str) -> tuple[pd.DataFrame, float, str]:
     """(estimate, low, high) columns on the requested scale, reference value and axis label."""
     if scale not in _SCALES:
@@ -44,15 +52,11 @@ def _columns(result: EstimationResult, scale: str) -> tuple[pd.DataFrame, float,
         return out, 1.0, "Incidence-rate ratio exp(b)"
     if scale == "pct":
         out = pd.DataFrame({"est": t["pct_effect"], "low": t["pct_ci_low"], "high": t["pct_ci_high"]})
-        outcome = result.design.get("outcome", "outcome")
-        exposure = result.design.get("exposure")
-        per = f" per {exposure}" if exposure else ""
-        return out, 0.0, f"Change in {outcome}{per} (%)"
+        return out, 0.0, f"Change in {result.design.get('outcome', 'outcome')}{_per(result)} (%)"
     out = pd.DataFrame({"est": t["estimate"], "low": t["ci_low"], "high": t["ci_high"]})
     outcome = result.design.get("outcome", "outcome")
     if poisson:
-        exposure = result.design.get("exposure")
-        label = f"Coefficient (log points, {outcome} per {exposure})" if exposure else f"Coefficient (log points, {outcome})"
+        label = f"Coefficient (log points, {outcome}{_per(result)})"
     elif outcome == "return_rate":
         label = "Effect on the return rate (returns per order to leave)"
     else:

@@ -9,7 +9,6 @@ matters. Nothing is re-weighted or selected: every variation is reported.
 
 from __future__ import annotations
 
-import copy
 import html
 import logging
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy._progress import progress as _progress
 from returnstudy.runner import _model_runs, estimator
 from returnstudy.spec import StudySpec, load_spec
 
@@ -130,18 +130,6 @@ class SensitivityResult:
         return fig
 
 
-def _filter_dicts(spec: StudySpec, overrides: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    steps = []
-    unknown = set(overrides) - {f.step for f in spec.filters}
-    if unknown:
-        raise ValueError(f"variation changes filter step(s) {sorted(unknown)} that spec {spec.study.name!r} does not have")
-    for f in spec.filters:
-        d = {"step": f.step, "enabled": f.enabled, **copy.deepcopy(f.params)}
-        d.update(overrides.get(f.step, {}))
-        steps.append(d)
-    return steps
-
-
 def sensitivity(
     spec: StudySpec | str | Path | None = None,
     data_dir: str | Path | None = None,
@@ -155,8 +143,6 @@ def sensitivity(
     The panel is read once; treatments are re-coded only for variations that change the
     coding. A variation whose model fails is kept in the table with its error message.
     """
-    from tqdm.auto import tqdm
-
     from returnstudy.filters import apply_filters
     from returnstudy.panel import load_panel
     from returnstudy.treatments import add_treatments
@@ -175,12 +161,15 @@ def sensitivity(
     coded: dict[tuple, pd.DataFrame] = {}
     rows = []
     fn = estimator(base.estimator)
-    for v in tqdm(variations, desc="sensitivity", disable=not progress):
+    for v in _progress(variations, "sensitivity", progress):
         t_kwargs = {**spec.treatments.add_treatments_kwargs(), **v.treatments}
         key = tuple(sorted((k, str(val)) for k, val in t_kwargs.items()))
         if key not in coded:
             coded[key] = add_treatments(raw, **t_kwargs)
-        sample = apply_filters(coded[key], _filter_dicts(spec, v.filters)).panel
+        varied = spec
+        for step, overrides in v.filters.items():
+            varied = varied.with_filter(step, **overrides)
+        sample = apply_filters(coded[key], varied).panel
         params = {**base.params, **v.model}
         try:
             res = fn(sample, **params)

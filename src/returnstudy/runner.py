@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy._progress import progress as _progress
 from returnstudy.spec import TREATMENT_TYPES, StudySpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,24 @@ def _model_runs(spec: StudySpec) -> list[ModelRun]:
     return runs
 
 
+def study_sample(spec: StudySpec | str | Path | None = None, data_dir: str | Path | None = None) -> tuple[pd.DataFrame, Any]:
+    """The spec's panel with treatment columns, and the filtered sample (a ``FilterResult``).
+
+    ``data_dir`` overrides the spec's ``[data] data_dir`` (e.g. a snapshot directory).
+    """
+    from returnstudy.filters import apply_filters
+    from returnstudy.panel import load_panel
+    from returnstudy.treatments import add_treatments
+
+    if not isinstance(spec, StudySpec):
+        spec = load_spec(spec)
+    kwargs = spec.data.load_panel_kwargs()
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    panel = add_treatments(load_panel(**kwargs), **spec.treatments.add_treatments_kwargs())
+    return panel, apply_filters(panel, spec)
+
+
 def run_study(
     spec: StudySpec | str | Path | None = None,
     data_dir: str | Path | None = None,
@@ -192,23 +211,12 @@ def run_study(
     A model that fails is recorded with its error message instead of stopping the run;
     bad spec entries (unknown estimator or parameter) raise before any estimation.
     """
-    from returnstudy.filters import apply_filters
-    from returnstudy.panel import load_panel
-    from returnstudy.treatments import add_treatments
-
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
     runs = _model_runs(spec) if models else []
-    kwargs = spec.data.load_panel_kwargs()
-    if data_dir is not None:
-        kwargs["data_dir"] = data_dir
-    panel = load_panel(**kwargs)
-    panel = add_treatments(panel, **spec.treatments.add_treatments_kwargs())
-    filtered = apply_filters(panel, spec)
+    panel, filtered = study_sample(spec, data_dir)
     run = StudyRun(spec=spec, panel=panel, filtered=filtered, models=runs)
-    from tqdm.auto import tqdm
-
-    for m in tqdm(runs, desc=f"models ({spec.study.name})", disable=not progress):
+    for m in _progress(runs, f"models ({spec.study.name})", progress):
         try:
             m.result = estimator(m.estimator)(filtered.panel, **m.params)
         except (ValueError, np.linalg.LinAlgError, KeyError, RuntimeError) as exc:

@@ -188,6 +188,23 @@ class StudySpec:
     path: Path | None = None
     sha256: str | None = None
 
+    def with_filter(self, step: str, **changes: Any) -> StudySpec:
+        """A copy of this spec with filter ``step``'s parameters changed (``enabled=True`` switches it on).
+
+        ``KeyError`` if the spec has no such step; the changed parameters are validated when
+        the filters run.
+        """
+        if step not in {f.step for f in self.filters}:
+            raise KeyError(f"spec {self.study.name!r} has no filter step {step!r}; steps: {[f.step for f in self.filters]}")
+        enabled = changes.pop("enabled", None)
+        filters = tuple(
+            dataclasses.replace(f, params={**f.params, **changes}, enabled=f.enabled if enabled is None else bool(enabled))
+            if f.step == step
+            else f
+            for f in self.filters
+        )
+        return dataclasses.replace(self, filters=filters)
+
     def filter_dicts(self) -> list[dict[str, Any]]:
         """The enabled filter steps as ``{"step": name, **params}`` dicts."""
         return [{"step": f.step, **f.params} for f in self.filters if f.enabled]
