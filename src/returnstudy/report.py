@@ -301,17 +301,19 @@ def _honest_reading(runs: Sequence[StudyRun]) -> list[str]:
         s = run.sample
         years = sorted(int(y) for y in s["year"].unique())
         treated = {t: int((s[t] > 0).sum()) for t in TREATMENT_TYPES if t in s}
-        cohorts = {}
+        switchers = {}
         for t in TREATMENT_TYPES:
             c = f"{t}_cohort"
             if c in s:
-                ys = sorted(int(y) for y in s.loc[s[c].notna(), c].unique() if years[0] < int(y) <= years[-1])
-                cohorts[t] = ys
+                inside = s.loc[s[c].notna() & s[c].between(years[0] + 1, years[-1]), ["corridor", c]].drop_duplicates()
+                by_year = inside.groupby(c)["corridor"].nunique()
+                switchers[t] = (int(inside["corridor"].nunique()), ", ".join(f"{int(y)}: {n}" for y, n in by_year.items()))
         lines.append(
             f"- `{run.name}` covers {years[0]}-{years[-1]}. Corridor-years treated: "
             + ", ".join(f"{t} {n}" for t, n in treated.items())
-            + ". Adoptions inside the window (these identify the effects under corridor fixed effects): "
-            + "; ".join(f"{t} {v if v else 'none'}" for t, v in cohorts.items())
+            + ". Under corridor fixed effects only corridors whose treatment switches on inside the window identify "
+            + "an effect: "
+            + "; ".join(f"{t} {n} corridors ({detail or 'none'})" for t, (n, detail) in switchers.items())
             + "."
         )
     lines += [
