@@ -171,3 +171,33 @@ def test_dependent_columns_finds_redundant_levels() -> None:
     dep = dependent_columns(sp.csc_matrix(X.T @ X))
     assert dep.sum() == 2
     assert np.linalg.matrix_rank(X[:, ~dep]) == 6
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_pretrend_leads_match_pyfixest(model: str) -> None:
+    """BJS Test 1: lead coefficients and CRV1 errors equal pyfixest on the untreated rows."""
+    import warnings
+
+    pf = pytest.importorskip("pyfixest")
+    p = _sim(effect="growing", seed=3, bilateral_share=0.3)
+    r = did_imputation(p, "bilateral_binding", model=model, event_time=True, horizons=2, pretrends=3)
+    q = p.loc[r.extra["sample_index"]]
+    q = q[q["bilateral_binding"] == 0].copy()
+    rel = q["bilateral_binding_years_since"].astype("float64")
+    for k in (1, 2, 3):
+        q[f"l{k}"] = (rel == -k).astype(float)
+    q["lo"] = np.log(q["orders"])
+    q["corridor"], q["citizen"] = q["corridor"].astype(object), q["citizen"].astype(object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if model == "linear":
+            m = pf.feols("return_rate ~ l3 + l2 + l1 | corridor + year", data=q, vcov={"CRV1": "citizen"},
+                         fixef_tol=1e-14)
+        else:
+            m = pf.fepois("returns ~ l3 + l2 + l1 | corridor + year", data=q, offset="lo", vcov={"CRV1": "citizen"},
+                          iwls_tol=1e-12, fixef_tol=1e-12)
+    for k in (1, 2, 3):
+        assert r.table.loc[-k, "estimate"] == pytest.approx(m.coef()[f"l{k}"], abs=1e-6)
+        assert r.table.loc[-k, "std_error"] == pytest.approx(m.se()[f"l{k}"], rel=1e-4)
+    assert "leads [-3, -2, -1]" in str(r.info["pretrend_test"])
+    assert list(r.table.index) == [-3, -2, -1, 0, 1, 2]

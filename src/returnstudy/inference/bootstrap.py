@@ -290,13 +290,17 @@ def wild_bootstrap(
     alpha = result.alpha if alpha is None else float(alpha)
     rng = np.random.default_rng(seed)
     table = result.table.copy()
-    terms = list(table.index) if terms is None else list(terms)
+    boot_imp = result.extra.get("bootstrap")
+    if terms is None:
+        terms = list(table.index)
+        if boot_imp is not None:  # pre-trend leads come from a separate regression: not bootstrapped
+            terms = [t for t in terms if t in boot_imp["names"] or t == result.design.get("treatment")]
+    terms = list(terms)
     missing = [t for t in terms if t not in table.index]
     if missing:
         raise KeyError(f"terms {missing} not in the result table; available: {list(table.index)}")
     pvals, lows, highs = {}, {}, {}
     draws: dict[Any, np.ndarray] = {}
-    boot_imp = result.extra.get("bootstrap")
     if boot_imp is not None and boot_imp.get("kind") == "imputation_linear":
         if cluster is not None and cluster != result.info.get("cluster"):
             raise ValueError("wild_bootstrap: for imputation results the cluster is the one used in estimation")

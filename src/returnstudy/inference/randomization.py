@@ -38,49 +38,65 @@ logger = logging.getLogger(__name__)
 __all__ = ["randomization_inference", "permute_adoption"]
 
 
+class _Permuter:
+    """Precomputed corridor structure for fast repeated permutations of adoption years."""
+
+    def __init__(self, panel: pd.DataFrame, treatment: str):
+        self.coh_col, self.ys_col = f"{treatment}_cohort", f"{treatment}_years_since"
+        for col in (treatment, self.coh_col, "geo", "citizen", "year"):
+            if col not in panel.columns:
+                raise KeyError(f"randomization_inference: column {col!r} not in panel")
+        self.panel, self.treatment = panel, treatment
+        cohort = panel[self.coh_col].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        self.year = panel["year"].to_numpy(dtype=float)
+        self.d = panel[treatment].to_numpy(dtype=float)
+        implied = np.where(np.isnan(cohort), 0.0, (self.year >= cohort).astype(float))
+        ok = np.isnan(self.d) | (self.d == implied)
+        if not ok.all():
+            i = np.flatnonzero(~ok)[0]
+            raise ValueError(
+                f"randomization_inference: {treatment!r} is not the 0/1 indicator year >= {self.coh_col} "
+                f"(row {panel.index[i]!r}); permutation needs a binary absorbing treatment"
+            )
+        self.gi, geos = pd.factorize(panel["geo"].astype(str))
+        self.ci, cits = pd.factorize(panel["citizen"].astype(str))
+        self.n_geo, self.n_cit = len(geos), len(cits)
+        # cohort per (geo, citizen) cell: NaN if never adopted or corridor absent
+        M = np.full((self.n_geo, self.n_cit), np.nan)
+        first = pd.Series(cohort).groupby([self.gi, self.ci]).first()
+        M[first.index.get_level_values(0), first.index.get_level_values(1)] = first.to_numpy(dtype=float)
+        self.M = M
+        present = np.zeros((self.n_geo, self.n_cit), dtype=bool)
+        present[self.gi, self.ci] = True
+        self.present = present
+
+    def draw(self, level: str, rng: np.random.Generator) -> pd.DataFrame:
+        if level == "citizen":
+            perm = rng.permutation(self.n_cit)
+            new = self.M[self.gi, perm[self.ci]]
+        elif level == "corridor":
+            flat = self.M[self.present]
+            M2 = np.full_like(self.M, np.nan)
+            M2[self.present] = rng.permutation(flat)
+            new = M2[self.gi, self.ci]
+        else:
+            raise ValueError(f"level={level!r}: expected 'citizen' or 'corridor'")
+        out = self.panel.copy()
+        newD = np.where(np.isnan(new), 0.0, (self.year >= new).astype(float))
+        out[self.treatment] = np.where(np.isnan(self.d), np.nan, newD)
+        coh = pd.array(np.where(np.isnan(new), 0, new).astype(np.int64), dtype="Int64")
+        coh[np.isnan(new)] = pd.NA
+        out[self.coh_col] = coh
+        if self.ys_col in out.columns:
+            out[self.ys_col] = pd.array(self.year.astype(np.int64), dtype="Int64") - coh
+        return out
+
+
 def permute_adoption(
     panel: pd.DataFrame, treatment: str, level: str, rng: np.random.Generator
 ) -> pd.DataFrame:
     """Copy of ``panel`` with the adoption years of ``treatment`` permuted at ``level``."""
-    coh_col, ys_col = f"{treatment}_cohort", f"{treatment}_years_since"
-    for col in (treatment, coh_col, "geo", "citizen", "year"):
-        if col not in panel.columns:
-            raise KeyError(f"randomization_inference: column {col!r} not in panel")
-    cohort = panel[coh_col].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
-    year = panel["year"].to_numpy(dtype=float)
-    d = panel[treatment].to_numpy(dtype=float)
-    implied = np.where(np.isnan(cohort), 0.0, (year >= cohort).astype(float))
-    ok = np.isnan(d) | (d == implied)
-    if not ok.all():
-        i = np.flatnonzero(~ok)[0]
-        raise ValueError(
-            f"randomization_inference: {treatment!r} is not the 0/1 indicator year >= {coh_col} "
-            f"(row {panel.index[i]!r}); permutation needs a binary absorbing treatment"
-        )
-    geo = panel["geo"].astype(str).to_numpy()
-    cit = panel["citizen"].astype(str).to_numpy()
-    corr = pd.Series(cohort).groupby([geo, cit]).first()  # (geo, citizen) -> cohort
-    if level == "citizen":
-        cits = np.unique(cit)
-        perm = dict(zip(cits, rng.permutation(cits)))
-        src = pd.MultiIndex.from_arrays([geo, np.array([perm[c] for c in cit])])
-        new = corr.reindex(src).to_numpy(dtype=float)
-    elif level == "corridor":
-        keys = corr.index
-        vals = corr.to_numpy(dtype=float)
-        shuffled = pd.Series(rng.permutation(vals), index=keys)
-        new = shuffled.reindex(pd.MultiIndex.from_arrays([geo, cit])).to_numpy(dtype=float)
-    else:
-        raise ValueError(f"level={level!r}: expected 'citizen' or 'corridor'")
-    out = panel.copy()
-    newD = np.where(np.isnan(new), 0.0, (year >= new).astype(float))
-    out[treatment] = np.where(np.isnan(d), np.nan, newD)
-    coh = pd.array(np.where(np.isnan(new), 0, new).astype(np.int64), dtype="Int64")
-    coh[np.isnan(new)] = pd.NA
-    out[coh_col] = coh
-    if ys_col in out.columns:
-        out[ys_col] = pd.array(panel["year"].to_numpy(dtype=np.int64), dtype="Int64") - coh
-    return out
+    return _Permuter(panel, treatment).draw(level, rng)
 
 
 def _refit_spec(
@@ -169,11 +185,14 @@ def randomization_inference(
         return s.astype(float)
 
     observed = stat(result)
+    if level not in ("citizen", "corridor"):
+        raise ValueError(f"level={level!r}: expected 'citizen' or 'corridor'")
+    permuter = _Permuter(panel, treatment)
     rng = np.random.default_rng(seed)
     rows = []
     failures = 0
     for _ in tqdm(range(reps), desc="randomization inference", disable=None):
-        perm = permute_adoption(panel, treatment, level, rng)
+        perm = permuter.draw(level, rng)
         try:
             rows.append(stat(refit(perm)))
         except (ValueError, np.linalg.LinAlgError) as exc:

@@ -438,6 +438,49 @@ def _cluster_sums(psi: np.ndarray, cluster: np.ndarray | None) -> np.ndarray:
     return np.column_stack([np.bincount(cluster, weights=psi[:, j], minlength=G) for j in range(psi.shape[1])])
 
 
+def _pretrend_leads(
+    s: DidSample, fe_obj: SparseFE, untr: np.ndarray, K: int, model: str, alpha: float
+) -> tuple[pd.DataFrame, np.ndarray, Any]:
+    """BJS Test 1: lead indicators (K years before adoption) in the untreated-outcome model."""
+    from returnstudy.inference.cluster import vcov_details
+    from returnstudy.results import WaldTest
+
+    if K < 1:
+        raise ValueError(f"pretrends={K}: must be >= 1")
+    idx = np.flatnonzero(untr)
+    rel = s.rel[idx]
+    leads = [k for k in range(-K, 0) if np.any(rel == k)]
+    y0 = s.y[idx]
+    if model == "poisson":
+        leads = [k for k in leads if y0[rel == k].sum() > 0]
+    if not leads:
+        raise ValueError(f"pretrends={K}: no untreated observations in the {K} years before adoption")
+    X = np.column_stack([(rel == k).astype(float) for k in leads])
+    Z0 = fe_obj.Z[idx]
+    keep_cols = np.asarray(Z0.sum(axis=0)).ravel() > 0
+    Z0 = Z0[:, np.flatnonzero(keep_cols)]
+    off = np.log(s.exposure[idx]) if model == "poisson" else None
+    fit = sparse_fit(y0, X, Z0, model=model, offset=off)
+    cl = [pd.factorize(s.cluster[idx])[0]] if s.cluster is not None else []
+    from returnstudy.models._fe import FixedEffects
+
+    fx = FixedEffects([pd.factorize(c[idx])[0] for c in s.fe_codes])
+    df_k = len(leads) + fx.n_absorbed(cl if cl else None)
+    V, det = vcov_details(fit.coef_scores(), None, cl, np.eye(len(leads)), "fixest-default",
+                          vcov_type="cluster" if cl else "hetero", df_k=df_k)
+    b = fit.theta[: len(leads)]
+    tab = make_table(b, np.sqrt(np.diag(V)), index=leads, df=None, alpha=alpha, poisson=model == "poisson",
+                     index_name="rel_period")
+    tab["n_obs"] = X.sum(axis=0).astype(int)
+    W = float(b @ np.linalg.pinv(V) @ b)
+    q = int(np.linalg.matrix_rank(V))
+    from scipy import stats as _st
+
+    wald = WaldTest(statistic=W, df_num=q, df_denom=None, p_value=float(_st.chi2.sf(W, max(q, 1))),
+                    f_statistic=W / max(q, 1), hypothesis=f"BJS pre-trend test: leads {leads} jointly zero")
+    return tab, V, wald
+
+
 def did_imputation(
     panel: pd.DataFrame,
     treatment: str = "bilateral_binding",
@@ -449,6 +492,7 @@ def did_imputation(
     fe: Sequence[str] = ("corridor", "year"),
     cluster: str | None = "citizen",
     min_untreated_periods: int = 1,
+    pretrends: int = 0,
     alpha: float = 0.05,
 ) -> EstimationResult:
     """Borusyak-Jaravel-Spiess imputation estimator of the ATT of a staggered treatment.
@@ -465,6 +509,12 @@ def did_imputation(
     fe : fixed effects of the untreated-outcome model (columns or ``a^b`` interactions).
     cluster : one-way cluster variable for the standard errors (None: by observation).
     min_untreated_periods : treated corridors with fewer untreated years are dropped.
+    pretrends : number of leads K for the BJS pre-trend test (Test 1): the untreated-outcome
+        model is re-fitted on untreated rows with indicators for the K years before adoption;
+        their coefficients (relative periods -K..-1, against earlier untreated years) join the
+        event-time table and their joint Wald test (cluster-robust, CRV1) is in
+        ``info["pretrend_test"]``. Leads have zero covariance with the post-period effects in
+        ``vcov`` (they come from a separate regression).
     """
     if outcome is None:
         outcome = "return_rate" if model == "linear" else "returns"
@@ -594,6 +644,19 @@ def did_imputation(
         info["overall"] = full.iloc[0].to_dict()
     else:
         table = full.iloc[:1].copy()
+    if pretrends:
+        lead_tab, lead_V, wald = _pretrend_leads(s, fe_obj, untr, int(pretrends), model, alpha)
+        if event_time:
+            table = pd.concat([lead_tab.drop(columns=["n_obs"]).assign(n_treated=lead_tab["n_obs"]), table])
+            table.index.name = "rel_period"
+        names = list(lead_tab.index) + names
+        est = np.concatenate([lead_tab["estimate"].to_numpy(), est])
+        k = len(lead_tab)
+        V2 = np.zeros((k + vcov.shape[0], k + vcov.shape[0]))
+        V2[:k, :k], V2[k:, k:] = lead_V, vcov
+        vcov = V2
+        info["pretrend_test"] = wald
+        info["pretrend_leads"] = lead_tab
     params = pd.Series(est, index=names)
     return EstimationResult(
         model=f"did_imputation ({model})",
@@ -610,7 +673,8 @@ def did_imputation(
             "call": {"func": did_imputation, "panel": panel,
                      "kwargs": {"treatment": treatment, "model": model, "outcome": outcome, "exposure": exposure,
                                 "event_time": event_time, "horizons": horizons, "fe": tuple(fe), "cluster": cluster,
-                                "min_untreated_periods": min_untreated_periods, "alpha": alpha}},
+                                "min_untreated_periods": min_untreated_periods, "pretrends": pretrends,
+                                "alpha": alpha}},
             "influence": psi,
             "sample_index": s.frame.index,
         },

@@ -17,7 +17,12 @@ as fixed).
 ``model="poisson"`` fits the same design by Poisson pseudo-maximum likelihood
 with offset ``log(exposure)``; aggregates are on the log scale with
 ``pct_effect``. Cohort x period cells whose outcomes are all zero would have an
-estimate of minus infinity and are dropped (reported).
+estimate of minus infinity and are dropped (reported), as are cohorts whose
+reference-year outcomes are all zero (separated). Caution: every treated corridor's
+level is pinned by its single reference-year count, so with small counts (few
+corridors per cohort, a handful of returns each) the log-scale cell effects carry an
+upward small-count bias that shows up as non-zero leads; ``did_imputation``, which
+uses all untreated years, does not have this problem.
 
 The design is solved exactly with sparse normal equations / Newton steps, so
 the hundreds of interaction columns cost milliseconds.
