@@ -76,3 +76,15 @@ def test_requires_panel_for_models_without_call() -> None:
     res = twfe(p, outcome="return_rate", treatments=["bilateral_binding"])
     with pytest.raises(ValueError, match="panel="):
         randomization_inference(res, reps=5)
+
+
+def test_only_the_permuted_treatment_is_tested_in_a_joint_model() -> None:
+    import returnstudy as rs
+
+    panel = rs.simulate_panel(seed=5, n_geo=6, n_citizen=25)
+    res = rs.ppml(panel, treatments=["eu_agreement", "bilateral_binding"])
+    ri = rs.randomization_inference(res, reps=9, level="corridor", seed=2, panel=panel, treatment="bilateral_binding")
+    assert np.isnan(ri.table.loc["eu_agreement", "ri_p_value"])
+    p = ri.table.loc["bilateral_binding", "ri_p_value"]
+    draws = ri.extra["ri_draws"]["bilateral_binding"].to_numpy()
+    assert p == pytest.approx((1 + np.sum(np.abs(draws) >= abs(res.coef("bilateral_binding")))) / (1 + len(draws)))

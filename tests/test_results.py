@@ -65,3 +65,11 @@ def test_summary_and_html_and_vintage() -> None:
     assert format_vintage(None) == "not recorded"
     with pytest.raises(KeyError, match="available"):
         r.coef("nope")
+
+
+def test_synthetic_vintage_is_labelled_in_summaries() -> None:
+    import returnstudy as rs
+
+    panel = rs.simulate_panel(seed=3, n_geo=6, n_citizen=20)
+    res = rs.ppml(panel, treatments=["bilateral_binding"])
+    assert "Data vintage: synthetic (SYNTHETIC simulate_panel(seed=3" in res.summary()

@@ -121,6 +121,9 @@ def format_vintage(vintage: Any) -> str:
             parts.append(f"{tab} {meta}")
             continue
         bits = []
+        source = str(meta.get("source", ""))
+        if source.startswith("SYNTHETIC"):
+            bits.append(source)  # never let simulated data pass for Eurostat data
         yrs = meta.get("years")
         if isinstance(yrs, (list, tuple)) and len(yrs) == 2:
             bits.append(f"years {yrs[0]}-{yrs[1]}")

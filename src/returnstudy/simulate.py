@@ -438,7 +438,7 @@ def monte_carlo(
     """
     import time
 
-    from tqdm.auto import tqdm
+    from returnstudy._progress import progress as _progress
 
     registry = _mc_estimators()
     unknown = [e for e in estimators if e not in registry]
@@ -447,7 +447,7 @@ def monte_carlo(
     sim_kwargs.setdefault("effect_on", treatment)
     rows = []
     for scen in scenarios:
-        for r in tqdm(range(reps), desc=f"monte carlo ({scen})", disable=None):
+        for r in _progress(range(reps), f"monte carlo ({scen})"):
             panel = simulate_panel(seed=seed + r, effect=scen, **sim_kwargs)
             for name in estimators:
                 fit, truth = registry[name]

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from tqdm.auto import tqdm
+from returnstudy._progress import progress as _progress
 
 from returnstudy.models._fe import FixedEffects, collinear_columns
 from returnstudy.results import EstimationResult
@@ -311,7 +311,7 @@ def wild_bootstrap(
         W = bootstrap_weights(rng, G, reps, weights)
         names = boot_imp["names"]
         method = "WCR, non-studentized (imputation estimator is linear in Y)" if impose_null else "WCU, percentile"
-        for t in tqdm(terms, desc="wild bootstrap", disable=None):
+        for t in _progress(terms, "wild bootstrap"):
             key = t if t in names else names[0] if t == result.design.get("treatment") else t
             if key not in names:
                 raise KeyError(f"term {t!r} has no bootstrap weights")
@@ -348,7 +348,7 @@ def wild_bootstrap(
         G = ob.G
         W = bootstrap_weights(rng, G, reps, weights)
         method = "WCR bootstrap-t, CRV1" if impose_null else "WCU bootstrap-t, CRV1"
-        for t in tqdm(terms, desc="wild bootstrap", disable=None):
+        for t in _progress(terms, "wild bootstrap"):
             if coef_name[t] not in names:
                 raise KeyError(f"term {t!r} is not an estimated coefficient ({names})")
             j = names.index(coef_name[t])

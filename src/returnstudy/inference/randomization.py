@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
-
+from returnstudy._progress import progress as _progress
 from returnstudy.results import EstimationResult
 
 logger = logging.getLogger(__name__)
@@ -158,7 +157,8 @@ def randomization_inference(
     seed : seed of the numpy Generator.
     panel : the panel the result was estimated on (if not recorded in the result).
     treatment : treatment column whose adoption dates are permuted (default: the result's).
-    terms : terms to test (default: all rows of ``result.table``).
+    terms : terms to test (default: the permuted treatment's row if the table has one, as in a
+        model with several treatments; otherwise every row, as in an event study).
     statistic : ``"estimate"`` or ``"t"`` (estimate / std_error).
     estimator : callable ``panel -> result`` to use for re-estimation.
 
@@ -174,7 +174,10 @@ def randomization_inference(
     treatment = treatment or default_treatment or result.design.get("treatment")
     if treatment is None:
         raise ValueError("randomization_inference: pass treatment=")
-    terms = list(result.table.index) if terms is None else list(terms)
+    if terms is None:
+        # with several treatments in one model only the permuted treatment's term is under test
+        terms = [treatment] if treatment in result.table.index else list(result.table.index)
+    terms = list(terms)
     missing = [t for t in terms if t not in result.table.index]
     if missing:
         raise KeyError(f"terms {missing} not in result table {list(result.table.index)}")
@@ -191,7 +194,7 @@ def randomization_inference(
     rng = np.random.default_rng(seed)
     rows = []
     failures = 0
-    for _ in tqdm(range(reps), desc="randomization inference", disable=None):
+    for _ in _progress(range(reps), "randomization inference"):
         perm = permuter.draw(level, rng)
         try:
             rows.append(stat(refit(perm)))
