@@ -261,6 +261,17 @@ def build_report(
             md += [f"### `{run.name}`: {m.name}", "", f"![{m.name}](figures/{stem}.png)", ""]
             if pre is not None:
                 md += [f"Joint test that all leads are zero: {pre}", ""]
+            info = m.result.info
+            if info.get("obs_by_period"):
+                per = ", ".join(f"{k:+d}: {n}" for k, n in sorted(info["obs_by_period"].items()))
+                md += [f"Corridor-years per relative period ({per})."]
+                if info.get("bin_endpoints"):
+                    md += ["The first and last periods pool every year beyond the window, including corridors whose "
+                           "treatment began before the data start (always treated in the window)."]
+            if info.get("treated_corridors_by_cohort"):
+                coh = ", ".join(f"{k}: {n}" for k, n in sorted(info["treated_corridors_by_cohort"].items()))
+                md += [f"Treated corridors by adoption year: {coh}."]
+            md += [""]
 
     # filters
     md += ["## Sample filters", ""]
