@@ -37,15 +37,17 @@ def test_committed_report_matches_the_code(fresh_report) -> None:
         assert (COMMITTED / f).is_file(), f
 
 
-def test_report_is_byte_identical_when_rerun(fresh_report, eurostat_dir: Path, tmp_path: Path) -> None:
-    again = build_report(tmp_path, specs=[REPO / "data" / "specs" / "wodc.toml"], data_dir=eurostat_dir)
-    for f in ["tables/filter_flow_wodc.csv", "tables/headline_wodc.csv", "figures/event_study_wodc_event_study_eu_agreement.svg"]:
-        assert (tmp_path / f).read_bytes() == (fresh_report.out_dir / f).read_bytes(), f
-    eff_one = pd.read_csv(tmp_path / "tables" / "effects.csv")
-    eff_all = pd.read_csv(fresh_report.out_dir / "tables" / "effects.csv")
-    pd.testing.assert_frame_equal(eff_one.reset_index(drop=True), eff_all[eff_all["spec"] == "wodc"].reset_index(drop=True))
-    text = (fresh_report.out_dir / "REPORT.md").read_text()
-    assert "/work/" not in text and str(eurostat_dir) not in text  # no machine-specific paths
+def test_report_is_byte_identical_when_rerun(eurostat_dir: Path, tmp_path: Path) -> None:
+    spec = REPO / "tests" / "fixtures" / "specs" / "run_small.toml"
+    first = build_report(tmp_path / "a", specs=[spec], data_dir=eurostat_dir)
+    second = build_report(tmp_path / "b", specs=[spec], data_dir=eurostat_dir)
+    assert first.files == second.files and "tables/effects.csv" in first.files
+    for f in first.files:
+        if f.endswith(".png"):
+            continue  # raster output may differ between renderer versions; SVG and text must not
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    text = (tmp_path / "a" / "REPORT.md").read_text()
+    assert str(eurostat_dir) not in text and str(tmp_path) not in text  # no machine-specific paths
 
 
 def test_report_contents(fresh_report) -> None:
