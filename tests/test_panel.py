@@ -107,6 +107,8 @@ def test_years_option_and_vintage(eurostat_dir) -> None:
     assert set(p.loc[p.returns_third_country.notna() & ~p.returns_third_country_imputed_zero, "returns_third_country_vintage"]) == {"2024-09-20"}
     with pytest.raises(ValueError, match="first year after last"):
         load_panel(eurostat_dir, years=(2016, 2012))
+    with pytest.raises(ValueError, match=r"no corridor-year left \(years=\[1990, .*years in the tables: \[2012, 2013"):
+        load_panel(eurostat_dir, years=(1990, 1995))
 
 
 def test_uk_option(eurostat_dir) -> None:

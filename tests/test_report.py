@@ -82,8 +82,35 @@ def test_headline_verdicts_by_hand() -> None:
     assert h["EU non-binding arrangement"] == "not consistent: negative"
     assert h["Bilateral binding agreement"] == "not consistent (CI excludes +5% to +10%)"
     assert h["Bilateral non-binding arrangement"] == "not identified in this sample"
-    run2 = _Run([_row("bilateral_binding", 8.0, 9.5, 40.0)])
-    assert headline_comparison(run2, "m").set_index("treatment").loc["Bilateral binding agreement", "verdict"].startswith("consistent")  # type: ignore[arg-type]
+
+    def binding(lo: float, hi: float) -> str:
+        run = _Run([_row("bilateral_binding", (lo + hi) / 2, lo, hi)])
+        return headline_comparison(run, "m").set_index("treatment").loc["Bilateral binding agreement", "verdict"]  # type: ignore[arg-type]
+
+    assert binding(9.5, 40.0) == "consistent (CI overlaps +5% to +10%, excludes 0)"
+    assert binding(-2.0, 50.0) == "inconclusive (CI includes 0 and +5% to +10%)"
+    assert binding(-20.0, 4.0) == "not consistent (CI excludes +5% to +10%)"
+
+
+def test_few_switching_citizenships_are_flagged() -> None:
+    import numpy as np
+
+    rows = []
+    for c, cohort in (("AF", 2015), ("IQ", 2015), ("MA", np.nan)):
+        for g in ("NL", "DE"):
+            for y in (2013, 2014, 2015, 2016):
+                rows.append({"geo": g, "citizen": c, "corridor": f"{g}-{c}", "year": y, "eu_agreement_cohort": cohort})
+    sample = pd.DataFrame(rows)
+    run = _Run([_row("eu_agreement", 30.0, 10.0, 50.0)])
+    run.sample = sample  # type: ignore[attr-defined]
+    from returnstudy.report import switching_units
+
+    assert switching_units(sample, "eu_agreement") == (4, 2)
+    h = headline_comparison(run, "m", min_switching_citizenships=3).set_index("treatment")  # type: ignore[arg-type]
+    assert h.loc["EU readmission agreement", "verdict"] == "not reliably identified: 2 citizenship(s) switch on in the window"
+    assert h.loc["EU readmission agreement", "switching_corridors"] == 4
+    h2 = headline_comparison(run, "m", min_switching_citizenships=2).set_index("treatment")  # type: ignore[arg-type]
+    assert h2.loc["EU readmission agreement", "verdict"] == "not consistent: positive"
 
 
 def test_markdown_table_formatting() -> None:

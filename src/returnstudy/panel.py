@@ -170,6 +170,13 @@ def load_panel(
     extra = [f"{v}_flag" for v in VARIABLES] + ["returns_third_country_imputed_zero", "found_illegal_imputed_zero"]
     extra += [f"{v}_vintage" for v in VARIABLES]
     panel = panel[ordered + extra]
+    if panel.empty:
+        in_tables = sorted({int(y) for t in tables.values() for y in t.data["year"].unique()})
+        asked = sorted(year_filter) if year_filter else None
+        raise ValueError(
+            f"load_panel: no corridor-year left (years={asked}, eu_plus_only={eu_plus_only}, "
+            f"keep_aggregates={keep_aggregates}); years in the tables: {in_tables}"
+        )
     if panel.duplicated(KEYS).any():  # pragma: no cover - guarded by the parser's key check
         raise RuntimeError("panel has duplicate (geo, citizen, year) keys")
     panel.attrs["vintage"] = vintage
