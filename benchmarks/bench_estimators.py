@@ -5,7 +5,13 @@ Panel: ``simulate_panel(seed=0)`` — 30 reporting countries x 150 citizenships
 snapshot (about half the corridors never record an order). Each estimator is run
 once to warm up, then timed (best of ``--repeat``) and run once more under
 ``tracemalloc`` for its peak Python/numpy allocation. pyfixest's did2s,
-saturated event study and fepois run in the same process for comparison.
+saturated event study, fepois and feols run in the same process for comparison.
+
+For every pair of equivalent estimators (imputation vs ``did2s``; Sun-Abraham
+cohort x period cells vs the saturated event study; ``ppml`` vs ``fepois``;
+``twfe`` vs ``feols``) both are fitted on the same rows, the time ratio
+(ours / pyfixest) goes to ``ratio_to_pyfixest`` and the largest absolute
+difference between the point estimates to ``max_abs_diff_estimate``.
 
 Usage: ``python benchmarks/bench_estimators.py [--repeat 3] [--out benchmarks/results/bench_estimators.csv]``
 """
@@ -90,6 +96,7 @@ def main() -> None:
                                                                                  seed=1),
         "sup_t_bands 10000 draws": lambda: sup_t_bands(sa_ev, seed=1),
     }
+    estimates: list[tuple[str, str, Callable[[], pd.Series], Callable[[], pd.Series]]] = []
     try:
         import pyfixest as pf
 
@@ -99,18 +106,54 @@ def main() -> None:
         rate2 = rate[rate["corridor"].isin(n_untr[n_untr >= 2].index)]
         q = rate2.assign(corridor=rate2["corridor"].astype(object), citizen=rate2["citizen"].astype(object),
                          g=rate2[f"{T}_cohort"].astype("float64").fillna(0).astype(int))
-        jobs["did_imputation linear, did2s sample"] = lambda: did_imputation(rate2, T)
+        # pyfixest's saturated event study takes the first *observed* treated year as the cohort: keep corridors
+        # that are never treated or observed in their adoption year, so both define the same cohorts
+        coh = rate2[f"{T}_cohort"].astype("float64")
+        seen = rate2.loc[rate2["year"] == coh, "corridor"].unique()
+        rate3 = rate2[coh.isna().to_numpy() | rate2["corridor"].isin(seen).to_numpy()]
+        q3 = rate3.assign(corridor=rate3["corridor"].astype(object), citizen=rate3["citizen"].astype(object),
+                          g=rate3[f"{T}_cohort"].astype("float64").fillna(0).astype(int))
+        qr = rate.assign(corridor=rate["corridor"].astype(object), citizen=rate["citizen"].astype(object))
         qp = panel[panel["orders"] > 0].assign(
             corridor=lambda d: d["corridor"].astype(object), citizen=lambda d: d["citizen"].astype(object),
             log_orders=lambda d: np.log(d["orders"]))
+        jobs["did_imputation linear, did2s sample"] = lambda: did_imputation(rate2, T)
+        jobs["sun_abraham linear event time, pyfixest sample"] = lambda: sun_abraham(rate3, T)
         jobs["pyfixest did2s (+SE)"] = lambda: pf.did2s(
             q, yname="return_rate", first_stage="~ 0 | corridor + year", second_stage=f"~ {T}", treatment=T,
             cluster="citizen")
         jobs["pyfixest saturated event study"] = lambda: pf.event_study(
-            q, yname="return_rate", idname="corridor", tname="year", gname="g", estimator="saturated",
+            q3, yname="return_rate", idname="corridor", tname="year", gname="g", estimator="saturated",
             cluster="citizen")
         jobs["pyfixest fepois (reference)"] = lambda: pf.fepois(
             f"returns ~ {T} | corridor + year", data=qp, offset="log_orders", vcov={"CRV1": "citizen"})
+        jobs["pyfixest feols (reference)"] = lambda: pf.feols(
+            f"return_rate ~ {T} | corridor + year", data=qr, vcov={"CRV1": "citizen"})
+
+        def one(res: object) -> pd.Series:
+            return pd.Series({T: float(res.coef()[T])})  # type: ignore[attr-defined]
+
+        def pf_cells() -> pd.Series:
+            coef = jobs["pyfixest saturated event study"]().coef()  # type: ignore[attr-defined]
+            key = coef.index.str.extract(r"::(?P<k>-?[\d.]+):.+::(?P<g>-?[\d.]+)$").astype(float).astype(int)
+            return pd.Series(coef.to_numpy(), index=pd.MultiIndex.from_frame(key[["g", "k"]]))
+
+        def our_cells() -> pd.Series:
+            cells = sun_abraham(rate3, T).extra["cohort_effects"]["estimate"]
+            cells.index = pd.MultiIndex.from_tuples([(int(g), int(k)) for g, k in cells.index], names=["g", "k"])
+            return cells
+
+        estimates = [
+            ("did_imputation linear, did2s sample", "pyfixest did2s (+SE)",
+             lambda: pd.Series({T: did_imputation(rate2, T).coef(T)}), lambda: one(jobs["pyfixest did2s (+SE)"]())),
+            ("sun_abraham linear event time, pyfixest sample", "pyfixest saturated event study", our_cells, pf_cells),
+            ("ppml (reference)", "pyfixest fepois (reference)",
+             lambda: pd.Series({T: ppml(panel, treatments=[T]).coef(T)}),
+             lambda: one(jobs["pyfixest fepois (reference)"]())),
+            ("twfe linear (reference)", "pyfixest feols (reference)",
+             lambda: pd.Series({T: twfe(panel, outcome="return_rate", treatments=[T]).coef(T)}),
+             lambda: one(jobs["pyfixest feols (reference)"]())),
+        ]
     except ImportError:
         print("pyfixest not installed: comparison rows skipped")
     rows = []
@@ -119,15 +162,20 @@ def main() -> None:
         rows.append({"task": name, "seconds": sec, "peak_mib": mib})
         print(f"{name:45s} {sec:8.3f} s  {mib:9.1f} MiB", flush=True)
     res = pd.DataFrame(rows).set_index("task")
-    pairs = [("did_imputation linear, did2s sample", "pyfixest did2s (+SE)"),
-             ("sun_abraham linear event time", "pyfixest saturated event study"),
-             ("ppml (reference)", "pyfixest fepois (reference)")]
-    print("\nratio (ours / pyfixest, seconds):")
-    for a, b in pairs:
-        if a in res.index and b in res.index:
-            r = res.loc[a, "seconds"] / res.loc[b, "seconds"]
-            res.loc[a, "ratio_to_pyfixest"] = r
-            print(f"  {a} / {b}: {r:.3f}")
+    res["ratio_to_pyfixest"] = np.nan
+    res["max_abs_diff_estimate"] = np.nan
+    res["n_estimates_compared"] = pd.array([pd.NA] * len(res), dtype="Int64")
+    print("\nours vs pyfixest: time ratio (ours / pyfixest) and max |estimate difference| on the same rows:")
+    for a, b, ours_fn, theirs_fn in estimates:
+        ours, theirs = ours_fn(), theirs_fn()
+        common = ours.index.intersection(theirs.index)
+        if len(common) != len(ours) or len(common) != len(theirs):
+            print(f"  WARNING {a} / {b}: {len(ours)} vs {len(theirs)} estimates, {len(common)} in common")
+        diff = float(np.max(np.abs(ours.reindex(common).to_numpy() - theirs.reindex(common).to_numpy())))
+        r = res.loc[a, "seconds"] / res.loc[b, "seconds"]
+        res.loc[a, ["ratio_to_pyfixest", "max_abs_diff_estimate"]] = [r, diff]
+        res.loc[a, "n_estimates_compared"] = len(common)
+        print(f"  {a} / {b}: ratio {r:.3f}, max |diff| {diff:.2e} over {len(common)} estimate(s)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     res.to_csv(args.out)
     print(f"\nwritten {args.out}")

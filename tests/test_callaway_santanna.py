@@ -138,3 +138,54 @@ def test_poisson_se_matches_sampling_sd() -> None:
     assert 0.6 < ratio < 1.3, ratio
     # log of a ratio of small sums: a small upward (Jensen) bias is documented
     assert abs(np.mean(ests) - 0.2) < 0.03
+
+
+def _true_2x2() -> pd.DataFrame:
+    """Two corridors x two years, X-A adopts in 2001."""
+    return pd.DataFrame(
+        {"geo": "X", "citizen": ["A", "A", "B", "B"], "corridor": ["X-A", "X-A", "X-B", "X-B"],
+         "year": [2000, 2001, 2000, 2001], "orders": [100.0, 120.0, 80.0, 90.0], "returns": [20.0, 45.0, 16.0, 21.0],
+         "D": [0.0, 1.0, 0.0, 0.0], "D_cohort": pd.array([2001, 2001, None, None], dtype="Int64")}
+    ).assign(return_rate=lambda d: d["returns"] / d["orders"])
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_true_two_by_two_point_estimate_with_nan_variance(model: str) -> None:
+    r = callaway_santanna(_true_2x2(), treatment="D", model=model)
+    if model == "linear":
+        did = (45 / 120 - 20 / 100) - (21 / 90 - 16 / 80)
+    else:
+        did = np.log(45 / 120) - np.log(20 / 100) - (np.log(21 / 90) - np.log(16 / 80))
+    assert r.coef("D") == pytest.approx(did, rel=1e-9)
+    # one treated and one control corridor: the 2x2 has no residual degrees of freedom (was SE 0.0)
+    assert np.isnan(r.table.loc["D", ["std_error", "ci_low", "ci_high", "p_value"]].to_numpy(dtype=float)).all()
+    assert np.isnan(r.extra["group_time"]["std_error"]).all()
+    assert any("no residual degrees of freedom in group-time cell(s) (cohort, year) [[2001, 2001]]" in n
+               for n in r.info["notes"])
+
+
+def test_single_cluster_and_partly_identified_event_time() -> None:
+    p = _tiny()
+    one = callaway_santanna(p, treatment="D", outcome="y", control="never", cluster="geo")
+    assert np.isnan(one.table["std_error"]).all() and any("too few clusters ([1]" in n for n in one.info["notes"])
+    # without D, not-yet-treated controls: cells with one treated and one control corridor have no
+    # residual degrees of freedom; cells with a second control keep their standard error
+    r = callaway_santanna(p.loc[p["citizen"] != "D"], treatment="D", outcome="y", control="notyet", event_time=True,
+                          cluster=None)
+    gt = r.extra["group_time"].set_index(["cohort", "year"])
+    # (2002, 2001), base 2000: A +1 vs C +1 and B 0 -> control influence -(+-0.5)/2, SE = sqrt(2 * 0.25^2)
+    assert gt.loc[(2002, 2001), "std_error"] == pytest.approx(np.sqrt(0.125))
+    for cell in ((2002, 2003), (2003, 2002), (2003, 2003)):
+        assert gt.loc[cell, "n_control"] == 1 and np.isnan(gt.loc[cell, "std_error"])
+    assert np.isnan(r.table.loc[[-1, 0, 1], "std_error"]).all()
+    assert np.isfinite(r.table.loc[-2, "std_error"])  # only cell (2003, 2001): controls A and C
+    assert r.table.loc[-1, "estimate"] == pytest.approx(0.75)  # point estimates are unaffected
+    ok = callaway_santanna(p, treatment="D", outcome="y", control="never", event_time=True, cluster=None)
+    assert np.isfinite(ok.table["std_error"]).all()
+
+
+def test_duplicated_corridor_years_raise() -> None:
+    p = pd.concat([_tiny(), _tiny().iloc[[0, 1]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"2 duplicated \(corridor, year\) key\(s\) in 4 rows; first: corridor='X-A', "
+                                         r"year=2000 \(rows \[0, 16\]\)"):
+        callaway_santanna(p, treatment="D", outcome="y", cluster=None)

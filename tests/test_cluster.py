@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from returnstudy.inference.cluster import cluster_vcov, meat_clustered, vcov_details
+from returnstudy.inference.cluster import cluster_vcov, meat_clustered, variance_not_identified, vcov_details
 
 
 def _ols_data(seed: int = 0, n: int = 400, G: int = 25):
@@ -104,3 +104,31 @@ def test_bad_arguments() -> None:
         cluster_vcov(X, res.resid[:-1], [g], bread)
     with pytest.raises(ValueError, match="vcov_type"):
         cluster_vcov(X, res.resid, [g], bread, vcov_type="HC3")
+
+
+def test_unidentified_variance_nan_or_raise() -> None:
+    # 2x2 DiD: 4 observations, 4 parameters, residuals identically zero
+    scores = np.zeros((4, 1))
+    bread = np.array([[4.0]])
+    with pytest.raises(ValueError, match=r"degrees of freedom used \(4\) not below the number of observations \(4\)"):
+        vcov_details(scores, None, None, bread, df_k=4)
+    V, det = vcov_details(scores, None, None, bread, df_k=4, on_unidentified="nan")
+    assert V.shape == (1, 1) and np.isnan(V).all() and not det.identified
+    assert det.note.startswith("variance not identified: no residual degrees of freedom (4 observations, 4 parameters)")
+    assert "NOT IDENTIFIED" in det.describe()
+    # clustered: the fixest K (nested effects counted once) is below n, but the residual df is zero
+    V, det = vcov_details(scores, None, [np.array([0, 0, 1, 1])], bread, df_k=3, df_resid=0, on_unidentified="nan")
+    assert np.isnan(V).all() and det.n_clusters == [2] and det.df_t == 1
+    # a single cluster
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(10, 2))
+    V, det = vcov_details(s, None, [np.zeros(10)], np.eye(2), df_k=3, on_unidentified="nan")
+    assert np.isnan(V).all() and "too few clusters ([1]; at least 2 per dimension needed)" in det.note
+    with pytest.raises(ValueError, match="at least 2 clusters"):
+        vcov_details(s, None, [np.zeros(10)], np.eye(2), df_k=3)
+    # identified: identical to the default path
+    V1, d1 = vcov_details(s, None, [np.arange(10) % 3], np.eye(2), df_k=3, on_unidentified="nan")
+    V2, _ = vcov_details(s, None, [np.arange(10) % 3], np.eye(2), df_k=3)
+    np.testing.assert_array_equal(V1, V2)
+    assert d1.identified and variance_not_identified(10, 3, [3]) is None
+    assert variance_not_identified(10, 10, []) is not None and variance_not_identified(10, 3, [2, 1]) is not None

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from returnstudy.models._design import parse_cluster, prepare
+from returnstudy.models._design import check_unique_keys, panel_keys, parse_cluster, prepare
 
 
 def _panel() -> pd.DataFrame:
@@ -65,3 +65,42 @@ def test_errors_name_the_column_and_row() -> None:
     assert parse_cluster(None) == () and parse_cluster("hetero") == () and parse_cluster(("a", "b")) == ("a", "b")
     with pytest.raises(ValueError, match="duplicated"):
         parse_cluster(("a", "a"))
+
+
+def test_duplicated_corridor_year_rows_raise_with_first_key_and_counts() -> None:
+    p = _panel()
+    # rows 0 and 1 (NL-MA 2014, 2015) appear twice more / once more
+    dup = pd.concat([p, p.iloc[[0, 0, 1]]])
+    with pytest.raises(
+        ValueError,
+        match=r"2 duplicated \(corridor, year\) key\(s\) in 5 rows; first: corridor='NL-MA', year=2014 \(rows \[0, 0, 0\]\)",
+    ):
+        prepare(dup, "returns", ["d"])
+    # a duplicate is an error even if its outcome is missing (it would be dropped anyway)
+    dup2 = pd.concat([p, p.iloc[[2]].assign(returns=np.nan)], ignore_index=True)
+    with pytest.raises(ValueError, match=r"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: "
+                                         r"corridor='NL-DZ', year=2014 \(rows \[2, 8\]\)"):
+        prepare(dup2, "returns", ["d"], fe=("geo^year",))
+    # rows with a missing key are ignored by the check (and dropped as missing)
+    ok = pd.concat([p, p.iloc[[3]].assign(year=pd.NA)], ignore_index=True).astype({"year": "Int64"})
+    d = prepare(ok, "returns", [], fe=("corridor", "year"), cluster=None)
+    assert d.dropped == {"missing year": 1} and d.n_obs == 8
+    # keys=None switches the check off
+    assert prepare(dup, "returns", ["d"], keys=None, cluster=None).n_obs == 10
+
+
+def test_panel_keys_follow_the_fixed_effects() -> None:
+    cols = ["geo", "citizen", "year", "corridor", "unit", "period"]
+    assert panel_keys(cols, ("corridor", "year")) == ("corridor", "year")
+    assert panel_keys(cols, ("corridor", "geo^year")) == ("corridor", "year")
+    assert panel_keys(["geo", "citizen", "year"], ("citizen", "year")) == ("corridor", "year")
+    assert panel_keys(cols, ("unit", "period")) == ("unit", "period")
+    assert panel_keys(["unit", "t"], ()) is None
+    # a panel with its own unit and time columns: duplicated (unit, period) rows are named
+    q = pd.DataFrame({"unit": ["a", "a", "b", "b", "b"], "period": [1, 2, 1, 2, 2], "y": [1.0, 2, 3, 4, 5], "x": [0.0, 1, 0, 0, 1]})
+    with pytest.raises(ValueError, match=r"1 duplicated \(unit, period\) key\(s\) in 2 rows; first: unit='b', period=2 "
+                                         r"\(rows \[3, 4\]\)"):
+        prepare(q, "y", ["x"], fe=("unit", "period"), cluster=None)
+    with pytest.raises(ValueError, match=r"\(unit, period\) key"):
+        check_unique_keys(q, ("unit", "period"))
+    check_unique_keys(q.iloc[:4], ("unit", "period"))

@@ -100,3 +100,49 @@ def test_event_study_arguments() -> None:
     never_free = df[df["eu_agreement_cohort"].notna()]
     with pytest.raises(ValueError, match="never-treated"):
         event_study(never_free, control="never")
+
+
+# flat at 0.4 from period 3 to 9 (the longest exposure of adopters inside the panel), then rising:
+# only corridors adopted before the panel starts (cohort 1998, years 2008-2020) reach period 10+
+PATH_AT = {k: (0.1 * (k + 1) if k < 3 else 0.4 if k <= 9 else 0.4 + 0.15 * (k - 9)) for k in range(0, 30)}
+
+
+def test_always_treated_corridors_dropped_and_path_recovered() -> None:
+    df = make_panel(1, effect=PATH_AT, n_geo=8, n_citizen=40, cohorts=(1998, 2011, 2013, 2015))
+    coh = df["eu_agreement_cohort"].astype("float64")
+    est_rows = (df["orders"] > 0) & df["returns"].notna()
+    first = int(df.loc[est_rows, "year"].min())
+    assert first == 2008
+    always = (coh <= first).to_numpy()
+    n_corr = df.loc[always & est_rows, "corridor"].nunique()
+    assert n_corr == 32  # 4 citizenships adopted in 1998 x 8 reporting countries
+    res = event_study(df, window=(-3, 3))
+    key = [k for k in res.info["dropped"] if k.startswith("always-treated corridors")]
+    assert key == [f"always-treated corridors (adopted {first} or earlier: treated in every sample year; {n_corr} corridors)"]
+    assert res.info["dropped"][key[0]] == int((always & est_rows).sum())
+    assert res.info["n_always_treated"] == n_corr and res.info["always_treated"] == "drop"
+    kept = res.extra["design"].frame
+    assert not kept["corridor"].isin(df.loc[always, "corridor"]).any()
+    t = res.table
+    for k in (-3, -2):
+        assert abs(t.loc[k, "estimate"]) < 3 * t.loc[k, "std_error"]
+    for k in range(0, 4):
+        assert abs(t.loc[k, "estimate"] - PATH_AT[k]) < 3 * t.loc[k, "std_error"], k
+    # kept, their rising effects sit in the binned period 3 and leak into the year effects
+    old = event_study(df, window=(-3, 3), always_treated="keep")
+    assert old.info["n_obs"] > res.info["n_obs"] and not any(k.startswith("always") for k in old.info["dropped"])
+    assert abs(old.table.loc[3, "estimate"] - 0.4) > 0.3
+    # the same corridors go under not-yet-treated controls and with the linear model
+    lin = event_study(df, window=(-3, 3), model="twfe", control="notyet", outcome="log_return_rate")
+    assert lin.info["n_always_treated"] == n_corr
+    with pytest.raises(ValueError, match="always_treated"):
+        event_study(df, always_treated="yes")
+
+
+def test_duplicated_corridor_years_raise() -> None:
+    df = make_panel(9, n_geo=3, n_citizen=10)
+    dup = pd.concat([df, df.iloc[[6]]], ignore_index=True)
+    c, y = df["corridor"].iloc[6], int(df["year"].iloc[6])
+    for model in ("ppml", "twfe"):
+        with pytest.raises(ValueError, match=rf"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: corridor='{c}', year={y}"):
+            event_study(dup, model=model)

@@ -123,7 +123,9 @@ def test_drops_corridors_without_untreated_years_and_reports() -> None:
     # make corridor A treated in every year -> no untreated year
     p.loc[p["citizen"] == "A", "D"] = 1.0
     p.loc[p["citizen"] == "A", "D_cohort"] = 2000
-    p = pd.concat([p, _tiny().assign(citizen="E", corridor="X-E")], ignore_index=True)
+    # a second copy of the design under new corridor names (A2 treated in 2002, B2 and C2 never)
+    p = pd.concat([p, _tiny().assign(citizen=lambda d: d["citizen"] + "2", corridor=lambda d: d["corridor"] + "2")],
+                  ignore_index=True)
     r = did_imputation(p, treatment="D", cluster=None)
     assert r.info["dropped"]["treated corridors with < 1 untreated year(s)"] == 3
     assert r.info["n_treated_obs"] == 1
@@ -201,3 +203,40 @@ def test_pretrend_leads_match_pyfixest(model: str) -> None:
         assert r.table.loc[-k, "std_error"] == pytest.approx(m.se()[f"l{k}"], rel=1e-4)
     assert "leads [-3, -2, -1]" in str(r.info["pretrend_test"])
     assert list(r.table.index) == [-3, -2, -1, 0, 1, 2]
+
+
+def _true_2x2() -> pd.DataFrame:
+    """Two corridors x two years, X-A treated in 2001 (rates = return_rate, counts = returns)."""
+    return pd.DataFrame(
+        {"geo": "X", "citizen": ["A", "A", "B", "B"], "corridor": ["X-A", "X-A", "X-B", "X-B"],
+         "year": [2000, 2001, 2000, 2001], "orders": [100.0, 120.0, 80.0, 90.0], "returns": [20.0, 45.0, 16.0, 21.0],
+         "D": [0.0, 1.0, 0.0, 0.0], "D_cohort": pd.array([2001, 2001, None, None], dtype="Int64")}
+    ).assign(return_rate=lambda d: d["returns"] / d["orders"])
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_true_two_by_two_point_estimate_with_nan_variance(model: str) -> None:
+    p = _true_2x2()
+    r = did_imputation(p, treatment="D", model=model)
+    if model == "linear":
+        did = (45 / 120 - 20 / 100) - (21 / 90 - 16 / 80)
+    else:  # log(Y / mu0) with mu0 = orders * rate_A2000 * rate_B2001 / rate_B2000
+        did = np.log(45 / 120) - np.log(20 / 100) - (np.log(21 / 90) - np.log(16 / 80))
+    assert r.coef("D") == pytest.approx(did, rel=1e-9)
+    # 3 untreated rows, 3 fixed-effect parameters: no residual degrees of freedom (was SE ~ 1e-17)
+    assert np.isnan(r.table.loc["D", ["std_error", "ci_low", "ci_high", "p_value"]].to_numpy(dtype=float)).all()
+    assert any("no residual degrees of freedom (3 observations, 3 parameters)" in n for n in r.info["notes"])
+    # one cluster: not identified either, even with residual degrees of freedom
+    q = pd.concat([p, p.assign(corridor=p["corridor"] + "2", D=0.0, D_cohort=pd.NA, returns=p["returns"] + 3)],
+                  ignore_index=True).assign(geo="X", return_rate=lambda d: d["returns"] / d["orders"])
+    r1 = did_imputation(q, treatment="D", model=model, cluster="geo")
+    assert np.isnan(r1.table.loc["D", "std_error"]) and any("too few clusters ([1]" in n for n in r1.info["notes"])
+    r2 = did_imputation(q, treatment="D", model=model, cluster="corridor")
+    assert np.isfinite(r2.table.loc["D", "std_error"]) and r2.table.loc["D", "std_error"] > 0
+
+
+def test_duplicated_corridor_years_raise() -> None:
+    p = pd.concat([_tiny(), _tiny().iloc[[4]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: corridor='X-B', "
+                                         r"year=2001 \(rows \[4, 9\]\)"):
+        did_imputation(p, treatment="D", cluster=None)

@@ -68,3 +68,17 @@ def test_coefficient_plot(panel) -> None:
         plot_coefficients(results, term="nope")
     fig2 = plot_coefficients([results["PPML"]], scale="pct")
     assert "%" in fig2.axes[0].get_xlabel()
+
+
+@pytest.mark.parametrize("reference", [-2, -1])
+def test_lead_lag_separator_follows_the_reference_period(panel, reference) -> None:
+    res = event_study(panel, window=(-3, 2), model="ppml", reference=reference)
+    ax = plot_event_study(res).axes[0]
+    sep = [ln for ln in ax.lines if ln.get_gid() == "lead_lag_separator"]
+    assert len(sep) == 1
+    np.testing.assert_allclose(sep[0].get_xdata(), [reference + 0.5, reference + 0.5])
+    ref = [ln for ln in ax.lines if ln.get_label() == "reference period"]
+    assert ref[0].get_xdata()[0] == reference
+    # an explicit reference overrides the result's
+    ax2 = plot_event_study(res, reference=0).axes[0]
+    np.testing.assert_allclose([ln for ln in ax2.lines if ln.get_gid() == "lead_lag_separator"][0].get_xdata(), [0.5, 0.5])

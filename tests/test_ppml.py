@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
@@ -101,3 +102,34 @@ def test_bad_input() -> None:
         ppml(df, treatments=["eu_agreement"], exposure="persons")
     with pytest.raises(ValueError, match="exposure_as"):
         ppml(df, treatments=["eu_agreement"], exposure_as="weight")
+
+
+def test_true_two_by_two_returns_did_of_log_rates_with_nan_variance() -> None:
+    df = pd.DataFrame(
+        {
+            "geo": ["NL"] * 4,
+            "citizen": ["MA", "MA", "DZ", "DZ"],
+            "year": np.array([2014, 2015, 2014, 2015], dtype="int64"),
+            "orders": [100.0, 120.0, 80.0, 90.0],
+            "returns": [20.0, 45.0, 16.0, 21.0],
+            "eu_agreement": [0.0, 1.0, 0.0, 0.0],
+        }
+    )
+    for cluster in ("citizen", None):
+        res = ppml(df, treatments="eu_agreement", cluster=cluster)
+        # saturated Poisson: fitted rates equal observed rates, beta = DiD of log rates
+        did = (np.log(45 / 120) - np.log(20 / 100)) - (np.log(21 / 90) - np.log(16 / 80))
+        assert res.coef("eu_agreement") == pytest.approx(did, rel=1e-8)
+        assert res.table.loc["eu_agreement", "irr"] == pytest.approx(np.exp(did), rel=1e-8)
+        cols = ["std_error", "ci_low", "ci_high", "p_value", "pct_ci_low", "pct_ci_high"]
+        assert np.isnan(res.table.loc["eu_agreement", cols].to_numpy(dtype=float)).all()
+        assert any("no residual degrees of freedom (4 observations, 4 parameters)" in n for n in res.info["notes"])
+
+
+def test_duplicated_corridor_years_raise_even_without_exposure() -> None:
+    df = make_panel(12, n_geo=3, n_citizen=6, years=(2012, 2015))
+    # the duplicate has no orders: it would be dropped before estimation, but the panel is still invalid
+    extra = df.iloc[[3]].assign(orders=np.nan)
+    c3, y3 = df["corridor"].iloc[3], int(df["year"].iloc[3])
+    with pytest.raises(ValueError, match=rf"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: corridor='{c3}', year={y3}"):
+        ppml(pd.concat([df, extra], ignore_index=True), treatments="eu_agreement")

@@ -88,3 +88,55 @@ def test_only_the_permuted_treatment_is_tested_in_a_joint_model() -> None:
     p = ri.table.loc["bilateral_binding", "ri_p_value"]
     draws = ri.extra["ri_draws"]["bilateral_binding"].to_numpy()
     assert p == pytest.approx((1 + np.sum(np.abs(draws) >= abs(res.coef("bilateral_binding")))) / (1 + len(draws)))
+
+
+class _FailingEstimator:
+    """twfe re-estimation that raises ValueError on the given (0-based) calls."""
+
+    def __init__(self, fail_on: set[int]) -> None:
+        self.fail_on, self.calls = fail_on, 0
+
+    def __call__(self, df: pd.DataFrame):
+        i, self.calls = self.calls, self.calls + 1
+        if i in self.fail_on:
+            raise ValueError(f"no treated corridor-years left (call {i})")
+        return twfe(df, outcome="return_rate", treatments=["bilateral_binding"], cluster=None)
+
+
+def _small_ri_setup():
+    p = simulate_panel(seed=7, n_geo=4, n_citizen=12, zero_share=0.0, bilateral_share=0.4, years=(2010, 2016))
+    p = p.dropna(subset=["return_rate"]).reset_index(drop=True)
+    res = twfe(p, outcome="return_rate", treatments=["bilateral_binding"], cluster=None)
+    return p, res
+
+
+def test_failed_draws_leave_the_denominator_and_warn(caplog: pytest.LogCaptureFixture) -> None:
+    p, res = _small_ri_setup()
+    reps = 20
+    clean = randomization_inference(res, reps=reps, level="corridor", seed=3, panel=p, treatment="bilateral_binding",
+                                    estimator=_FailingEstimator(set()))
+    assert clean.info["randomization_inference"]["failed_draws"] == 0
+    with caplog.at_level("WARNING", logger="returnstudy.inference.randomization"):
+        ri = randomization_inference(res, reps=reps, level="corridor", seed=3, panel=p, treatment="bilateral_binding",
+                                     estimator=_FailingEstimator({4, 11}))  # 2 of 20 = 10%: allowed
+    warn = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warn) == 1 and "2 of 20" in warn[0].getMessage() and "call 4" in warn[0].getMessage()
+    assert ri.info["randomization_inference"]["failed_draws"] == 2
+    assert ri.info["randomization_inference"]["valid_draws"] == {"bilateral_binding": 18}
+    # the permutations themselves do not depend on failures: the surviving draws are the clean run's draws
+    d_clean = clean.extra["ri_draws"]["bilateral_binding"].to_numpy()
+    d = ri.extra["ri_draws"]["bilateral_binding"].to_numpy()
+    assert np.isnan(d[[4, 11]]).all()
+    keep = np.setdiff1d(np.arange(reps), [4, 11])
+    np.testing.assert_allclose(d[keep], d_clean[keep], rtol=1e-12)
+    obs = abs(res.coef("bilateral_binding"))
+    expected = (1 + np.sum(np.abs(d_clean[keep]) >= obs - 1e-12)) / (1 + 18)
+    assert ri.table.loc["bilateral_binding", "ri_p_value"] == pytest.approx(expected)
+
+
+def test_too_many_failed_draws_raise(caplog: pytest.LogCaptureFixture) -> None:
+    p, res = _small_ri_setup()
+    with pytest.raises(ValueError, match=r"failed in 3 of 20 permutation draws.*first error: draw 2: "
+                                         r"ValueError: no treated corridor-years left \(call 2\)"):
+        randomization_inference(res, reps=20, level="corridor", seed=3, panel=p, treatment="bilateral_binding",
+                                estimator=_FailingEstimator({2, 9, 15}))

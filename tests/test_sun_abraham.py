@@ -147,3 +147,23 @@ def test_poisson_drops_separated_cohort() -> None:
     assert 0 < r.info["dropped"][key] <= n_rows
     assert g not in r.extra["cohort_effects"].index.get_level_values("cohort")
     assert np.all(np.abs(r.table["estimate"]) < 5)
+
+
+def test_true_two_by_two_point_estimate_with_nan_variance() -> None:
+    p = pd.DataFrame(
+        {"geo": "X", "citizen": ["A", "A", "B", "B"], "corridor": ["X-A", "X-A", "X-B", "X-B"],
+         "year": [2000, 2001, 2000, 2001], "y": [0.2, 0.375, 0.2, 0.25],
+         "D": [0.0, 1.0, 0.0, 0.0], "D_cohort": pd.array([2001, 2001, None, None], dtype="Int64")}
+    )
+    r = sun_abraham(p, "D", outcome="y")
+    assert r.table.loc[0, "estimate"] == pytest.approx((0.375 - 0.2) - (0.25 - 0.2), rel=1e-9)
+    assert np.isnan(r.table.loc[0, ["std_error", "ci_low", "ci_high", "p_value"]].to_numpy(dtype=float)).all()
+    assert any("no residual degrees of freedom (4 observations, 4 parameters)" in n for n in r.info["notes"])
+
+
+def test_duplicated_corridor_years_raise() -> None:
+    p = _balanced()
+    dup = pd.concat([p, p.iloc[[10]]], ignore_index=True)
+    c, y = p["corridor"].iloc[10], int(p["year"].iloc[10])
+    with pytest.raises(ValueError, match=rf"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: corridor='{c}', year={y}"):
+        sun_abraham(dup, "bilateral_binding")

@@ -132,3 +132,53 @@ def test_no_fixed_effects_is_pooled_ols_with_intercept() -> None:
     # statsmodels' cluster correction is G/(G-1) (n-1)/(n-k) with k including the intercept
     assert res.table.loc["eu_agreement", "std_error"] == pytest.approx(ref.bse["eu_agreement"], rel=1e-8)
     assert res.info["fixed_effects"] == []
+
+
+def _true_2x2() -> pd.DataFrame:
+    """Exactly two corridors x two years; NL-MA treated in 2015."""
+    df = pd.DataFrame(
+        {
+            "geo": ["NL"] * 4,
+            "citizen": ["MA", "MA", "DZ", "DZ"],
+            "year": np.array([2014, 2015, 2014, 2015], dtype="int64"),
+            "orders": [100.0, 120.0, 80.0, 90.0],
+            "returns": [20.0, 45.0, 16.0, 21.0],
+            "eu_agreement": [0.0, 1.0, 0.0, 0.0],
+        }
+    )
+    df["corridor"] = df["geo"] + "-" + df["citizen"]
+    df["return_rate"] = df["returns"] / df["orders"]
+    return df
+
+
+@pytest.mark.parametrize("cluster", ["citizen", None, "geo"])
+def test_true_two_by_two_returns_did_with_nan_variance(cluster) -> None:
+    df = _true_2x2()
+    res = twfe(df, treatments="eu_agreement", cluster=cluster)
+    r = df.set_index(["citizen", "year"])["return_rate"]
+    did = (r["MA", 2015] - r["MA", 2014]) - (r["DZ", 2015] - r["DZ", 2014])  # = 0.375 - 0.2 - (0.2333 - 0.2)
+    assert did == pytest.approx(0.175 - 0.1 / 3)
+    assert res.coef("eu_agreement") == pytest.approx(did, rel=1e-10)
+    row = res.table.loc["eu_agreement"]
+    assert np.isnan(row[["std_error", "ci_low", "ci_high", "p_value"]].to_numpy(dtype=float)).all()
+    assert np.isnan(res.vcov.to_numpy()).all()
+    notes = " ".join(res.info["notes"])
+    assert "variance not identified" in notes
+    # 4 observations: slope + 2 corridor + 1 year parameters leave no residual degrees of freedom;
+    # clustering by geo leaves a single cluster as well
+    assert "no residual degrees of freedom (4 observations, 4 parameters)" in notes
+    assert ("too few clusters ([1]" in notes) == (cluster == "geo")
+    assert "NOT IDENTIFIED" in res.summary()
+
+
+def test_duplicated_corridor_years_raise() -> None:
+    df = make_panel(11, n_geo=3, n_citizen=6, years=(2012, 2015))
+    dup = pd.concat([df, df.iloc[[4, 7]]])
+    c4, y4 = df["corridor"].iloc[4], int(df["year"].iloc[4])
+    with pytest.raises(ValueError, match=rf"2 duplicated \(corridor, year\) key\(s\) in 4 rows; first: corridor='{c4}', year={y4}"):
+        twfe(dup, treatments="eu_agreement")
+    # with its own unit and time identifiers in the fixed effects, the check uses them
+    q = df.assign(unit=df["corridor"], period=df["year"] - 2000)
+    q = pd.concat([q, q.iloc[[2]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"1 duplicated \(unit, period\) key\(s\) in 2 rows"):
+        twfe(q.drop(columns=["corridor", "year"]), treatments="eu_agreement", fe=("unit", "period"))

@@ -64,11 +64,26 @@ def _columns(result: EstimationResult, scale: str) -> tuple[pd.DataFrame, float,
     return out, 0.0, label
 
 
-def plot_event_study(result: EstimationResult, ax: Any = None, scale: str = "log", title: str | None = None) -> Any:
+def _reference_period(result: EstimationResult, x: np.ndarray, is_ref: np.ndarray) -> float:
+    """The omitted relative period: from the result's design, else the row without a standard error."""
+    ref = result.design.get("reference")
+    if ref is None:
+        ref = (result.extra.get("call") or {}).get("kwargs", {}).get("ref_period")
+    if ref is None and is_ref.any():
+        ref = x[is_ref][0]
+    return -1.0 if ref is None else float(ref)
+
+
+def plot_event_study(
+    result: EstimationResult, ax: Any = None, scale: str = "log", title: str | None = None,
+    reference: int | None = None,
+) -> Any:
     """Event-study plot: point estimates and (1 - alpha) intervals by relative period.
 
     The reference period (estimate fixed at 0 / IRR 1) is drawn as a hollow marker and
-    labelled; a dashed vertical line separates leads from lags. Returns the Figure.
+    labelled; a dashed vertical line at ``reference + 0.5`` separates the reference period
+    and the leads from the lags (``reference`` defaults to the result's reference period).
+    Returns the Figure.
     """
     if not isinstance(result, EstimationResult):
         raise TypeError(f"expected an EstimationResult, got {type(result).__name__}")
@@ -79,12 +94,18 @@ def plot_event_study(result: EstimationResult, ax: Any = None, scale: str = "log
         raise ValueError("plot_event_study needs a table indexed by relative period (int)") from exc
     fig, ax = _new_axes(ax)
     se = result.table["std_error"].to_numpy()
-    is_ref = np.isnan(se)
+    no_se = np.isnan(se)
+    own_ref = _reference_period(result, x, no_se)
+    # the reference row has no standard error; other rows without one (variance not
+    # identified) are still estimates
+    is_ref = no_se & (x == own_ref) if np.any(no_se & (x == own_ref)) else no_se
     est = vals["est"].to_numpy(dtype=float)
     lo, hi = vals["low"].to_numpy(dtype=float), vals["high"].to_numpy(dtype=float)
     ok = ~is_ref
     ax.axhline(ref_value, color="0.4", lw=0.9, ls="-")
-    ax.axvline(-0.5, color="0.6", lw=0.8, ls="--")
+    ref_period = float(reference) if reference is not None else own_ref
+    sep = ax.axvline(ref_period + 0.5, color="0.6", lw=0.8, ls="--")
+    sep.set_gid("lead_lag_separator")
     # bands over runs of consecutive estimated periods (not bridged across the reference)
     labelled = False
     run_start = None

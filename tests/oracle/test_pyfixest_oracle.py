@@ -166,6 +166,8 @@ def test_real_panel_event_study_ppml(real) -> None:
     est_periods = [k for k in res.table.index if k != -1]
     data = panel.assign(**{f"d{k + 2}": (rel == k).astype(float) for k in est_periods})
     data = data[(data["orders"] > 0) & data["returns"].notna()].assign(log_orders=lambda d: np.log(d["orders"]))
+    # corridors in force from the first sample year on are always treated: dropped by default
+    data = data[~(data["citizen"].map(EU_IN_FORCE) <= data["year"].min())]
     rhs = " + ".join(f"d{k + 2}" for k in est_periods)
     m = _fepois(f"returns ~ {rhs} | corridor + year", data, VCOV["citizen"], offset="log_orders")
     mine = res.table.drop(index=-1)

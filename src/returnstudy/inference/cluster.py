@@ -22,6 +22,12 @@ Small-sample corrections (``small_sample``):
 
 t-statistics for linear models use ``min(G) - 1`` degrees of freedom when clustered
 (``n - K`` otherwise); see :func:`vcov_details`.
+
+The variance is not identified when the fit leaves no residual degrees of freedom
+(e.g. a 2x2 difference-in-differences: four observations, four parameters, residuals
+identically zero) or when a cluster dimension has fewer than two clusters.
+:func:`variance_not_identified` says why; ``vcov_details(..., on_unidentified="nan")``
+then returns a NaN matrix instead of raising.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VcovDetails", "cluster_vcov", "cluster_codes", "meat_clustered", "vcov_details"]
+__all__ = [
+    "VcovDetails", "cluster_vcov", "cluster_codes", "meat_clustered", "variance_not_identified", "vcov_details",
+]
 
 _VCOV_TYPES = ("cluster", "hetero", "iid")
 
@@ -86,6 +94,8 @@ class VcovDetails:
     small_sample: str = "fixest-default"
     df_t: float = np.inf
     eigen_fix: bool = False
+    identified: bool = True
+    note: str = ""
 
     def describe(self) -> str:
         """One-line human-readable description of the variance estimator."""
@@ -99,7 +109,31 @@ class VcovDetails:
         s += f"; small-sample: {self.small_sample}"
         if self.eigen_fix:
             s += "; negative eigenvalues set to 0"
+        if not self.identified:
+            s += "; NOT IDENTIFIED (see notes)"
         return s
+
+
+def variance_not_identified(
+    n_obs: int, n_params: int, n_clusters: Sequence[int] = (), df_k: int | None = None
+) -> str | None:
+    """Why a sandwich variance cannot be estimated, or None if it can.
+
+    ``n_params`` counts all estimated parameters (slopes plus the rank of the fixed
+    effects), so ``n_obs - n_params`` is the residual degrees of freedom; ``n_clusters``
+    lists the clusters per dimension (empty: not clustered); ``df_k`` is the parameter
+    count of the small-sample factor (n-1)/(n-K), which must stay below ``n_obs``.
+    """
+    reasons = []
+    if n_obs - n_params <= 0:
+        reasons.append(f"no residual degrees of freedom ({n_obs} observations, {n_params} parameters)")
+    elif df_k is not None and n_obs - df_k <= 0:
+        reasons.append(f"degrees of freedom used ({df_k}) not below the number of observations ({n_obs})")
+    if len(n_clusters) and min(n_clusters) < 2:
+        reasons.append(f"too few clusters ({list(n_clusters)}; at least 2 per dimension needed)")
+    if not reasons:
+        return None
+    return "variance not identified: " + "; ".join(reasons) + "; standard errors, intervals and p-values are NaN"
 
 
 def _parse_ssc(small_sample: str | Mapping[str, Any]) -> tuple[bool, bool, str, str]:
@@ -136,8 +170,19 @@ def vcov_details(
     df_k: int | None = None,
     scale: float | None = None,
     eigen_fix: bool = True,
+    df_resid: int | None = None,
+    on_unidentified: str = "raise",
 ) -> tuple[np.ndarray, VcovDetails]:
-    """Like :func:`cluster_vcov` but also return a :class:`VcovDetails` record."""
+    """Like :func:`cluster_vcov` but also return a :class:`VcovDetails` record.
+
+    ``df_resid``: residual degrees of freedom of the fit (default ``n - df_k``).
+    ``on_unidentified="nan"``: if the variance is not identified (no residual degrees of
+    freedom or fewer than two clusters, see :func:`variance_not_identified`) return a
+    NaN matrix and a record with ``identified=False`` and the reason in ``note``;
+    ``"raise"`` (default) raises ``ValueError``.
+    """
+    if on_unidentified not in ("raise", "nan"):
+        raise ValueError(f"on_unidentified must be 'raise' or 'nan', got {on_unidentified!r}")
     A = np.asarray(scores_or_X, dtype=float)
     if A.ndim == 1:
         A = A[:, None]
@@ -160,6 +205,19 @@ def vcov_details(
         raise ValueError("vcov_type='cluster' needs at least one cluster variable")
     k_adj, g_adj, g_df, label = _parse_ssc(small_sample)
     dfk = k if df_k is None else int(df_k)
+    if on_unidentified == "nan":
+        G_all = [cluster_codes(c)[1] for c in clusters] if vcov_type == "cluster" else []
+        n_par = n - (n - dfk if df_resid is None else int(df_resid))
+        note = variance_not_identified(n, n_par, G_all, df_k=dfk)
+        if note is not None:
+            logger.info(note)
+            if G_all and min(G_all) >= 2:
+                df_t = float(min(G_all) - 1)
+            else:
+                df_t = float(n - dfk) if n - dfk > 0 else np.nan
+            details = VcovDetails(vcov_type=vcov_type, n_obs=n, df_k=dfk, n_clusters=G_all, small_sample=label,
+                                  df_t=df_t, identified=False, note=note)
+            return np.full((k, k), np.nan), details
     if dfk >= n:
         raise ValueError(f"degrees of freedom used ({dfk}) not below the number of observations ({n})")
     details = VcovDetails(vcov_type=vcov_type, n_obs=n, df_k=dfk, small_sample=label)

@@ -17,7 +17,10 @@ pattern across units and re-estimates:
 The treatment column, ``{T}_cohort`` and ``{T}_years_since`` are rebuilt from
 the permuted adoption years (``T = 1`` from the adoption year on). The p-value
 is ``(1 + #{|s*| >= |s|}) / (1 + R)`` for each term, with ``s`` the estimate
-(``statistic="estimate"``) or its t statistic (``statistic="t"``).
+(``statistic="estimate"``) or its t statistic (``statistic="t"``) and ``R`` the
+number of draws whose re-estimation succeeded. Failed draws (``ValueError`` or
+``LinAlgError`` from the estimator, e.g. no treated rows left) are logged with a
+warning and counted in ``info``; more than 10% failed draws raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from returnstudy.results import EstimationResult
 logger = logging.getLogger(__name__)
 
 __all__ = ["randomization_inference", "permute_adoption"]
+
+#: Largest share of permutation draws whose re-estimation may fail before the p-value is refused.
+MAX_FAILED_SHARE = 0.10
 
 
 class _Permuter:
@@ -164,7 +170,10 @@ def randomization_inference(
 
     Returns a copy of ``result`` with ``ri_p_value`` in ``.table``, settings in
     ``info["randomization_inference"]`` and the permutation distribution in
-    ``extra["ri_draws"]`` (DataFrame, one row per draw).
+    ``extra["ri_draws"]`` (DataFrame, one row per draw; NaN rows for failed draws).
+    Draws whose re-estimation fails are left out of the denominator, counted in
+    ``info["randomization_inference"]["failed_draws"]`` and reported with a warning;
+    ``ValueError`` if more than ``MAX_FAILED_SHARE`` (10%) of the draws fail.
     """
     if reps < 1:
         raise ValueError("reps must be >= 1")
@@ -194,14 +203,27 @@ def randomization_inference(
     rng = np.random.default_rng(seed)
     rows = []
     failures = 0
-    for _ in _progress(range(reps), "randomization inference"):
+    first_error: str | None = None
+    for i in _progress(range(reps), "randomization inference"):
         perm = permuter.draw(level, rng)
         try:
             rows.append(stat(refit(perm)))
         except (ValueError, np.linalg.LinAlgError) as exc:
             failures += 1
-            logger.info("permutation draw failed: %s", exc)
+            if first_error is None:
+                first_error = f"draw {i}: {type(exc).__name__}: {exc}"
+            logger.debug("permutation draw %d failed: %s", i, exc)
             rows.append(pd.Series(np.nan, index=terms))
+    if failures > MAX_FAILED_SHARE * reps:
+        raise ValueError(
+            f"randomization_inference: re-estimation failed in {failures} of {reps} permutation draws "
+            f"(more than {MAX_FAILED_SHARE:.0%}); first error: {first_error}"
+        )
+    if failures:
+        logger.warning(
+            "randomization_inference: re-estimation failed in %d of %d permutation draws; they are left out of "
+            "the p-value denominator (first error: %s)", failures, reps, first_error,
+        )
     draws = pd.DataFrame(rows).reset_index(drop=True)
     valid = draws.notna()
     exceed = (draws.abs().ge(observed.abs() - 1e-12, axis=1)) & valid

@@ -22,7 +22,7 @@ from ._fe import FixedEffects, OLSFit, PPMLFit, fit_ppml, fit_wls, singleton_mas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitOutput", "fit_design", "result_from_fit", "vcov_type_of"]
+__all__ = ["FitOutput", "fe_rank", "fit_design", "result_from_fit", "vcov_type_of"]
 
 
 def vcov_type_of(cluster: Any) -> str:
@@ -62,6 +62,24 @@ def _nesting_clusters(design: Design) -> list[np.ndarray]:
     return cl
 
 
+def fe_rank(fe: FixedEffects | None, bound: int | None = None) -> int:
+    """Number of linearly independent fixed-effect parameters (rank of the dummy matrix).
+
+    ``sum(levels) - (dimensions - 1)`` is an upper bound (exact for connected two-way
+    effects); the exact rank, which also subtracts redundant levels of disconnected
+    groups or nested interactions, is computed only when that bound reaches ``bound``
+    (e.g. the observations left for the residuals), where the difference matters.
+    """
+    if fe is None or fe.n_dims == 0:
+        return 0
+    upper = fe.n_absorbed(None, rule="full")
+    if fe.n_dims == 1 or bound is None or upper < bound:
+        return int(upper)
+    from .imputation import SparseFE
+
+    return int(SparseFE([np.asarray(c) for c in fe.codes], np.ones(fe.n_obs, dtype=bool)).p)
+
+
 def fit_design(
     design: Design,
     method: str,
@@ -76,6 +94,10 @@ def fit_design(
 ) -> FitOutput:
     """Fit OLS (``method="ols"``) or PPML (``method="ppml"``) with absorbed fixed effects
     and compute the sandwich covariance.
+
+    If the variance is not identified (no residual degrees of freedom, as in a 2x2
+    difference-in-differences, or fewer than two clusters) the covariance is NaN and
+    ``details.note`` says why; the coefficients are still returned.
 
     ``offset`` is aligned with ``design`` rows. Rows removed here (singletons, PPML
     separation) are recorded in the returned design's ``dropped``.
@@ -127,17 +149,19 @@ def fit_design(
         fe_k = 0
     df_k = k_kept + fe_k
     n = design.n_obs
+    df_resid = n - k_kept - fe_rank(design.fe, n - k_kept)
     if vcov_type == "iid":
         if method == "ols":
             w = np.ones(n) if design.weights is None else design.weights
             scale = float(np.sum(w * fit.resid**2)) / (n - 1)
         else:
             scale = 1.0
-        V, det = vcov_details(fit.scores, None, [], fit.bread, small_sample, vcov_type="iid", df_k=df_k, scale=scale)
+        V, det = vcov_details(fit.scores, None, [], fit.bread, small_sample, vcov_type="iid", df_k=df_k, scale=scale,
+                              df_resid=df_resid, on_unidentified="nan")
     else:
         V, det = vcov_details(
             fit.scores, None, design.clusters if vcov_type == "cluster" else [], fit.bread, small_sample,
-            vcov_type=vcov_type, df_k=df_k,
+            vcov_type=vcov_type, df_k=df_k, df_resid=df_resid, on_unidentified="nan",
         )
     return FitOutput(
         design=design, names=names, beta=beta, vcov=V, details=det, fit=fit,
@@ -182,6 +206,8 @@ def result_from_fit(
         notes.append(f"regressors collinear with fixed effects dropped: {', '.join(out.dropped_regressors)}")
     if out.details.eigen_fix:
         notes.append("multi-way cluster covariance was not PSD; negative eigenvalues set to zero")
+    if not out.details.identified:
+        notes.append(out.details.note)
     fit = out.fit
     if isinstance(fit, PPMLFit):
         full_info["converged"] = bool(fit.converged)

@@ -9,6 +9,10 @@ Fixed-effect specifications: any panel column (``"corridor"``, ``"year"``, ``"ge
 ``"citizen^year"``); with ``fe=()`` the design's ``fe`` is None. ``"corridor"`` is built from ``geo`` and ``citizen`` if the
 column is absent. Cluster specifications: a column name, a tuple of names (multi-way),
 or None / ``"hetero"`` / ``"iid"`` (no clustering).
+
+Every estimator assumes one row per unit and year. :func:`check_unique_keys` rejects
+panels with duplicated (unit, time) keys; :func:`panel_keys` decides which columns form
+the key (``corridor`` and ``year`` for the corridor-year panel).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from ._fe import FixedEffects, singleton_mask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Design", "parse_cluster", "prepare", "fe_codes"]
+__all__ = ["Design", "check_unique_keys", "fe_codes", "panel_keys", "parse_cluster", "prepare"]
 
 NO_CLUSTER = (None, "hetero", "iid", "none")
+_STANDARD_IDS = frozenset({"corridor", "geo", "citizen", "year"})
 
 
 def parse_cluster(cluster: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -55,6 +60,59 @@ def _ensure_corridor(panel: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
         if {"geo", "citizen"} <= set(panel.columns):
             return panel.assign(corridor=panel["geo"].astype(str) + "-" + panel["citizen"].astype(str))
     return panel
+
+
+def panel_keys(columns: Sequence[str], fe: Sequence[str] = ("corridor", "year")) -> tuple[str, ...] | None:
+    """Columns that identify one row of the panel (the unit-time key), or None if unknown.
+
+    * If ``fe`` names at least two single-column fixed effects and one of them is not a
+      standard corridor-panel column (``corridor``, ``geo``, ``citizen``, ``year``), those
+      columns are the unit and time identifiers (e.g. ``fe=("unit", "period")``).
+    * Otherwise the corridor-year key ``("corridor", "year")`` (``corridor`` is built from
+      ``geo`` and ``citizen`` when the column is absent).
+    """
+    cols = set(columns)
+    if isinstance(fe, str):
+        fe = (fe,)
+    singles = [s.strip() for s in (fe or ()) if "^" not in s]
+    if len(singles) >= 2 and any(s not in _STANDARD_IDS for s in singles):
+        return tuple(dict.fromkeys(singles))
+    if "year" not in cols:
+        return None
+    if "corridor" in cols or {"geo", "citizen"} <= cols:
+        return ("corridor", "year")
+    return None
+
+
+def check_unique_keys(panel: pd.DataFrame, keys: Sequence[str] | None) -> None:
+    """Raise ``ValueError`` if two rows of ``panel`` share the key ``keys`` (e.g. corridor, year).
+
+    Rows with a missing key value are ignored (they are dropped before estimation).
+    The message names the first duplicated key, its row labels and how many keys and
+    rows are duplicated. ``corridor`` is built from ``geo`` and ``citizen`` if absent.
+    """
+    if not keys:
+        return
+    keys = list(keys)
+    panel = _ensure_corridor(panel, set(keys))
+    missing = [k for k in keys if k not in panel.columns]
+    if missing:
+        raise KeyError(f"panel has no key column(s) {missing}; available: {list(panel.columns)}")
+    sub = panel[keys]
+    sub = sub.loc[sub.notna().all(axis=1).to_numpy()]
+    dup = sub.duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return
+    d = sub.loc[dup]
+    n_keys = int((~d.duplicated(keep="first")).sum())
+    first = d.iloc[0]
+    same = (d == first).all(axis=1).to_numpy()
+    labels = list(d.index[same])
+    where = ", ".join(f"{k}={(first[k].item() if hasattr(first[k], 'item') else first[k])!r}" for k in keys)
+    raise ValueError(
+        f"panel has {n_keys} duplicated ({', '.join(keys)}) key(s) in {int(dup.sum())} rows; first: {where} "
+        f"(rows {labels}). Each ({', '.join(keys)}) must appear once: aggregate or deduplicate the panel"
+    )
 
 
 def fe_codes(frame: pd.DataFrame, spec: str) -> np.ndarray:
@@ -153,10 +211,12 @@ def prepare(
     weights: str | None = None,
     dropna: bool = True,
     extra_columns: Sequence[str] = (),
+    keys: Sequence[str] | str | None = "auto",
 ) -> Design:
     """Turn the tidy panel into a :class:`Design`.
 
-    Rows with a missing outcome, regressor, weight, fixed-effect or cluster value are
+    ``keys`` are the columns identifying one row (``"auto"``: :func:`panel_keys`; None: no
+    check); duplicated keys raise ``ValueError`` (:func:`check_unique_keys`). Rows with a missing outcome, regressor, weight, fixed-effect or cluster value are
     dropped (``dropna=True``, counted per first offending column) or raise ``ValueError``
     (``dropna=False``). Rows with zero weight are dropped; negative or infinite values
     raise. ``extra_columns`` are kept in ``frame`` without being required non-missing.
@@ -173,7 +233,15 @@ def prepare(
     needed = {outcome, *regressors, *(c for s in fe for c in _columns_of(s)), *(c for s in cl_names for c in _columns_of(s))}
     if weights is not None:
         needed.add(weights)
+    key_cols: tuple[str, ...] | None
+    if isinstance(keys, str):
+        if keys != "auto":
+            raise ValueError(f"keys must be 'auto', None or a sequence of column names, got {keys!r}")
+        key_cols = panel_keys(panel.columns, fe)
+    else:
+        key_cols = None if keys is None else tuple(keys)
     panel = _ensure_corridor(panel, needed)
+    check_unique_keys(panel, key_cols)
     missing = sorted(c for c in needed if c not in panel.columns)
     if missing:
         raise KeyError(f"panel has no column(s) {missing}; available: {list(panel.columns)}")

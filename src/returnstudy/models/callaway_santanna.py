@@ -28,6 +28,9 @@ Aggregation (cohort-size weights, the *did* package's ``aggte``):
 Standard errors come from the influence functions of the 2x2 means, including the
 estimation of the cohort-size weights, summed within clusters (default:
 citizenship) — analytical, normal reference distribution, no small-sample factor.
+They are NaN (with a note) when there is a single cluster or when an aggregate uses a
+cell with no residual degrees of freedom (one treated and one control corridor, as in a
+2x2), where the influence functions are identically zero.
 
 ``model="poisson"`` (returns with ``orders`` as exposure): each cell is the Poisson
 imputation 2x2 on the log scale — the untreated model ``Y ~ Poisson(E exp(a_i + b_s))``
@@ -50,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy.inference.cluster import variance_not_identified
 from returnstudy.models.imputation import did_sample
 from returnstudy.results import EstimationResult, make_table
 
@@ -258,12 +262,32 @@ def callaway_santanna(
         est[j], infs[:, j] = aggregate(sel)
     C = np.column_stack([np.bincount(cl_u, weights=infs[:, j], minlength=G_cl) for j in range(len(names))])
     V = C.T @ C
+    # a cell's 2x2 (Y_t - Y_b on a treated indicator; Poisson: unit effects, a year effect
+    # and the ATT) leaves n_treated + n_control - 2 residual degrees of freedom; with none
+    # left, or a single cluster, the influence functions vanish and the variance is not identified
+    cell_df = (gt["n_treated"] + gt["n_control"] - 2).to_numpy()
+    var_notes: list[str] = []
+    cl_note = variance_not_identified(G_cl, 0, [G_cl])
+    if cl_note is not None:
+        V[:] = np.nan
+        var_notes.append(cl_note)
+    else:
+        bad = [j for j, sel in enumerate(sels) if np.any(cell_df[sel] <= 0)]
+        if bad:
+            V[bad, :] = np.nan
+            V[:, bad] = np.nan
+            cells_bad = gt.loc[cell_df <= 0, ["cohort", "year"]].astype(int).to_numpy().tolist()
+            var_notes.append(
+                "variance not identified: no residual degrees of freedom in group-time cell(s) (cohort, year) "
+                f"{cells_bad} (one treated and one control corridor); standard errors, intervals and p-values "
+                f"of {[names[j] for j in bad]} are NaN"
+            )
     se = np.sqrt(np.diag(V))
     table = make_table(est, se, index=names, df=None, alpha=alpha, poisson=model == "poisson",
                        index_name="rel_period" if event_time else "term")
     table["n_cells"] = [int(sel.sum()) for sel in sels]
     Ccell = np.column_stack([np.bincount(cl_u, weights=Psi[:, j], minlength=G_cl) for j in range(Psi.shape[1])])
-    gt["std_error"] = np.sqrt(np.sum(Ccell**2, axis=0))
+    gt["std_error"] = np.where((cell_df > 0) & (cl_note is None), np.sqrt(np.sum(Ccell**2, axis=0)), np.nan)
     info = s.info()
     info.update(
         {
@@ -286,6 +310,8 @@ def callaway_santanna(
     )
     if s.attrs.get("synthetic"):
         info.setdefault("notes", []).append("SYNTHETIC data (simulate_panel)")
+    if var_notes:
+        info.setdefault("notes", []).extend(var_notes)
     if model == "poisson":
         info["exposure"] = f"{exposure} (rates per order)"
     return EstimationResult(

@@ -10,20 +10,45 @@ estimated by PPML (returns with orders as exposure; ``beta_k`` on the log scale)
 TWFE least squares (return rate). ``beta_k`` is the change relative to the reference
 period (default -1, the last year before entry into force).
 
-Control groups
---------------
+Which observations are controls
+-------------------------------
+The *controls* are the observations whose event-time dummies are all zero. Year
+effects are identified from within-corridor changes between years that carry the
+same dummies: between control years, and between years pooled into the same binned
+endpoint (whose effect is assumed constant).
+
 ``control="never"``
     Estimation sample: never-treated corridors plus all years of ever-treated corridors.
-    Every treated-corridor year outside the reference period carries an event-time
-    dummy; with ``bin_endpoints=True`` years before/after the window are pooled into
-    the first/last period (``window[0]`` means "window[0] or earlier"), otherwise they
-    are dropped. Year effects are therefore identified from never-treated corridors
-    (and the reference period).
+    Every treated-corridor year except the reference period carries an event-time
+    dummy, so the controls are every year of the never-treated corridors and the
+    reference-period year (``rel == reference``) of each treated corridor (one year per
+    corridor, absorbed by its corridor effect). Without binning, year effects come from
+    the never-treated corridors alone; with binning, also from treated corridors' years
+    pooled into the same endpoint.
 ``control="notyet"``
-    Never-treated corridors and treated corridors in years *before* the window
-    (rel < window[0]) are controls: those years carry no dummy. Years after the window
-    (rel > window[1]) are pooled into the last period (``bin_endpoints=True``) or
-    dropped, so already-treated years never act as controls.
+    Controls: every year of the never-treated corridors, the reference-period year of
+    each treated corridor, and the years of treated corridors *before* the window
+    (``rel < window[0]``, not yet treated), which carry no dummy. Year effects come from
+    the never-treated corridors, the pre-window and reference years of later adopters
+    and (with binning) years pooled into the last period. Already-treated years never
+    act as controls.
+
+Binned endpoints (``bin_endpoints=True``)
+    ``window[1]`` is "``window[1]`` or later": it contains every treated-corridor year with
+    ``rel >= window[1]``. Under ``control="never"``, ``window[0]`` is "``window[0]`` or
+    earlier" (``rel <= window[0]``); under ``"notyet"`` it contains ``rel == window[0]``
+    only. If ``reference == window[0]`` under ``"never"``, all years up to ``window[0]``
+    are reference years. With ``bin_endpoints=False`` treated-corridor years beyond the
+    window are dropped (and counted) instead.
+
+Always-treated corridors (``always_treated``)
+    Corridors adopted no later than the first year of the estimation sample
+    (``cohort <= min(year)``, years with the outcome observed) are treated in every
+    sample year: they carry no within-corridor variation in treatment and, kept, they sit
+    entirely in the lags, mostly the binned last period, where their within-corridor
+    changes (including any growth of their effect) are attributed to year effects.
+    ``"drop"`` (default) removes them (rows counted in ``info["dropped"]``, corridors in
+    ``info["n_always_treated"]``); ``"keep"`` keeps them.
 
 Other treatment types (``other_treatments``): "control" adds their 0/1 columns as
 controls, "drop" removes corridors ever treated by another type, "ignore" does neither.
@@ -41,7 +66,7 @@ import pandas as pd
 
 from ..results import EstimationResult, make_table
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import prepare
+from ._design import check_unique_keys, panel_keys, prepare
 from .ppml import prepare_ppml
 from .twfe import _as_list, build_outcome
 
@@ -120,6 +145,7 @@ def event_study(
     control: str = "never",
     reference: int = -1,
     bin_endpoints: bool = True,
+    always_treated: str = "drop",
     other_treatments: str = "control",
     cluster: str | Sequence[str] | None = "citizen",
     fe: Sequence[str] = ("corridor", "year"),
@@ -136,13 +162,19 @@ def event_study(
 
     ``model="ppml"`` (default outcome "returns", exposure orders as offset) or ``"twfe"``
     (default outcome "return_rate"). See the module docstring for ``control``,
-    ``bin_endpoints`` and ``other_treatments``. The table is indexed by relative period
+    ``bin_endpoints``, ``always_treated`` (``"drop"`` or ``"keep"`` corridors treated in
+    every sample year) and ``other_treatments``. Duplicated corridor-year rows raise
+    ``ValueError``. The table is indexed by relative period
     (int) and includes the reference period with estimate 0 and missing standard error.
     """
     if model not in ("ppml", "twfe"):
         raise ValueError(f"model must be 'ppml' or 'twfe', got {model!r}")
     if other_treatments not in ("control", "drop", "ignore"):
         raise ValueError(f"other_treatments must be 'control', 'drop' or 'ignore', got {other_treatments!r}")
+    if always_treated not in ("drop", "keep"):
+        raise ValueError(f"always_treated must be 'drop' or 'keep', got {always_treated!r}")
+    keys = panel_keys(panel.columns, fe)
+    check_unique_keys(panel, keys)
     ctrl = _as_list(controls)
     pre_dropped: dict[str, int] = {}
     work = panel
@@ -162,21 +194,40 @@ def event_study(
 
     work, periods, rel_dropped = relative_period_dummies(work, treatment, window, reference, control, bin_endpoints)
     pre_dropped.update(rel_dropped)
+    vt = vcov_type_of(cluster)
+    terms = [_term(k) for k in periods]
+
+    def _design(frame: pd.DataFrame):
+        if model == "ppml":
+            d, off, _ = prepare_ppml(frame, terms + ctrl, outcome or "returns", exposure, "offset", fe, cluster, weights)
+            return frame, d, off
+        y_name = outcome or "return_rate"
+        y, _meta = build_outcome(frame, y_name, log_zero_rule)
+        if y_name in ("log_return_rate", "ihs_return_rate") or y_name not in frame.columns:
+            frame = frame.assign(**{y_name: y.to_numpy(dtype=float, na_value=np.nan)})
+        return frame, prepare(frame, y_name, terms + ctrl, fe=fe, cluster=cluster, weights=weights), None
+
+    work, design, offset = _design(work)
+    n_always = 0
+    if "year" in design.frame.columns:
+        first_year = int(design.frame["year"].min())  # first year of the estimation sample
+        coh = pd.to_numeric(work[f"{treatment}_cohort"]).astype("float64").to_numpy()
+        always = ~np.isnan(coh) & (coh <= first_year)
+        in_sample = work.index.isin(design.frame.index) if work.index.is_unique else np.ones(len(work), dtype=bool)
+        corr = work["corridor"] if "corridor" in work.columns else work["geo"].astype(str) + "-" + work["citizen"].astype(str)
+        n_always = int(corr[always & in_sample].nunique())
+        if (always & in_sample).any() and always_treated == "drop":
+            pre_dropped[
+                f"always-treated corridors (adopted {first_year} or earlier: treated in every sample year; "
+                f"{n_always} corridors)"
+            ] = int((always & in_sample).sum())
+            work, design, offset = _design(work.iloc[np.flatnonzero(~always)])
     n_never = int(work.loc[work[f"{treatment}_cohort"].isna(), "corridor"].nunique()) if "corridor" in work else None
     if control == "never" and not n_never:
         raise ValueError(f"control='never' but no never-treated corridor for {treatment!r} in the sample")
-    terms = [_term(k) for k in periods]
-    vt = vcov_type_of(cluster)
     if model == "ppml":
-        y_name = outcome or "returns"
-        design, offset, _ = prepare_ppml(work, terms + ctrl, y_name, exposure, "offset", fe, cluster, weights)
         out = fit_design(design, "ppml", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons, offset=offset)
     else:
-        y_name = outcome or "return_rate"
-        y, meta = build_outcome(work, y_name, log_zero_rule)
-        if y_name in ("log_return_rate", "ihs_return_rate") or y_name not in work.columns:
-            work = work.assign(**{y_name: y.to_numpy(dtype=float, na_value=np.nan)})
-        design = prepare(work, y_name, terms + ctrl, fe=fe, cluster=cluster, weights=weights)
         out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
     if pre_dropped:
         out.design.dropped = {**pre_dropped, **out.design.dropped}
@@ -208,6 +259,8 @@ def event_study(
             if work.index.is_unique else n_never
     info = dict(full.info)
     notes = list(info.get("notes", []))
+    if always_treated == "keep" and n_always:
+        notes.append(f"{n_always} always-treated corridors kept (in the lags only; they help identify year effects)")
     if missing_terms:
         notes.append(f"relative periods not estimable (collinear or empty): {[period_of[t] for t in missing_terms]}")
     info.update(
@@ -219,6 +272,8 @@ def event_study(
             else f"never-treated ({n_never} corridors) and not-yet-treated corridor-years (before period {window[0]})"
         ),
         bin_endpoints=bin_endpoints,
+        always_treated=always_treated,
+        n_always_treated=n_always,
         other_treatments=other_treatments + (f" ({', '.join(others)})" if others else ""),
         controls_table=full.table.drop(index=[t for t in terms if t in full.table.index]),
         obs_by_period=obs_by_period,
@@ -235,7 +290,9 @@ def event_study(
         df_t=full.df_t, alpha=alpha, extra={**full.extra, "full_result": full},
     )
     leads = [k for k in params.index if k < 0]
-    if leads:
+    if leads and not out.details.identified:
+        res.info["pretrend_test"] = f"not available: {out.details.note}"
+    elif leads:
         res.info["pretrend_test"] = res.wald_test(terms=leads, hypothesis=f"leads {leads} jointly zero")
     else:
         res.info["pretrend_test"] = None

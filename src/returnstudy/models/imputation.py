@@ -41,6 +41,7 @@ import pandas as pd
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from returnstudy.inference.cluster import variance_not_identified
 from returnstudy.models._design import prepare
 from returnstudy.results import EstimationResult, make_table, panel_info
 
@@ -118,7 +119,8 @@ def did_sample(
     The treatment must be binary (0/1) and absorbing; the adoption year is taken from
     ``{treatment}_cohort`` if present (checked against ``D``), else derived as the first
     year with ``D == 1``. Rows with a missing outcome, treatment, identifier or (Poisson)
-    missing / non-positive exposure are dropped and counted.
+    missing / non-positive exposure are dropped and counted. Duplicated ``(unit, time)``
+    rows raise ``ValueError``.
     """
     if model not in ("linear", "poisson"):
         raise ValueError(f"model={model!r}: expected 'linear' or 'poisson'")
@@ -134,7 +136,7 @@ def did_sample(
         if exposure is None or exposure not in panel.columns:
             raise KeyError(f"exposure column {exposure!r} not in panel (needed for model='poisson')")
         extra.append(exposure)
-    d = prepare(panel, outcome, [treatment], fe=tuple(fe), cluster=cluster, extra_columns=extra)
+    d = prepare(panel, outcome, [treatment], fe=tuple(fe), cluster=cluster, extra_columns=extra, keys=(unit, time))
     frame = d.frame
     for col in (unit, time):
         if col not in frame.columns:
@@ -467,11 +469,14 @@ def _pretrend_leads(
     fx = FixedEffects([pd.factorize(c[idx])[0] for c in s.fe_codes])
     df_k = len(leads) + fx.n_absorbed(cl if cl else None)
     V, det = vcov_details(fit.coef_scores(), None, cl, np.eye(len(leads)), "fixest-default",
-                          vcov_type="cluster" if cl else "hetero", df_k=df_k)
+                          vcov_type="cluster" if cl else "hetero", df_k=df_k,
+                          df_resid=idx.size - len(leads) - Z0.shape[1], on_unidentified="nan")
     b = fit.theta[: len(leads)]
     tab = make_table(b, np.sqrt(np.diag(V)), index=leads, df=None, alpha=alpha, poisson=model == "poisson",
                      index_name="rel_period")
     tab["n_obs"] = X.sum(axis=0).astype(int)
+    if not det.identified:
+        return tab, V, f"BJS pre-trend test not available: {det.note}"
     W = float(b @ np.linalg.pinv(V) @ b)
     q = int(np.linalg.matrix_rank(V))
     from scipy import stats as _st
@@ -614,6 +619,14 @@ def did_imputation(
         boot = None
     C = _cluster_sums(psi, s.cluster)
     vcov = C.T @ C
+    # untreated-model residual degrees of freedom and clusters: with none left (e.g. a 2x2)
+    # every influence value is zero and the variance is not identified
+    var_note = variance_not_identified(
+        int(untr.sum()), int(fe_obj.p), [int(C.shape[0])] if s.cluster is not None else []
+    )
+    if var_note is not None:
+        vcov = np.full_like(vcov, np.nan)
+        logger.info("did_imputation: %s", var_note)
     se = np.sqrt(np.diag(vcov))
     info = s.info()
     info.update(info_extra)
@@ -634,6 +647,9 @@ def did_imputation(
         info["converged"], info["n_iter"] = bool(converged), int(n_iter)
     if s.attrs.get("synthetic"):
         info.setdefault("notes", []).append("SYNTHETIC data (simulate_panel)")
+    if var_note is not None:
+        info.setdefault("notes", []).append(var_note + " (untreated-outcome model)")
+        info["vcov_description"] += "; NOT IDENTIFIED"
     poisson = model == "poisson"
     full = make_table(est, se, index=names, df=None, alpha=alpha, poisson=poisson)
     n_obs_h = [int(m.sum()) for m in masks]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..results import EstimationResult
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import prepare
+from ._design import check_unique_keys, panel_keys, prepare
 from .twfe import _as_list, _treatment_counts
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ def prepare_ppml(
         raise ValueError(f"exposure_as must be 'offset' or 'regressor', got {exposure_as!r}")
     if outcome not in panel.columns:
         raise KeyError(f"outcome column {outcome!r} not in panel; available: {list(panel.columns)}")
+    # before rows without exposure are removed: duplicates anywhere in the panel are an error
+    keys = panel_keys(panel.columns, fe)
+    check_unique_keys(panel, keys)
     y = pd.to_numeric(panel[outcome]).astype("float64")
     if (y < 0).any():
         first = panel.index[np.flatnonzero((y < 0).to_numpy())[0]]

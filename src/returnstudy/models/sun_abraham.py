@@ -12,7 +12,8 @@ the sample; the overall ATT averages the post periods (``k >= 0``) with the same
 observation shares. Standard errors: cluster-robust sandwich (CRV1 with the
 fixest small-sample factors, as :func:`returnstudy.models.twfe.twfe`) for the
 interaction coefficients, propagated linearly to the aggregates (shares treated
-as fixed).
+as fixed). With no residual degrees of freedom or a single cluster they are NaN
+and a note says so.
 
 ``model="poisson"`` fits the same design by Poisson pseudo-maximum likelihood
 with offset ``log(exposure)``; aggregates are on the log scale with
@@ -180,7 +181,8 @@ def sun_abraham(
     clusters = [s.cluster] if s.cluster is not None else []
     df_k = keys.size + (fx.n_absorbed(clusters if clusters else None) if fx.n_dims else 0)
     Vd, det = vcov_details(scores, None, clusters, np.eye(keys.size), small_sample,
-                           vcov_type="cluster" if clusters else "hetero", df_k=df_k)
+                           vcov_type="cluster" if clusters else "hetero", df_k=df_k,
+                           df_resid=s.y.size - keys.size - Zfe.shape[1], on_unidentified="nan")
     n_cell = np.bincount(cols, minlength=keys.size).astype(float)
     # aggregation matrix: rows = relative periods (or overall ATT)
     periods = np.unique(cell_k)
@@ -253,9 +255,13 @@ def sun_abraham(
                                 "small_sample": small_sample, "alpha": alpha}},
         },
     )
+    if not det.identified:
+        res.info.setdefault("notes", []).append(det.note)
     if event_time:
         pre = [k for k in names if k < 0]
-        if pre:
+        if pre and not det.identified:
+            res.info["pretrend_test"] = f"not available: {det.note}"
+        elif pre:
             try:
                 res.info["pretrend_test"] = str(res.wald_test(terms=pre, hypothesis="all leads = 0"))
             except (np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover - degenerate vcov
