@@ -11,14 +11,17 @@ _ENV = "RETURNSTUDY_PROJECT_DATA"
 def project_data_dir() -> Path:
     """Directory holding ``codes/``, ``agreements/`` and ``specs/``.
 
-    Resolved from ``$RETURNSTUDY_PROJECT_DATA`` if set, else ``data/`` beside
-    ``src/`` in the source checkout (the package is installed editable).
+    Resolved from ``$RETURNSTUDY_PROJECT_DATA`` if set, else ``data/`` beside ``src/``
+    in a source checkout (editable install), else the copy shipped inside the wheel
+    (``returnstudy/project_data``).
     """
     env = os.environ.get(_ENV)
-    candidate = Path(env) if env else Path(__file__).resolve().parents[2] / "data"
-    if not (candidate / "codes").is_dir():
-        raise FileNotFoundError(
-            f"project data directory not found at {candidate} (expected codes/, agreements/, specs/). "
-            f"Install from a source checkout with 'pip install -e .' or set {_ENV}."
-        )
-    return candidate
+    here = Path(__file__).resolve().parent
+    candidates = [Path(env)] if env else [here.parents[1] / "data", here / "project_data"]
+    for candidate in candidates:
+        if (candidate / "codes").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"project data directory not found (looked in {', '.join(map(str, candidates))}; expected codes/, "
+        f"agreements/, specs/). Install the package with pip, or set {_ENV}."
+    )
