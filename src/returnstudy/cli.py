@@ -28,6 +28,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_spec_arg(p: argparse.ArgumentParser, what: str = "study spec") -> None:
+    p.add_argument("--spec", type=Path, metavar="FILE", help=f"{what} (default data/specs/wodc.toml)")
+
+
 def _command(sub: argparse._SubParsersAction, name: str, helptext: str, examples: Sequence[str], note: str = "") -> argparse.ArgumentParser:
     """A subcommand whose --help ends with worked examples."""
     epilog = "examples:\n" + "\n".join(f"  python -m returnstudy {name} {e}".rstrip() for e in examples)
@@ -106,7 +110,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
          "--list        # every available step with its parameters"],
     )
     _add_data_args(p)
-    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
+    _add_spec_arg(p)
     p.add_argument("--list", action="store_true", help="list the available filter steps and exit")
     p.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the flow table as CSV")
     p.set_defaults(func=_cmd_filters)
@@ -116,7 +120,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
         ["--data ../shared/data/eurostat", "--data ../shared/data/eurostat --out reports/"],
     )
     _add_data_args(p)
-    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec whose [quality] thresholds to use (default wodc.toml)")
+    _add_spec_arg(p, "study spec whose [quality] thresholds to use")
     p.add_argument("--out", type=Path, metavar="DIR", help="write tables/ and figures/ under DIR")
     p.set_defaults(func=_cmd_quality)
 
@@ -128,7 +132,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
          "--data ../shared/data/eurostat --out results/"],
     )
     _add_data_args(p)
-    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
+    _add_spec_arg(p)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default table)")
     p.add_argument("--out", type=Path, metavar="DIR", help="also write the effects table, flow table and event-study figures to DIR")
     p.set_defaults(func=_cmd_estimate)
@@ -140,7 +144,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
          "--spec data/specs/third_country_2014_2023.toml --data ../shared/data/eurostat"],
     )
     _add_data_args(p)
-    p.add_argument("--spec", type=Path, metavar="FILE", help="study spec (default data/specs/wodc.toml)")
+    _add_spec_arg(p)
     p.add_argument("--model", metavar="NAME", help="model of the spec to vary (default: the spec's [report] headline_model)")
     p.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the tidy table as CSV")
     p.set_defaults(func=_cmd_sensitivity)
