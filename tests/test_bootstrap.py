@@ -160,3 +160,86 @@ def test_event_study_terms_map_to_coefficients(panel: pd.DataFrame) -> None:
     assert np.isnan(b.table.loc[-1, "boot_p_value"])  # reference period
     full = wild_bootstrap(ev.extra["full_result"], reps=99, seed=3, ci=False, terms=["rel_p1"])
     assert b.table.loc[1, "boot_p_value"] == full.table.loc["rel_p1", "boot_p_value"]
+
+
+# --------------------------------------------------------------------------- weighted least squares
+@pytest.fixture(scope="module")
+def weighted_panel(panel: pd.DataFrame) -> pd.DataFrame:
+    """The simulated panel with strongly unequal positive weights (orders to leave, scaled) and a unit weight."""
+    rng = np.random.default_rng(8)
+    return panel.assign(ystar=panel["return_rate"], w=panel["orders"] * rng.uniform(0.2, 5.0, len(panel)), one=1.0)
+
+
+def _brute_weighted_twfe(res, q: pd.DataFrame, term: str, other: str, null: bool, W: np.ndarray) -> np.ndarray:
+    """Bootstrap t statistics by re-estimating the weighted twfe on every sample y* = fitted + v_g u."""
+    if null:  # restricted WLS with explicit corridor and year dummies (statsmodels)
+        r = smf.wls(f"ystar ~ {other} + C(corridor) + C(year)", data=q, weights=q["w"]).fit()
+        fitted, u = r.fittedvalues.to_numpy(), r.resid.to_numpy()
+        centre = 0.0
+    else:
+        r = smf.wls(f"ystar ~ {term} + {other} + C(corridor) + C(year)", data=q, weights=q["w"]).fit()
+        fitted, u = r.fittedvalues.to_numpy(), r.resid.to_numpy()
+        centre = float(res.params[term])
+        assert r.params[term] == pytest.approx(centre, rel=1e-8)
+    codes = pd.factorize(q["citizen"])[0]
+    out = []
+    for b in range(W.shape[1]):
+        rb = twfe(q.assign(ystar=fitted + u * W[codes, b]), outcome="ystar", treatments=[term, other],
+                  cluster="citizen", weights="w")
+        out.append((rb.table.loc[term, "estimate"] - centre) / rb.table.loc[term, "std_error"])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("impose_null", [True, False])
+def test_weighted_twfe_fast_equals_brute_force(weighted_panel: pd.DataFrame, impose_null: bool) -> None:
+    terms = ["bilateral_binding", "eu_agreement"]
+    res = twfe(weighted_panel, outcome="ystar", treatments=terms, cluster="citizen", weights="w")
+    q = weighted_panel.loc[res.extra["design"].frame.index]
+    assert len(q) == res.info["n_obs"]
+    reps = 25
+    b = wild_bootstrap(res, reps=reps, seed=7, impose_null=impose_null, ci=False)
+    G = q["citizen"].nunique()
+    W = bootstrap_weights(np.random.default_rng(7), G, reps)
+    for term, other in (terms, terms[::-1]):
+        brute = _brute_weighted_twfe(res, q, term, other, impose_null, W)
+        np.testing.assert_allclose(b.extra["bootstrap_draws"][term], brute, rtol=1e-7, atol=1e-9)
+        t0 = res.table.loc[term, "estimate"] / res.table.loc[term, "std_error"]
+        assert b.table.loc[term, "boot_p_value"] == pytest.approx(np.mean(np.abs(brute) >= abs(t0) - 1e-12))
+    # the weights matter: the unweighted bootstrap gives different draws
+    unw = wild_bootstrap(twfe(weighted_panel, outcome="ystar", treatments=terms, cluster="citizen"),
+                         reps=reps, seed=7, impose_null=impose_null, ci=False)
+    assert not np.allclose(unw.extra["bootstrap_draws"]["bilateral_binding"],
+                           b.extra["bootstrap_draws"]["bilateral_binding"])
+
+
+@pytest.mark.parametrize("impose_null", [True, False])
+def test_unit_weights_reproduce_unweighted(weighted_panel: pd.DataFrame, impose_null: bool) -> None:
+    from returnstudy.models.event_study import event_study
+
+    kw = dict(outcome="ystar", treatments=["bilateral_binding", "eu_agreement"], cluster="citizen")
+    a = wild_bootstrap(twfe(weighted_panel, **kw), reps=199, seed=3, impose_null=impose_null)
+    b = wild_bootstrap(twfe(weighted_panel, weights="one", **kw), reps=199, seed=3, impose_null=impose_null)
+    cols = ["boot_p_value", "boot_ci_low", "boot_ci_high"]
+    np.testing.assert_allclose(b.table[cols].to_numpy(), a.table[cols].to_numpy(), rtol=1e-8, atol=1e-10)
+    for t in kw["treatments"]:
+        np.testing.assert_allclose(b.extra["bootstrap_draws"][t], a.extra["bootstrap_draws"][t], rtol=1e-8, atol=1e-10)
+    # weighted event study (same code path through the full coefficient result)
+    ekw = dict(treatment="bilateral_binding", model="twfe", window=(-2, 2), outcome="ystar")
+    ea = wild_bootstrap(event_study(weighted_panel, **ekw), reps=99, seed=3, impose_null=impose_null, ci=False)
+    eb = wild_bootstrap(event_study(weighted_panel, weights="one", **ekw), reps=99, seed=3,
+                        impose_null=impose_null, ci=False)
+    np.testing.assert_allclose(eb.table["boot_p_value"].to_numpy(), ea.table["boot_p_value"].to_numpy(), equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_weighted_bootstrap_rejects_clear_effect_not_null(seed: int) -> None:
+    """Orders-weighted twfe on simulated panels: a clear effect (0.5) is rejected, no effect is not."""
+    p_values = {}
+    for effect in (0.0, 0.5):
+        p = simulate_panel(seed=seed, n_geo=4, n_citizen=20, zero_share=0.0, years=(2010, 2016),
+                           bilateral_share=0.3, base_effect=effect).dropna(subset=["return_rate"])
+        res = twfe(p, outcome="return_rate", treatments=["bilateral_binding"], cluster="citizen", weights="orders")
+        b = wild_bootstrap(res, reps=399, seed=seed, weights="webb", ci=False)
+        p_values[effect] = b.table.loc["bilateral_binding", "boot_p_value"]
+    assert p_values[0.5] <= 0.02, p_values
+    assert p_values[0.0] > 0.1, p_values

@@ -320,8 +320,13 @@ def build_report(
                 per = ", ".join(f"{k:+d}: {n}" for k, n in sorted(info["obs_by_period"].items()))
                 md += [f"Corridor-years per relative period ({per})."]
                 if info.get("bin_endpoints"):
-                    md += ["The first and last periods pool every year beyond the window, including corridors whose "
-                           "treatment began before the data start (always treated in the window)."]
+                    md += ["The first and last periods pool every year beyond the window."]
+                if info.get("always_treated") == "drop" and info.get("n_always_treated"):
+                    md += [f"{info['n_always_treated']} corridors treated in every sample year (adopted before the data "
+                           "start) are left out: they carry no change in treatment."]
+                elif info.get("always_treated") == "keep" and info.get("n_always_treated"):
+                    md += [f"{info['n_always_treated']} corridors treated in every sample year are kept and sit in the "
+                           "last (binned) period."]
             if info.get("treated_corridors_by_cohort"):
                 coh = ", ".join(f"{k}: {n}" for k, n in sorted(info["treated_corridors_by_cohort"].items()))
                 md += [f"Treated corridors by adoption year: {coh}."]

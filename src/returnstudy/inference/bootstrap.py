@@ -20,6 +20,12 @@ non-nested ones (year effects) are kept as explicit columns. Every draw then
 costs O(G^2) through cluster-level score sums; no dummy matrix for the nested
 effects is formed and draws are processed in chunks so memory stays bounded.
 
+Weighted fits (``weights="orders"``): weighted least squares with absorbed fixed
+effects equals OLS on ``sqrt(w) * y~`` and ``sqrt(w) * X~``, where ``~`` is the
+weighted within-transformation; the CRV1 scores ``w u X~`` are the products of the
+transformed residuals and regressors. The bootstrap runs on those arrays unchanged,
+still with one weight ``v_g`` per cluster.
+
 **Linear imputation results** (``did_imputation(model="linear")``): the estimator
 is linear in the outcome, ``tau = v'Y``, with weights ``v`` that annihilate the
 fixed effects. Under the null ``tau = tau0`` the restricted model
@@ -132,8 +138,6 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
             f"wild_bootstrap: result of model {result.model!r} is not a linear fixed-effects fit "
             "(supported: twfe, event_study(model='twfe'), did_imputation(model='linear'))"
         )
-    if design.weights is not None:
-        raise ValueError("wild_bootstrap: weighted least squares is not supported")
     from returnstudy.models._design import fe_codes
 
     if cluster is None:
@@ -154,6 +158,7 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
     X = design.X[:, keep_cols]
     names = [r for r, d in zip(design.regressors, fit.dropped_columns) if not d]
     y = design.y
+    w = None if design.weights is None else np.asarray(design.weights, dtype=float).ravel()
     fx: FixedEffects | None = design.fe
     explicit: list[np.ndarray] = []
     if fx is not None and fx.n_dims:
@@ -170,10 +175,16 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
                 D[np.arange(c.size), c] = 1.0
                 explicit.append(D[:, 1:] if (fn.n_dims or explicit) else D)
         Z = np.column_stack([y, X] + explicit)
-        Zt = fn.demean(Z) if fn.n_dims else Z - (0.0 if explicit else Z.mean(axis=0))
+        if fn.n_dims:
+            Zt = fn.demean(Z, weights=w)
+        else:
+            Zt = Z - (0.0 if explicit else np.average(Z, axis=0, weights=w))
     else:
         Z = np.column_stack([y, X])
-        Zt = Z - Z.mean(axis=0)
+        Zt = Z - np.average(Z, axis=0, weights=w)
+    if w is not None:  # WLS = OLS on sqrt(w)-scaled, weighted-within-transformed data
+        sw = np.sqrt(w)[:, None]
+        Zt, Z = Zt * sw, Z * sw
     yt, Xt = Zt[:, 0], Zt[:, 1:]
     k = X.shape[1]
     if Xt.shape[1] > k:
