@@ -156,7 +156,7 @@ def _data_section(run: StudyRun) -> list[str]:
     for code, v in sorted((run.panel.attrs.get("vintage") or {}).items()):
         lu = ", ".join(f"{k or 'not given (extract of about 2017)'}: {n} rows" for k, n in (v.get("last_update") or {}).items())
         used = ", ".join(f"{var} {n}" for var, n in (v.get("rows_used") or {}).items())
-        lines.append(f"- `{code}`: {Path(str(v.get('source'))).name}, sha256 `{str(v.get('sha256'))[:16]}`, LAST UPDATE {lu}; rows used: {used}")
+        lines.append(f"- `{code}`: {Path(str(v.get('source'))).name}, sha256 `{str(v.get('sha256'))[:16]}`, LAST UPDATE {lu}; rows read into the panel (before filters): {used}")
     treated = []
     for t in TREATMENT_TYPES:
         if t in s:
