@@ -75,6 +75,11 @@ def test_estimate_table_and_out(eurostat_dir: Path, tmp_path: Path, capsys) -> N
     assert main(["estimate", "--spec", str(SPECS / "run_small.toml"), "--data", str(eurostat_dir), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "sample:" in text and "vintage:" in text and "bilateral_binding" in text and "%" in text
+    from returnstudy.report import switching_units
+
+    run = run_study(SPECS / "run_small.toml", eurostat_dir)
+    n_corr, n_cit = switching_units(run.sample, "bilateral_binding")
+    assert f"bilateral_binding (switches on inside the window in {n_corr} corridors, {n_cit} citizenships" in text
     assert (out / "effects_run_small.csv").is_file() and (out / "filter_flow_run_small.csv").is_file()
 
 

@@ -55,8 +55,8 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
             """
         ),
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log each step (-vv for debug output)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = _command(
@@ -310,8 +310,13 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 def _effects_text(run) -> str:  # noqa: ANN001 - StudyRun
     lines = []
     eff = run.effects()
+    from returnstudy.report import switching_units
+
+    minimum = int(run.spec.report.get("min_switching_citizenships", 5))
     for treatment, group in eff.groupby("treatment", sort=False):
-        lines.append(f"\n{treatment}")
+        n_corr, n_cit = switching_units(run.sample, str(treatment))
+        caution = f"  -- fewer than {minimum}: intervals not reliable" if n_cit < minimum else ""
+        lines.append(f"\n{treatment} (switches on inside the window in {n_corr} corridors, {n_cit} citizenships{caution})")
         for r in group.itertuples(index=False):
             if r.pct_effect == r.pct_effect:  # Poisson: percent change in returns
                 effect = f"{r.pct_effect:+7.1f}% [{r.pct_ci_low:+.1f}, {r.pct_ci_high:+.1f}]"
@@ -351,7 +356,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    # default: warnings only (what was dropped and why is in every summary); -v adds each step's log
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
