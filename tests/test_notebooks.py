@@ -217,7 +217,7 @@ def test_03_event_studies(run_notebook, eurostat_dir: Path) -> None:
     import returnstudy as rs
 
     nb, key, seconds = run_notebook("03_event_studies.ipynb")
-    assert _n_images(nb) >= 5  # two event studies, two imputation paths, synthetic comparison
+    assert _n_images(nb) >= 6  # two event studies, two imputation paths, Sun-Abraham, synthetic comparison
     _, sample = _spec_sample(eurostat_dir)
 
     es = rs.event_study(sample, treatment="bilateral_binding", window=(-3, 3), model="ppml", control="notyet")
@@ -229,6 +229,25 @@ def test_03_event_studies(run_notebook, eurostat_dir: Path) -> None:
     # the decomposition adds up: TWFE = sum of weight x 2x2 estimate
     parts = bacon.table.drop(index="twfe")
     assert float((parts["weight"] * parts["estimate"]).sum()) == pytest.approx(key["bacon_twfe_bilateral_binding"], abs=1e-5)
+
+    # Sun-Abraham and Callaway-Sant'Anna (Poisson) on the same sample, computed directly
+    sa = rs.sun_abraham(sample, treatment="bilateral_binding", model="poisson", event_time=True)
+    assert key["sun_abraham_n_obs"] == sa.info["n_obs"]
+    assert key["sun_abraham_bilateral_binding_event_0"] == pytest.approx(sa.table.loc[0, "estimate"], abs=1e-6)
+    # joint test of the leads by hand: W = b' V^-1 b over the pre-adoption coefficients, chi2(q)
+    from scipy import stats
+
+    leads = [k for k in sa.table.index if k < 0]
+    assert len(leads) >= 2
+    b = sa.params.loc[leads].to_numpy()
+    v = sa.vcov.loc[leads, leads].to_numpy()
+    wald = float(b @ np.linalg.solve(v, b))
+    assert key["sun_abraham_bilateral_binding_pretrend_p"] == pytest.approx(stats.chi2.sf(wald, len(leads)), rel=1e-6)
+    cs = rs.callaway_santanna(sample, treatment="bilateral_binding", model="poisson", control="notyet")
+    assert key["callaway_santanna_poisson_n_obs"] == cs.info["n_obs"]
+    assert key["callaway_santanna_poisson_bilateral_binding"] == pytest.approx(
+        cs.table.loc["bilateral_binding", "estimate"], abs=1e-6
+    )
 
     # synthetic section: the true effect by hand, and the imputation estimator recovers it
     sim = rs.simulate_panel(seed=key["synthetic_seed"], effect="heterogeneous")
