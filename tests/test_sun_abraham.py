@@ -167,3 +167,21 @@ def test_duplicated_corridor_years_raise() -> None:
     c, y = p["corridor"].iloc[10], int(p["year"].iloc[10])
     with pytest.raises(ValueError, match=rf"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: corridor='{c}', year={y}"):
         sun_abraham(dup, "bilateral_binding")
+
+
+def test_pretrend_test_is_a_wald_test_on_the_leads() -> None:
+    from scipy import stats
+
+    from returnstudy.results import WaldTest
+    from returnstudy.simulate import simulate_panel
+
+    panel = simulate_panel(seed=2)
+    res = sun_abraham(panel, treatment="bilateral_binding", model="poisson", event_time=True)
+    test = res.info["pretrend_test"]
+    assert isinstance(test, WaldTest)
+    leads = [k for k in res.params.index if k < 0]
+    b = res.params[leads].to_numpy()
+    V = res.vcov.loc[leads, leads].to_numpy()
+    chi2 = float(b @ np.linalg.solve(V, b))
+    assert test.statistic == pytest.approx(chi2, rel=1e-8)
+    assert test.p_value == pytest.approx(stats.chi2.sf(chi2, len(leads)), rel=1e-6)

@@ -263,7 +263,7 @@ def sun_abraham(
             res.info["pretrend_test"] = f"not available: {det.note}"
         elif pre:
             try:
-                res.info["pretrend_test"] = str(res.wald_test(terms=pre, hypothesis="all leads = 0"))
+                res.info["pretrend_test"] = res.wald_test(terms=pre, hypothesis=f"leads {pre} jointly zero")
             except (np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover - degenerate vcov
                 logger.info("pre-trend test failed: %s", exc)
     if s.attrs.get("synthetic"):
