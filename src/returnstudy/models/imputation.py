@@ -214,7 +214,6 @@ class SparseFE:
         cols: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         offset = 0
-        self.first_col = np.full(n, -1, dtype=np.int64)
         for d, c in enumerate(codes):
             c = np.asarray(c)
             present = np.unique(c[fit])
@@ -222,9 +221,7 @@ class SparseFE:
             mapping[present] = np.arange(present.size)
             m = mapping[c]
             self.ok &= m >= 0
-            if d == 0:
-                self.first_col = m.astype(np.int64)
-            else:
+            if d > 0:
                 m = m - 1  # drop the first level as reference
             use = m >= 0
             rows.append(np.flatnonzero(use))
@@ -352,40 +349,6 @@ def sparse_fit(
     mu = np.exp(off + W @ theta)
     return SparseFit(theta=theta, fitted=mu, resid=y - mu, W=W, k=k, solve=factor(mu), converged=converged,
                      n_iter=it)
-
-
-def _poisson_fe(
-    Z0: sp.csr_matrix, y0: np.ndarray, off0: np.ndarray, codes0: np.ndarray, tol: float = 1e-10, maxiter: int = 100
-) -> tuple[np.ndarray, bool, int]:
-    """Poisson MLE of the fixed effects (Newton) with offset; returns theta, converged, iterations."""
-    theta = np.zeros(Z0.shape[1])
-    # start: first dimension at log(sum y / sum exposure) per level, others 0
-    sy = np.bincount(codes0, weights=y0)
-    se = np.bincount(codes0, weights=np.exp(off0))
-    start = np.log(np.maximum(sy, 1e-300) / se)
-    n_first = int(codes0.max()) + 1
-    theta[:n_first] = start[:n_first]
-    converged = False
-    it = 0
-    for it in range(1, maxiter + 1):
-        eta = off0 + Z0 @ theta
-        mu = np.exp(eta)
-        grad = Z0.T @ (y0 - mu)
-        H = (Z0.T @ sp.diags(mu) @ Z0).tocsc()
-        step = spla.splu(H).solve(grad)
-        # step halving on the log likelihood
-        ll = float(np.sum(y0 * eta - mu))
-        t = 1.0
-        while t > 1e-6:
-            eta_n = off0 + Z0 @ (theta + t * step)
-            if float(np.sum(y0 * eta_n - np.exp(eta_n))) >= ll - 1e-12 * abs(ll):
-                break
-            t /= 2
-        theta = theta + t * step
-        if np.max(np.abs(t * step)) < tol:
-            converged = True
-            break
-    return theta, converged, it
 
 
 def _parse_horizons(horizons: int | Sequence[int] | None, rel_treated: np.ndarray) -> list[int]:
@@ -592,8 +555,8 @@ def did_imputation(
         converged, n_iter = True, 0
     else:
         off = np.log(s.exposure)
-        codes0 = fe_obj.first_col[untr]  # column of each untreated row's first fixed effect (start values)
-        theta, converged, n_iter = _poisson_fe(Z0, s.y[untr], off[untr], codes0)
+        fit0 = sparse_fit(s.y[untr], sp.csr_matrix((int(untr.sum()), 0)), Z0, model="poisson", offset=off[untr])
+        theta, converged, n_iter = fit0.theta, fit0.converged, fit0.n_iter
         if not converged:
             logger.warning("did_imputation: Poisson untreated model did not converge in %d iterations", n_iter)
         mu_all = np.exp(off + Z @ theta)
