@@ -60,7 +60,7 @@ def test_summary_and_html_and_vintage() -> None:
     r.info["vintage"] = {"migr_eiord": {"years": [2012, 2016], "last_update": {"": 5}, "sha256": "abcdef1234567890"}}
     s = r.summary()
     assert "100 corridor-years, 10 corridors" in s and "2012-2016" in s
-    assert "migr_eiord (years 2012-2016; last update unknown; sha256 abcdef123456)" in s
+    assert "migr_eiord (years 2012-2016; last update not given; sha256 abcdef123456)" in s
     assert "<li>" in r._repr_html_()
     assert format_vintage(None) == "not recorded"
     with pytest.raises(KeyError, match="available"):

@@ -32,7 +32,8 @@ def test_effects_equal_a_direct_call(small_run, eurostat_dir: Path) -> None:
         assert eff.loc[("ppml_small", t), "pct_effect"] == pytest.approx(100 * np.expm1(direct.table.loc[t, "estimate"]))
     assert set(eff.index.get_level_values("model")) == {"ppml_small", "twfe_small"}
     assert (eff["n_obs"] > 0).all() and (eff["years"] == "2013-2016").all()
-    assert "migr_eiord@n/a" in eff["vintage"].iloc[0]
+    assert eff["vintage"].iloc[0] == "migr_eiord@not given; migr_eipre@04/11/24 23:00:00, not given; migr_eirtn@20/09/24 23:00:00, not given"
+    assert (eff["status"] == "ok").all() and (eff["error"] == "").all()
 
 
 def test_header_names_data_and_coverage(small_run) -> None:
@@ -49,7 +50,7 @@ def _write(tmp_path: Path, body: str) -> Path:
 
 def test_unknown_estimator_names_spec_and_entry(tmp_path: Path) -> None:
     p = _write(tmp_path, '[[models]]\nname = "x"\nestimator = "ols_magic"\n')
-    with pytest.raises(ModelSpecError, match=r"spec.toml: \[\[models\]\] entry 1: unknown estimator 'ols_magic'"):
+    with pytest.raises(ModelSpecError, match=r"spec.toml, line 3: \[\[models\]\] entry 1: unknown estimator 'ols_magic'"):
         run_study(load_spec(p), tmp_path)
 
 

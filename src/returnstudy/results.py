@@ -29,7 +29,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["EstimationResult", "WaldTest", "add_poisson_columns", "format_vintage", "make_table", "panel_info"]
+__all__ = [
+    "EstimationResult", "WaldTest", "add_poisson_columns", "format_last_update", "format_vintage", "make_table",
+    "panel_info", "vintage_label",
+]
 
 TABLE_COLUMNS = ["estimate", "std_error", "ci_low", "ci_high", "p_value"]
 POISSON_COLUMNS = ["irr", "pct_effect", "pct_ci_low", "pct_ci_high"]
@@ -109,6 +112,38 @@ def panel_info(frame: pd.DataFrame, attrs: dict[str, Any] | None = None) -> dict
     return info
 
 
+def _last_update_values(lu: Any) -> list[tuple[str, Any]]:
+    """(LAST UPDATE value or "not given", rows) pairs, dated values first, in input order."""
+    if isinstance(lu, dict):
+        pairs = [(str(k) if k else "not given", n) for k, n in lu.items()]
+    elif lu is None or lu == "":
+        pairs = [("not given", None)]
+    else:
+        pairs = [(str(lu), None)]
+    return sorted(pairs, key=lambda kv: kv[0] == "not given")
+
+
+def format_last_update(lu: Any) -> str:
+    """Readable LAST UPDATE values of one table: "20/09/24 23:00:00 (12672 rows), not given (25719 rows)"."""
+    return ", ".join(f"{k} ({n} rows)" if n is not None else k for k, n in _last_update_values(lu))
+
+
+def vintage_label(vintage: Any) -> str:
+    """Compact vintage for tables and JSON: "migr_eiord@not given; migr_eirtn@20/09/24 23:00:00, not given".
+
+    One ``table@LAST UPDATE`` item per source table ("not given" where Eurostat gave none).
+    """
+    if not vintage:
+        return "not recorded"
+    if not isinstance(vintage, dict):
+        return str(vintage)
+    parts = []
+    for code, meta in sorted(vintage.items()):
+        lu = meta.get("last_update") if isinstance(meta, dict) else None
+        parts.append(f"{code}@" + ", ".join(k for k, _ in _last_update_values(lu)))
+    return "; ".join(parts)
+
+
 def format_vintage(vintage: Any) -> str:
     """One-line description of ``panel.attrs["vintage"]`` (table: years, last update, checksum)."""
     if not vintage:
@@ -127,11 +162,8 @@ def format_vintage(vintage: Any) -> str:
         yrs = meta.get("years")
         if isinstance(yrs, (list, tuple)) and len(yrs) == 2:
             bits.append(f"years {yrs[0]}-{yrs[1]}")
-        lu = meta.get("last_update")
-        if isinstance(lu, dict):
-            bits.append("last update " + ", ".join(str(k) if k else "unknown" for k in lu))
-        elif lu is not None:
-            bits.append(f"last update {lu}")
+        if "last_update" in meta:
+            bits.append("last update " + ", ".join(k for k, _ in _last_update_values(meta["last_update"])))
         if meta.get("sha256"):
             bits.append(f"sha256 {str(meta['sha256'])[:12]}")
         if not bits:
@@ -313,6 +345,16 @@ class EstimationResult:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        """One line; :meth:`summary` is the long form."""
+        i = self.info
+        cl = i.get("cluster")
+        se = f"clustered by {cl} ({i.get('n_clusters')} clusters)" if cl else str(i.get("vcov_type", "hetero"))
+        return (
+            f"<EstimationResult {self.model}: {len(self.table)} terms, {i.get('n_obs', '?')} corridor-years, "
+            f"{i.get('n_corridors', '?')} corridors, SE {se}; .summary() for details>"
+        )
 
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self._description_lines())

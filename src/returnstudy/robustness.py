@@ -10,6 +10,7 @@ matters. Nothing is re-weighted or selected: every variation is reported.
 from __future__ import annotations
 
 import html
+import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy._progress import progress as _progress
-from returnstudy.runner import _model_runs, estimator
+from returnstudy.runner import _model_runs, estimator, model_context
 from returnstudy.spec import StudySpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,21 @@ DEFAULT_VARIATIONS: tuple[Variation, ...] = (
 )
 
 TABLE_COLUMNS = [
-    "group", "variation", "treatment", "estimate", "std_error", "ci_low", "ci_high", "pct_effect", "pct_ci_low",
+    "group", "variation", "treatment", "status", "estimate", "std_error", "ci_low", "ci_high", "pct_effect", "pct_ci_low",
     "pct_ci_high", "p_value", "n_obs", "n_corridors", "error",
 ]
+
+#: Estimators whose results are per relative period (event time), not one effect per treatment:
+#: sensitivity does not support them.
+EVENT_TIME_ESTIMATORS = ("event_study", "sun_abraham")
+
+# status of one (variation, treatment) cell
+OK, FAILED, UNSUPPORTED, NOT_IDENTIFIED = "ok", "failed", "unsupported", "not identified"
+
+
+def supports(estimator_name: str, params: Mapping[str, Any]) -> bool:
+    """Whether :func:`sensitivity` can vary a model: it must give one effect per treatment."""
+    return estimator_name not in EVENT_TIME_ESTIMATORS and not params.get("event_time")
 
 
 @dataclass
@@ -82,10 +95,10 @@ class SensitivityResult:
         poisson = t["pct_effect"].notna().any()
 
         def cell(r: pd.Series) -> str:
-            if isinstance(r["error"], str) and r["error"]:
-                return "failed"
+            if r["status"] in (FAILED, UNSUPPORTED, NOT_IDENTIFIED):
+                return str(r["status"])
             if pd.isna(r["estimate"]):
-                return "not identified"
+                return NOT_IDENTIFIED
             if poisson:
                 return f"{r['pct_effect']:+.{digits}f}% [{r['pct_ci_low']:+.{digits}f}, {r['pct_ci_high']:+.{digits}f}]"
             return f"{r['estimate']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
@@ -101,7 +114,10 @@ class SensitivityResult:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return self.summary()
+        counts = self.table.drop_duplicates(["variation", "treatment"])["status"].value_counts()
+        states = ", ".join(f"{n} {k}" for k, n in counts.items())
+        return (f"<SensitivityResult model {self.model!r} ({self.estimator}) in spec {self.spec_name!r}: "
+                f"{self.table['variation'].nunique()} variations, cells: {states}; .summary() for the table>")
 
     def _repr_html_(self) -> str:
         return f"<div><strong>{html.escape(self.summary().splitlines()[0])}</strong>{self.wide().to_html(index=False)}</div>"
@@ -141,7 +157,11 @@ def sensitivity(
     """Re-run one model of ``spec`` under each variation (default: the report's headline model).
 
     The panel is read once; treatments are re-coded only for variations that change the
-    coding. A variation whose model fails is kept in the table with its error message.
+    coding. A variation whose model fails is kept in the table with its error message
+    (``status="failed"``); a variation that changes an argument the estimator does not have is
+    ``status="unsupported"``; an effect without treated variation is ``"not identified"``. A
+    model with per-period (event-time) estimates is not supported: ``ValueError`` naming the
+    spec's models that are.
     """
     from returnstudy.filters import apply_filters
     from returnstudy.panel import load_panel
@@ -154,6 +174,12 @@ def sensitivity(
     if name not in runs:
         raise KeyError(f"model {name!r} not in spec {spec.study.name!r}; models: {sorted(runs)}")
     base = runs[name]
+    if not supports(base.estimator, base.params):
+        ok = [n for n, m in runs.items() if supports(m.estimator, m.params)]
+        raise ValueError(
+            f"sensitivity: model {name!r} ({base.estimator}) is unsupported: its estimates are per relative period, "
+            f"not one effect per treatment; models of spec {spec.study.name!r} that sensitivity supports: {ok}"
+        )
     kwargs = spec.data.load_panel_kwargs()
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
@@ -161,7 +187,17 @@ def sensitivity(
     coded: dict[tuple, pd.DataFrame] = {}
     rows = []
     fn = estimator(base.estimator)
-    for v in _progress(variations, "sensitivity", progress):
+    accepted = set(inspect.signature(fn).parameters)
+    for v in _progress(variations, "sensitivity", progress, label=lambda v: v.label):
+        params = {**base.params, **v.model}
+        treatments = list(params.get("treatments", [params.get("treatment")]))
+        missing = sorted(set(v.model) - accepted)
+        if missing:
+            reason = f"{base.estimator} has no argument(s) {missing}"
+            log.info("variation %r unsupported: %s", v.label, reason)
+            rows.extend({"group": v.group, "variation": v.label, "treatment": t, "status": UNSUPPORTED, "error": reason}
+                        for t in treatments)
+            continue
         t_kwargs = {**spec.treatments.add_treatments_kwargs(), **v.treatments}
         key = tuple(sorted((k, str(val)) for k, val in t_kwargs.items()))
         if key not in coded:
@@ -170,15 +206,15 @@ def sensitivity(
         for step, overrides in v.filters.items():
             varied = varied.with_filter(step, **overrides)
         sample = apply_filters(coded[key], varied).panel
-        params = {**base.params, **v.model}
         try:
-            res = fn(sample, **params)
+            with model_context(f"{name} [{v.label}]"):
+                res = fn(sample, **params)
         except (ValueError, np.linalg.LinAlgError, KeyError, RuntimeError) as exc:
-            log.warning("variation %r failed: %s", v.label, exc)
-            for treatment in params.get("treatments", [params.get("treatment")]):
-                rows.append({"group": v.group, "variation": v.label, "treatment": treatment, "error": f"{type(exc).__name__}: {exc}"})
+            log.warning("model %s, variation %r failed: %s", name, v.label, exc)
+            for treatment in treatments:
+                rows.append({"group": v.group, "variation": v.label, "treatment": treatment, "status": FAILED,
+                             "error": f"{type(exc).__name__}: {exc}"})
             continue
-        treatments = list(params.get("treatments", [params.get("treatment")]))
         for treatment in treatments:
             row: dict[str, Any] = {"group": v.group, "variation": v.label, "treatment": treatment, "error": "",
                                    "n_obs": res.info.get("n_obs"), "n_corridors": res.info.get("n_corridors")}
@@ -186,6 +222,7 @@ def sensitivity(
                 r = res.table.loc[treatment]
                 for c in ("estimate", "std_error", "ci_low", "ci_high", "pct_effect", "pct_ci_low", "pct_ci_high", "p_value"):
                     row[c] = float(r[c]) if c in r.index else np.nan
+            row["status"] = OK if pd.notna(row.get("estimate", np.nan)) else NOT_IDENTIFIED
             rows.append(row)
     table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
     return SensitivityResult(table=table, spec_name=spec.study.name, model=name, estimator=base.estimator,

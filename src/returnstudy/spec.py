@@ -50,6 +50,9 @@ __all__ = [
     "load_spec",
     "spec_from_dict",
     "default_spec_path",
+    "resolve_spec_path",
+    "shipped_specs",
+    "spec_location",
 ]
 
 KNOWN_TABLES: tuple[str, ...] = ("migr_eiord", "migr_eirtn", "migr_eipre")
@@ -529,15 +532,55 @@ def default_spec_path() -> Path:
     return project_data_dir() / "specs" / "wodc.toml"
 
 
+def shipped_specs() -> dict[str, Path]:
+    """The specs shipped with the package, by name (file name without ``.toml``)."""
+    from returnstudy.paths import project_data_dir
+
+    return {f.stem: f for f in sorted((project_data_dir() / "specs").glob("*.toml"))}
+
+
+def resolve_spec_path(path: str | Path | None = None) -> Path:
+    """A spec file: an existing path, else a shipped spec by name (``"wodc"`` or ``"wodc.toml"``).
+
+    ``FileNotFoundError`` lists the shipped specs when neither exists.
+    """
+    if path is None:
+        return default_spec_path()
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    shipped = shipped_specs()
+    name = p.name[: -len(".toml")] if p.name.endswith(".toml") else p.name
+    if p.parent == Path(".") and name in shipped:
+        return shipped[name]
+    raise FileNotFoundError(
+        f"study spec not found: {p} (neither a file nor a shipped spec); shipped specs: {sorted(shipped)} "
+        "(give a name or a path to a .toml file; 'returnstudy specs' lists them)"
+    )
+
+
+def spec_location(spec: StudySpec, section: str, index: int = 0, key: str | None = None) -> str:
+    """'wodc.toml, line 172' for error messages about entry ``index`` (0-based) of ``[[section]]``.
+
+    With ``key``, the line of that key inside the entry; without, the entry's header line.
+    """
+    text = None
+    if spec.path is not None and spec.path.is_file():
+        text = spec.path.read_text(encoding="utf-8")
+    loc = _Locator(text)
+    line = loc.key(section, key, index) if key else loc.header(section, index)
+    return _where(spec.path, line)
+
+
 def load_spec(path: str | Path | None = None, *, validate_filters: bool = True) -> StudySpec:
     """Read and validate a study spec; default ``data/specs/wodc.toml``.
 
-    The returned spec carries ``path`` and the ``sha256`` of the file bytes so a result can
-    name exactly which configuration produced it.
+    ``path`` is a file, or the name of a shipped spec (``"third_country_2014_2023"``; see
+    :func:`shipped_specs`), found from any working directory. The returned spec carries
+    ``path`` and the ``sha256`` of the file bytes so a result can name exactly which
+    configuration produced it.
     """
-    p = Path(path) if path is not None else default_spec_path()
-    if not p.is_file():
-        raise FileNotFoundError(f"study spec not found: {p}")
+    p = resolve_spec_path(path)
     data = p.read_bytes()
     text = data.decode("utf-8")
     try:

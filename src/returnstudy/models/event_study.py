@@ -98,7 +98,11 @@ def relative_period_dummies(
     ys_col, coh_col = f"{treatment}_years_since", f"{treatment}_cohort"
     missing = [c for c in (ys_col, coh_col) if c not in panel.columns]
     if missing:
-        raise KeyError(f"event study needs column(s) {missing} (from add_treatments) for treatment {treatment!r}")
+        valid = sorted(str(c)[: -len("_cohort")] for c in panel.columns if str(c).endswith("_cohort"))
+        raise KeyError(
+            f"event study needs column(s) {missing} (from add_treatments) for treatment {treatment!r}; "
+            f"treatments with cohort columns in this panel: {valid or 'none (run add_treatments first)'}"
+        )
     lo, hi = int(window[0]), int(window[1])
     if not lo < 0 <= hi:
         raise ValueError(f"window must satisfy window[0] < 0 <= window[1], got {window}")

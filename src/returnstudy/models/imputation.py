@@ -125,7 +125,11 @@ def did_sample(
     if model not in ("linear", "poisson"):
         raise ValueError(f"model={model!r}: expected 'linear' or 'poisson'")
     if treatment not in panel.columns:
-        raise KeyError(f"treatment column {treatment!r} not in panel")
+        valid = sorted(str(c)[: -len("_cohort")] for c in panel.columns if str(c).endswith("_cohort"))
+        raise KeyError(
+            f"treatment column {treatment!r} not in panel; treatments with cohort columns in this panel: "
+            f"{valid or 'none (run add_treatments first)'}"
+        )
     if isinstance(cluster, (list, tuple)):
         if len(cluster) != 1:
             raise ValueError(f"cluster={cluster!r}: the robust DiD estimators support one-way clustering only")
