@@ -223,14 +223,16 @@ def test_save_is_deterministic(tmp_path, synth):
     b = quality_report(tables=synthetic_tables()).save(tmp_path / "b")
     names = sorted(p.relative_to(tmp_path / "a").as_posix() for p in a)
     assert names == sorted(p.relative_to(tmp_path / "b").as_posix() for p in b)
-    assert "tables/quality_verdicts.csv" in names and "figures/quality_coverage_heatmap.svg" in names
-    assert {n.split("/")[-1].rsplit(".", 1)[0] for n in names if n.startswith("figures")} == {
+    assert "tables/quality_verdicts.csv" in names and "figures/quality_coverage_heatmap.png" in names
+    assert "figures/quality_coverage_heatmap.data.csv" in names
+    assert {n.split("/")[-1].split(".", 1)[0] for n in names if n.startswith("figures")} == {
         "quality_coverage_heatmap", "quality_return_rate_boxplot", "quality_national_totals"
     }
     for n in names:
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
-    svg = (tmp_path / "a" / "figures" / "quality_national_totals.svg").read_text()
-    assert "<dc:date>" not in svg
+    assert (tmp_path / "a" / "figures" / "quality_national_totals.png").stat().st_mode & 0o777 == 0o644
+    shown = pd.read_csv(tmp_path / "a" / "figures" / "quality_national_totals.data.csv", keep_default_na=False)
+    assert (shown["kind"] == "line").any() and shown["label"].str.contains("National totals").any()
     verd = pd.read_csv(tmp_path / "a" / "tables" / "quality_verdicts.csv", keep_default_na=False)
     assert verd["geo"].tolist() == ["AT", "BE", "CY"]
 

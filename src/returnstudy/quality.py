@@ -58,7 +58,6 @@ CHECKS: dict[str, str] = {
 }
 """Verdict checks and what failing them means."""
 
-_FLOAT_FORMAT = "%.6g"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -270,7 +269,8 @@ class QualityReport:
             ax.text(0.5, 0.5, "no corridor-years with orders and returns", ha="center", va="center")
             return fig
         pos = rates[rates["return_rate"] > 0]
-        order = pos.groupby("geo")["return_rate"].median().sort_values().index.tolist()
+        medians = pos.groupby("geo")["return_rate"].median().rename("median").reset_index()
+        order = medians.sort_values(["median", "geo"], kind="mergesort")["geo"].tolist()  # ties by code: stable order
         data = [pos.loc[pos["geo"] == g, "return_rate"].to_numpy() for g in order]
         ax.boxplot(data, showfliers=True, flierprops={"markersize": 2})
         ax.set_xticks(range(1, len(order) + 1), order)
@@ -315,33 +315,24 @@ class QualityReport:
 
     # ------------------------------------------------------------------ output
     def save(self, out_dir: str | Path, *, figures: bool = True, prefix: str = "quality_") -> list[Path]:
-        """Write ``tables/<prefix><name>.csv`` and ``figures/<prefix><name>.png/.svg`` under ``out_dir``.
+        """Write ``tables/<prefix><name>.csv`` and ``figures/<prefix><name>.png`` (with ``.data.csv``) under ``out_dir``.
 
-        Rows are sorted and floats written with ``%.6g``; SVGs use a fixed hash salt and no
-        date, PNGs carry no date, so repeated runs give identical bytes.
+        Rows are sorted and files written by :mod:`returnstudy.artifacts`, so repeated runs
+        give identical bytes.
         """
-        import matplotlib
+        from returnstudy.artifacts import write_figure, write_table
 
         out = Path(out_dir)
-        (out / "tables").mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         all_tables = {"by_geo_year": self.by_geo_year, "verdicts": self.verdicts, **self.tables}
         for name in sorted(all_tables):
             df = all_tables[name]
             keys = [c for c in ("geo", "variable", "citizen", "year", "check", "name") if c in df.columns]
             df = df.sort_values(keys, kind="mergesort") if keys else df
-            path = out / "tables" / f"{prefix}{name}.csv"
-            df.to_csv(path, index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
-            written.append(path)
+            written.append(write_table(df, out / "tables" / f"{prefix}{name}.csv"))
         if figures:
-            (out / "figures").mkdir(parents=True, exist_ok=True)
-            with matplotlib.rc_context({"svg.hashsalt": "returnstudy", "svg.fonttype": "path"}):
-                for name, fig in self.figures().items():
-                    png = out / "figures" / f"{prefix}{name}.png"
-                    svg = out / "figures" / f"{prefix}{name}.svg"
-                    fig.savefig(png, dpi=120, metadata={"Software": None})
-                    fig.savefig(svg, metadata={"Date": None, "Creator": None})
-                    written.extend([png, svg])
+            for name, fig in self.figures().items():
+                written.extend(write_figure(fig, out / "figures", f"{prefix}{name}", dpi=120))
         log.info("quality report: wrote %d files to %s", len(written), out)
         return written
 
