@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import filecmp
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from returnstudy.report import build_report, headline_comparison, markdown_table
+from returnstudy.report import build_report, headline_comparison, locked_versions, markdown_table
+from returnstudy.report_compare import IMAGE_TOL, compare_frames, compare_reports, report_files
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "reports"
-REGENERATE = "python -m returnstudy report --data ../shared/data/eurostat --out reports/"
+REGENERATE = ("pip install -r requirements/report.lock && pip install --no-deps -e . && "
+              "python -m returnstudy report --data ../shared/data/eurostat --out reports/")
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +22,74 @@ def fresh_report(eurostat_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     return build_report(out, data_dir=eurostat_dir)
 
 
-def _compared_files(root: Path) -> list[str]:
-    files = ["REPORT.md"]
-    files += sorted(str(p.relative_to(root)) for p in (root / "tables").glob("*.csv"))
-    files += sorted(str(p.relative_to(root)) for p in (root / "figures").glob("*.svg"))
-    return files
-
-
 def test_committed_report_matches_the_code(fresh_report) -> None:
-    new = fresh_report.out_dir
-    assert _compared_files(new) == _compared_files(COMMITTED), f"report files changed; regenerate with: {REGENERATE}"
-    differing = [f for f in _compared_files(new) if not filecmp.cmp(new / f, COMMITTED / f, shallow=False)]
-    assert not differing, f"committed report is stale in {differing}; regenerate with: {REGENERATE}"
+    """The committed report says and shows what the code produces now, on any supported library versions.
+
+    Text exactly; tables and each figure's plotted data to 1e-9 relative; rendered PNGs by RMS
+    pixel difference under the locked matplotlib. Never file bytes: a clip-path id or the last bit of a float is no change.
+    """
+    import matplotlib
+
+    # pixels are compared where the renderer is the one that drew the committed figures (the
+    # locked matplotlib): other versions move text and layout by a pixel or two
+    same_renderer = locked_versions().get("matplotlib") == matplotlib.__version__
+    problems = compare_reports(COMMITTED, fresh_report.out_dir, image_tol=IMAGE_TOL if same_renderer else None)
+    assert not problems, (
+        "the committed report differs in content from what the code produces now:\n  " + "\n  ".join(problems)
+        + f"\nIf the change is intended, regenerate it in the locked environment: {REGENERATE}")
     for f in fresh_report.files:
         assert (COMMITTED / f).is_file(), f
+
+
+def test_every_figure_has_its_data_and_is_referenced(fresh_report) -> None:
+    files = report_files(fresh_report.out_dir)
+    pngs = [f for f in files if f.endswith(".png")]
+    assert pngs and all(f.replace(".png", ".data.csv") in files for f in pngs)
+    text = (fresh_report.out_dir / "REPORT.md").read_text()
+    assert all(f"({f})" in text for f in pngs), [f for f in pngs if f"({f})" not in text]
+    assert "requirements/report.lock" in text
+    assert not list(fresh_report.out_dir.rglob("*.svg"))
+
+
+def test_report_comparison_sees_a_changed_number_and_ignores_rounding(fresh_report, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(fresh_report.out_dir, copy)
+    assert compare_reports(fresh_report.out_dir, copy) == []
+    eff = pd.read_csv(copy / "tables" / "effects.csv")
+    eff.loc[0, "estimate"] *= 1 + 1e-12   # noise in the last digits: not a change
+    eff.to_csv(copy / "tables" / "effects.csv", index=False, float_format="%.17g")
+    assert compare_reports(fresh_report.out_dir, copy) == []
+    eff.loc[0, "estimate"] += 0.01        # a real change
+    eff.to_csv(copy / "tables" / "effects.csv", index=False, float_format="%.17g")
+    problems = compare_reports(fresh_report.out_dir, copy)
+    assert len(problems) == 1 and "effects.csv" in problems[0] and "'estimate'" in problems[0]
+    # a figure whose plotted data moved is caught by its sidecar
+    sidecar = next((copy / "figures").glob("event_study_*.data.csv"))
+    shown = pd.read_csv(sidecar, keep_default_na=False, na_values=[""])
+    line = shown.index[shown["kind"] == "line"][0]
+    shown.loc[line, "y"] = shown.loc[line, "y"] + 0.05
+    shown.to_csv(sidecar, index=False)
+    assert any(sidecar.name in p and "'y'" in p for p in compare_reports(fresh_report.out_dir, copy))
+    # so is a picture that changed
+    png = next((copy / "figures").glob("coefficients_*.png"))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    fig.savefig(png, dpi=110)
+    assert any(png.name in p and "RMS" in p for p in compare_reports(fresh_report.out_dir, copy, image_tol=IMAGE_TOL))
+
+
+def test_compare_frames_by_hand() -> None:
+    a = pd.DataFrame({"t": ["x", "y"], "v": [1.0, float("nan")]})
+    assert compare_frames(a, a.copy()) == []
+    assert compare_frames(a, a.assign(v=[1.0 + 1e-11, float("nan")])) == []
+    assert compare_frames(a, a.assign(v=[1.0 + 1e-6, float("nan")])) == [
+        "table: column 'v' differs on line 2: 1.0 expected, 1.000001 found (1 cells)"]
+    assert compare_frames(a, a.assign(t=["x", "z"])) == ["table: column 't' differs on line 3: 'y' expected, 'z' found (1 cells)"]
+    assert compare_frames(a, a.iloc[:1]) == ["table: 2 rows expected, 1 found"]
 
 
 def test_report_is_byte_identical_when_rerun(eurostat_dir: Path, tmp_path: Path) -> None:
@@ -43,8 +98,6 @@ def test_report_is_byte_identical_when_rerun(eurostat_dir: Path, tmp_path: Path)
     second = build_report(tmp_path / "b", specs=[spec], data_dir=eurostat_dir)
     assert first.files == second.files and "tables/effects.csv" in first.files
     for f in first.files:
-        if f.endswith(".png"):
-            continue  # raster output may differ between renderer versions; SVG and text must not
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     text = (tmp_path / "a" / "REPORT.md").read_text()
     assert str(eurostat_dir) not in text and str(tmp_path) not in text  # no machine-specific paths
@@ -116,3 +169,11 @@ def test_few_switching_citizenships_are_flagged() -> None:
 def test_markdown_table_formatting() -> None:
     df = pd.DataFrame({"a": ["x|y", "z"], "b": [1.23456, float("nan")], "c": [3, 4]})
     assert markdown_table(df, 2).splitlines() == ["| a | b | c |", "|---|---|---|", "| x/y | 1.23 | 3 |", "| z |  | 4 |"]
+
+
+def test_locked_versions_read_from_the_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "report.lock"
+    lock.write_text("# header\nnumpy==2.4.6\n    # via pandas\nmatplotlib==3.11.2 ; python_version >= '3.10'\n"
+                    "requests==2.0\npandas==3.1.1  # pinned\n", encoding="utf-8")
+    assert locked_versions(lock) == {"numpy": "2.4.6", "matplotlib": "3.11.2", "pandas": "3.1.1"}
+    assert locked_versions(tmp_path / "absent.lock") == {}

@@ -2,7 +2,9 @@
 
 The report is a pure function of the code, the specs and the data files: running it
 twice gives byte-identical markdown and tables (no timestamps, no absolute paths,
-fixed float formatting), and SVG figures with a fixed hash salt and no date.
+fixed float formatting), and PNG figures without a date, each with the data it plots
+beside it. :mod:`returnstudy.report_compare` checks a committed report against a fresh one
+by content.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy.artifacts import write_figure, write_table
 from returnstudy.paths import project_data_dir
 from returnstudy.robustness import DEFAULT_VARIATIONS, sensitivity
 from returnstudy.runner import StudyRun, run_study
 from returnstudy.spec import TREATMENT_TYPES, load_spec
+from returnstudy.verdict import NOT_IDENTIFIED, STUDY_HEADLINE, switching_units, verdict
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,6 @@ TREATMENT_LABELS = {
     "eu_nonbinding": "EU non-binding arrangement",
     "bilateral_binding": "Bilateral binding agreement",
     "bilateral_nonbinding": "Bilateral non-binding arrangement",
-}
-STUDY_HEADLINE = {
-    "eu_agreement": ("no demonstrable effect", None),
-    "eu_nonbinding": ("no demonstrable effect", None),
-    "bilateral_binding": ("+5% to +10%", (5.0, 10.0)),
-    "bilateral_nonbinding": ("no demonstrable effect", None),
 }
 
 
@@ -58,44 +56,16 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _save_figure(fig: Any, out: Path, stem: str) -> list[str]:
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context({"svg.hashsalt": "returnstudy", "svg.fonttype": "path"}):
-        fig.savefig(out / f"{stem}.png", dpi=110, metadata={"Software": None})
-        fig.savefig(out / f"{stem}.svg", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
-    return [f"figures/{stem}.png", f"figures/{stem}.svg"]
-
-
-def switching_units(sample: pd.DataFrame, treatment: str) -> tuple[int, int]:
-    """Corridors and citizenships whose ``treatment`` switches on inside the sample's years.
-
-    Under corridor fixed effects only these corridors identify an effect; with standard
-    errors clustered by citizenship, the number of such citizenships is the number of
-    clusters that carry the identifying variation.
-    """
-    col = f"{treatment}_cohort"
-    if col not in sample.columns or sample.empty:
-        return 0, 0
-    y0, y1 = int(sample["year"].min()), int(sample["year"].max())
-    inside = sample[sample[col].notna() & sample[col].between(y0 + 1, y1)]
-    return int(inside["corridor"].nunique()), int(inside["citizen"].nunique())
+    """Write a figure as PNG plus its plotted data (``<stem>.data.csv``); paths relative to the report root."""
+    return [f"figures/{p.name}" for p in write_figure(fig, out, stem)]
 
 
 def headline_comparison(run: StudyRun, model: str, min_switching_citizenships: int | None = None) -> pd.DataFrame:
     """The study's published headline per treatment type beside this run's estimate.
 
-    Verdicts, in order of precedence:
-
-    * "not identified in this sample": no estimate (no treated variation, or the model failed);
-    * "not reliably identified": fewer than ``min_switching_citizenships`` citizenships (the
-      clusters) switch on inside the window, so cluster-robust intervals are not trustworthy
-      (default: the spec's ``[report] min_switching_citizenships``, else 5);
-    * for "no demonstrable effect": "consistent" if the 95% CI includes 0, else "not consistent";
-    * for "+5% to +10%": "not consistent" if the CI excludes that range, "inconclusive" if it
-      includes both 0 and part of the range, "consistent" if it overlaps the range and excludes 0.
+    The verdict is :func:`returnstudy.verdict.verdict` (also used by ``estimate``);
+    ``min_switching_citizenships`` defaults to the spec's ``[report] min_switching_citizenships``,
+    else 5.
     """
     if min_switching_citizenships is None:
         spec = getattr(run, "spec", None)
@@ -111,23 +81,14 @@ def headline_comparison(run: StudyRun, model: str, min_switching_citizenships: i
                "switching_corridors": n_corr, "switching_citizenships": n_cit}
         r = eff[eff["treatment"] == t]
         if r.empty or pd.isna(r.iloc[0]["estimate"]):
-            rows.append({**row, "verdict": "not identified in this sample"})
+            rows.append({**row, "verdict": NOT_IDENTIFIED})
             continue
         r = r.iloc[0]
         pct, lo, hi = (r["pct_effect"], r["pct_ci_low"], r["pct_ci_high"]) if pd.notna(r["pct_effect"]) else (
             100 * r["estimate"], 100 * r["ci_low"], 100 * r["ci_high"])
         row.update(estimate_pct=float(pct), ci_pct=f"[{lo:.1f}, {hi:.1f}]")
-        if sample is not None and n_cit < min_switching_citizenships:
-            verdict = f"not reliably identified: {n_cit} citizenship(s) switch on in the window"
-        elif band is None:
-            verdict = "consistent (CI includes 0)" if lo <= 0 <= hi else ("not consistent: positive" if lo > 0 else "not consistent: negative")
-        elif hi < band[0] or lo > band[1]:
-            verdict = "not consistent (CI excludes +5% to +10%)"
-        elif lo <= 0:
-            verdict = "inconclusive (CI includes 0 and +5% to +10%)"
-        else:
-            verdict = "consistent (CI overlaps +5% to +10%, excludes 0)"
-        rows.append({**row, "verdict": verdict})
+        rows.append({**row, "verdict": verdict(t, lo, hi, estimate=pct, switching_citizenships=n_cit if sample is not None else None,
+                                               min_switching_citizenships=min_switching_citizenships)})
     return pd.DataFrame(rows)
 
 
@@ -199,6 +160,32 @@ def _effects_for_report(runs: Sequence[StudyRun]) -> pd.DataFrame:
     return eff
 
 
+LOCK_FILE = "requirements/report.lock"
+_LOCKED = ("numpy", "scipy", "pandas", "statsmodels", "matplotlib")
+
+
+def locked_versions(lock: Path | None = None) -> dict[str, str]:
+    """Versions of the main numerical libraries pinned in ``requirements/report.lock`` (empty if absent)."""
+    lock = lock if lock is not None else Path(__file__).resolve().parents[2] / LOCK_FILE
+    if not lock.is_file():
+        return {}
+    pins: dict[str, str] = {}
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        name, sep, version = line.split(";")[0].split("#")[0].strip().partition("==")
+        if sep and name.strip().lower() in _LOCKED:
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def _environment_line() -> str:
+    pins = locked_versions()
+    listed = ", ".join(f"{k} {pins[k]}" for k in _LOCKED if k in pins)
+    return (f"Produced with the library versions pinned in `{LOCK_FILE}`" + (f" ({listed})" if listed else "")
+            + ": installing from that file reproduces every file here byte for byte; any other supported versions "
+            "reproduce the text exactly and the tables and plotted data to a relative 1e-9 "
+            "(`returnstudy.report_compare`).")
+
+
 def build_report(
     out_dir: str | Path = "reports",
     specs: Sequence[str | Path] | None = None,
@@ -206,7 +193,7 @@ def build_report(
     *,
     progress: bool = False,
 ) -> Report:
-    """Run each spec and write ``REPORT.md``, ``tables/*.csv`` and ``figures/*.png|svg``.
+    """Run each spec and write ``REPORT.md``, ``tables/*.csv`` and ``figures/*.png`` with each figure's plotted data beside it (``*.data.csv``).
 
     ``specs``: spec files (default: ``data/specs/wodc.toml`` and
     ``data/specs/third_country_2014_2023.toml``). ``data_dir``: Eurostat tables to use
@@ -229,6 +216,8 @@ def build_report(
         "Generated by `python -m returnstudy report` from the study specs in `data/specs/`; "
         "regenerated in CI, never edited by hand. Source: Eurostat (CC BY 4.0).",
         "",
+        _environment_line(),
+        "",
         "## What was estimated, on which data",
         "",
     ]
@@ -242,14 +231,14 @@ def build_report(
         if not model:
             continue
         comp = headline_comparison(run, model)
-        comp.to_csv(out / "tables" / f"headline_{run.name}.csv", index=False, float_format="%.6g", lineterminator="\n")
+        write_table(comp, out / "tables" / f"headline_{run.name}.csv")
         report.files.append(f"tables/headline_{run.name}.csv")
         md += [f"Spec `{run.name}`, model `{model}` (percent change in returns, 95% CI):", "", markdown_table(comp, 1), ""]
 
     # results
     eff = _effects_for_report(runs)
     if not eff.empty:
-        eff.to_csv(out / "tables" / "effects.csv", index=False, float_format="%.6g", lineterminator="\n")
+        write_table(eff, out / "tables" / "effects.csv")
         report.files.append("tables/effects.csv")
         show = eff[["spec", "model", "treatment", "estimate", "std_error", "pct_effect", "pct_ci_low", "pct_ci_high", "p_value", "n_obs", "n_corridors", "years"]]
         md += ["## Results: every model and treatment", "",
@@ -281,7 +270,7 @@ def build_report(
             continue
         variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= {f.step for f in run.spec.filters}]
         sens = sensitivity(run.spec, data_dir, model=model, variations=variations, progress=progress)
-        sens.table.to_csv(out / "tables" / f"sensitivity_{run.name}.csv", index=False, float_format="%.6g", lineterminator="\n")
+        write_table(sens.table, out / "tables" / f"sensitivity_{run.name}.csv")
         report.files.append(f"tables/sensitivity_{run.name}.csv")
         md += [f"Spec `{run.name}`, model `{model}`:", "", markdown_table(sens.wide(), 1), ""] + _sensitivity_sentences(sens) + [""]
         for treatment in ("bilateral_binding", "eu_agreement"):
@@ -293,7 +282,7 @@ def build_report(
     # resampling checks of the analytic inference
     checks = _inference_checks(runs, progress)
     if not checks.empty:
-        checks.to_csv(out / "tables" / "inference_checks.csv", index=False, float_format="%.6g", lineterminator="\n")
+        write_table(checks, out / "tables" / "inference_checks.csv")
         report.files.append("tables/inference_checks.csv")
         md += ["## Inference checks", "",
                "Analytic clustered p-values beside a wild cluster bootstrap (restricted under the null) and randomization "
@@ -309,7 +298,7 @@ def build_report(
             fig = plot_event_study(m.result)
             report.files += _save_figure(fig, out / "figures", stem)
             tab = m.result.table.reset_index()
-            tab.to_csv(out / "tables" / f"{stem}.csv", index=False, float_format="%.6g", lineterminator="\n")
+            write_table(tab, out / "tables" / f"{stem}.csv")
             report.files.append(f"tables/{stem}.csv")
             pre = m.result.info.get("pretrend_test")
             md += [f"### `{run.name}`: {m.name}", "", f"![{m.name}](figures/{stem}.png)", ""]
@@ -336,7 +325,7 @@ def build_report(
     md += ["## Sample filters", ""]
     for run in runs:
         flow = run.filtered.flow.drop(columns=["source"], errors="ignore")
-        flow.to_csv(out / "tables" / f"filter_flow_{run.name}.csv", index=False, float_format="%.6g", lineterminator="\n")
+        write_table(flow, out / "tables" / f"filter_flow_{run.name}.csv")
         report.files.append(f"tables/filter_flow_{run.name}.csv")
         show = flow[["position", "step", "enabled", "rows_after", "corridors_after", "orders_after", "returns_after", "dropped_rows", "note"]]
         md += [f"Spec `{run.name}`:", "", markdown_table(show, 0), ""]
