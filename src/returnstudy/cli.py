@@ -29,7 +29,16 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_spec_arg(p: argparse.ArgumentParser, what: str = "study spec") -> None:
-    p.add_argument("--spec", type=Path, metavar="FILE", help=f"{what} (default data/specs/wodc.toml)")
+    p.add_argument("--spec", type=Path, metavar="FILE|NAME",
+                   help=f"{what}: a .toml file or a shipped spec's name, see 'returnstudy specs' (default wodc)")
+
+
+def _verbosity_options() -> argparse.ArgumentParser:
+    """-v/-q, accepted after the subcommand too (SUPPRESS: an absent flag keeps the value given before it)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log each step (-vv for debug output)")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors, no progress lines")
+    return p
 
 
 def _command(sub: argparse._SubParsersAction, name: str, helptext: str, examples: Sequence[str], note: str = "") -> argparse.ArgumentParser:
@@ -37,7 +46,27 @@ def _command(sub: argparse._SubParsersAction, name: str, helptext: str, examples
     epilog = "examples:\n" + "\n".join(f"  python -m returnstudy {name} {e}".rstrip() for e in examples)
     if note:
         epilog += "\n" + note
-    return sub.add_parser(name, help=helptext, description=helptext, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
+    return sub.add_parser(name, help=helptext, description=helptext, formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=epilog, parents=[_verbosity_options()])
+
+
+def _add_table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wide", action="store_true", help="print every column in full (default: fit 100 columns)")
+    p.add_argument("--format", choices=["table", "csv"], default="table", help="table (default) or csv on stdout")
+
+
+TABLE_WIDTH = 100
+
+
+def _print_table(df, args: argparse.Namespace, index: bool = False) -> None:  # noqa: ANN001 - DataFrame
+    """A table on stdout: fitted to 100 columns (long cells cut with '...', columns wrapped into blocks),
+    in full with --wide, or as CSV with --format csv."""
+    if getattr(args, "format", "table") == "csv":
+        print(df.to_csv(index=index, lineterminator="\n"), end="")
+    elif getattr(args, "wide", False):
+        print(df.to_string(index=index))
+    else:
+        print(df.to_string(index=index, line_width=TABLE_WIDTH, max_colwidth=36))
 
 
 def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
@@ -56,7 +85,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log each step (-vv for debug output)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors, no progress lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = _command(
@@ -101,6 +130,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="treated corridors and corridor-years per type and adoption year")
     p.add_argument("--rule", default="calendar_year", choices=["calendar_year", "first_full_year", "share_of_year"],
                    help="switch-on rule (default calendar_year)")
+    _add_table_args(p)
     p.set_defaults(func=_cmd_treatments)
 
     p = _command(
@@ -112,6 +142,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_spec_arg(p)
     p.add_argument("--list", action="store_true", help="list the available filter steps and exit")
+    _add_table_args(p)
     p.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the flow table as CSV")
     p.set_defaults(func=_cmd_filters)
 
@@ -122,6 +153,7 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_spec_arg(p, "study spec whose [quality] thresholds to use")
     p.add_argument("--out", type=Path, metavar="DIR", help="write tables/ and figures/ under DIR")
+    _add_table_args(p)
     p.set_defaults(func=_cmd_quality)
 
     p = _command(
@@ -135,6 +167,8 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     _add_spec_arg(p)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default table)")
     p.add_argument("--out", type=Path, metavar="DIR", help="also write the effects table, flow table and event-study figures to DIR")
+    p.add_argument("--keep-going", action="store_true",
+                   help="report a model that cannot run as a failed row (status=failed) instead of stopping with an error")
     p.set_defaults(func=_cmd_estimate)
 
     p = _command(
@@ -155,9 +189,17 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
          "--spec data/specs/wodc.toml --data ../shared/data/eurostat --out /tmp/r"],
     )
     _add_data_args(p)
-    p.add_argument("--spec", type=Path, metavar="FILE", action="append", help="spec file (repeatable; default: both shipped specs)")
+    p.add_argument("--spec", type=Path, metavar="FILE|NAME", action="append",
+                   help="spec file or shipped spec name (repeatable; default: both shipped specs)")
     p.add_argument("--out", type=Path, metavar="DIR", default=Path("reports"), help="output directory (default reports/)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="report a model that cannot run as a failed row instead of stopping with an error")
     p.set_defaults(func=_cmd_report)
+
+    p = _command(sub, "specs", "list the study specs shipped with the package (usable by name with --spec)",
+                 ["", "--format csv"])
+    p.add_argument("--format", choices=["table", "csv"], default="table", help="table (default) or csv on stdout")
+    p.set_defaults(func=_cmd_specs)
     return parser
 
 
@@ -179,14 +221,17 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
                 f"sha256={str(e.get('sha256'))[:12]}  LAST UPDATE: {lu}\n{'':16s} source: {e.get('source')}"
             )
         return EXIT_OK
+    from returnstudy.results import format_last_update
+
     entries = fetch(args.datasets, cache, from_dir=args.from_dir, timeout=args.timeout, retries=args.retries, progress=sys.stderr.isatty())
     for code, e in entries.items():
-        print(f"{code}: {e['rows']} rows, years {e['years']}, LAST UPDATE {e['last_update']} -> {cache / e['file']}")
+        print(f"{code}: {e['rows']} rows, years {e['years']}, LAST UPDATE {format_last_update(e.get('last_update'))} -> {cache / e['file']}")
     return EXIT_OK
 
 
 def _cmd_panel(args: argparse.Namespace) -> int:
     from returnstudy.panel import load_panel, panel_summary
+    from returnstudy.results import format_last_update
 
     panel = load_panel(args.data, years=args.years, uk_until=args.uk_until, keep_aggregates=args.keep_aggregates)
     if not args.no_treatments:
@@ -194,9 +239,7 @@ def _cmd_panel(args: argparse.Namespace) -> int:
 
         panel = add_treatments(panel)
     if args.out:
-        from returnstudy.data.cache import atomic_write_bytes
-
-        atomic_write_bytes(args.out, panel.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        _write_output(args.out, panel.to_csv(index=False, lineterminator="\n").encode("utf-8"))
         print(f"wrote {len(panel)} rows x {panel.shape[1]} columns to {args.out}")
     if args.summary or not args.out:
         s = panel_summary(panel)
@@ -205,7 +248,7 @@ def _cmd_panel(args: argparse.Namespace) -> int:
         for var, v in s["variables"].items():
             print(f"  {var:24s} non-missing {v['non_missing']:>6}  years {v['years']}")
         for code, v in s["vintage"].items():
-            print(f"  source {code}: {v.get('source')} sha256={str(v.get('sha256'))[:12]} LAST UPDATE {v.get('last_update')}")
+            print(f"  source {code}: {v.get('source')} sha256={str(v.get('sha256'))[:12]} LAST UPDATE {format_last_update(v.get('last_update'))}")
         print("corridors with orders and returns observed, by reporting country and year:")
         print(s["coverage"].to_string())
     return EXIT_OK
@@ -231,7 +274,7 @@ def _cmd_treatments(args: argparse.Namespace) -> int:
 
         panel = add_treatments(load_panel(args.data), rule=args.rule)
         print(f"treatment coding: rule={args.rule}; panel {len(panel)} corridor-years")
-        print(treatment_summary(panel).to_string())
+        _print_table(treatment_summary(panel), args, index=True)
     return status
 
 
@@ -245,7 +288,13 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     from returnstudy.filters import apply_filters, describe_filters
 
     if args.list:
-        print(describe_filters().to_string(index=False))
+        steps = describe_filters()
+        if args.format == "csv" or args.wide:
+            _print_table(steps, args)
+        else:  # one block per step, wrapped to 100 columns
+            for r in steps.itertuples(index=False):
+                print(textwrap.fill(r.signature, TABLE_WIDTH, subsequent_indent="    "))
+                print(textwrap.fill(r.rationale, TABLE_WIDTH, initial_indent="    ", subsequent_indent="    "))
         return EXIT_OK
     from returnstudy.panel import load_panel
     from returnstudy.treatments import add_treatments
@@ -259,9 +308,7 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     print(spec.describe())
     print(result.summary())
     if args.out:
-        from returnstudy.data.cache import atomic_write_bytes
-
-        atomic_write_bytes(args.out, result.flow.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        _write_output(args.out, result.flow.to_csv(index=False, lineterminator="\n").encode("utf-8"))
     return EXIT_OK
 
 
@@ -271,7 +318,7 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     spec = _load_spec(args.spec)
     report = quality_report(data_dir=args.data if args.data is not None else spec.data.data_dir, **spec.quality.kwargs())
     print(report.summary())
-    print(report.verdicts.to_string(index=False))
+    _print_table(report.verdicts, args)
     if args.out:
         written = report.save(args.out)
         print(f"wrote {len(written)} files under {args.out}")
@@ -282,50 +329,101 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     from returnstudy.runner import run_study
 
     spec = _load_spec(args.spec)
-    run = run_study(spec, args.data, progress=sys.stderr.isatty())
+    run = run_study(spec, args.data, progress=not args.quiet, keep_going=args.keep_going)
     eff = run.effects()
     if args.format == "json":
-        cols = ["treatment", "model", "estimator", "term", "estimate", "std_error", "ci_low", "ci_high", "irr", "pct_effect",
-                "pct_ci_low", "pct_ci_high", "p_value", "n_obs", "n_corridors", "years", "cluster", "n_clusters", "vintage"]
-        print(eff[cols].to_json(orient="records", indent=2, double_precision=10))
+        cols = ["treatment", "model", "estimator", "status", "error", "term", "estimate", "std_error", "ci_low", "ci_high", "irr",
+                "pct_effect", "pct_ci_low", "pct_ci_high", "p_value", "n_obs", "n_corridors", "years", "cluster", "n_clusters", "vintage",
+                "switching_corridors", "switching_citizenships"]
+        print(eff[cols].to_json(orient="records", indent=2, double_precision=15))
     elif args.format == "csv":
         print(eff.to_csv(index=False, lineterminator="\n"), end="")
     else:
-        print(run.header())
         print(_effects_text(run))
     if args.out:
-        from returnstudy.report import _save_figure
         from returnstudy.plots import plot_event_study
+        from returnstudy.report import _save_figure
 
         args.out.mkdir(parents=True, exist_ok=True)
-        eff.to_csv(args.out / f"effects_{run.name}.csv", index=False, lineterminator="\n")
-        run.filtered.flow.to_csv(args.out / f"filter_flow_{run.name}.csv", index=False, lineterminator="\n")
+        _write_output(args.out / f"effects_{run.name}.csv", eff.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        _write_output(args.out / f"filter_flow_{run.name}.csv",
+                      run.filtered.flow.to_csv(index=False, lineterminator="\n").encode("utf-8"))
         for m in run.event_studies():
-            _save_figure(plot_event_study(m.result), args.out, f"event_study_{run.name}_{m.name}")
+            stem = f"event_study_{run.name}_{m.name}"
+            _save_figure(plot_event_study(m.result), args.out, stem)
+            for f in args.out.glob(f"{stem}.*"):
+                f.chmod(OUTPUT_MODE)
         print(f"wrote tables and figures to {args.out}", file=sys.stderr)
     failed = [m for m in run.models if not m.ok]
     return EXIT_ERROR if failed and len(failed) == len(run.models) else EXIT_OK
 
 
-def _effects_text(run) -> str:  # noqa: ANN001 - StudyRun
-    lines = []
-    eff = run.effects()
-    from returnstudy.report import switching_units
+OUTPUT_MODE = 0o644  # every file a command writes: readable by everyone, whatever the umask
 
+
+def _write_output(path: Path, data: bytes) -> None:
+    """Write an output file atomically with permissions 0644."""
+    from returnstudy.data.cache import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+    path.chmod(OUTPUT_MODE)
+
+
+def _effect_cells(r, model_params: dict) -> tuple[str, str, float, float, float]:  # noqa: ANN001 - row
+    """(effect, 95% CI) in the effect's unit, and (estimate, low, high) in percent for the verdict.
+
+    Poisson models: percent change in returns per order, 100 (exp(b) - 1). Linear models of the
+    return rate: percentage points of the rate (100 b). Other linear outcomes: 100 b, labelled
+    with the outcome.
+    """
+    if r.pct_effect == r.pct_effect:
+        return (f"{r.pct_effect:+.1f}%", f"[{r.pct_ci_low:+.1f}%, {r.pct_ci_high:+.1f}%]",
+                r.pct_effect, r.pct_ci_low, r.pct_ci_high)
+    est, lo, hi = 100 * r.estimate, 100 * r.ci_low, 100 * r.ci_high
+    outcome = str(model_params.get("outcome", "return_rate"))
+    unit = "pp" if outcome == "return_rate" else f"x100 {outcome}"
+    return f"{est:+.1f} {unit}", f"[{lo:+.1f}, {hi:+.1f}] {unit}", est, lo, hi
+
+
+def _effects_text(run) -> str:  # noqa: ANN001 - StudyRun
+    """The estimate command's table: per treatment, each model's effect in its unit, 95% CI and verdict."""
+    from returnstudy.identification import switching_units
+    from returnstudy.verdict import STUDY_HEADLINE, verdict
+
+    eff = run.effects()
+    params = {m.name: m.params for m in run.models}
     minimum = int(run.spec.report.get("min_switching_citizenships", 5))
+    spec_file = run.spec.path.name if run.spec.path else "in memory"
+    lines = [
+        f"spec {run.name} ({spec_file}, sha256 {str(run.spec.sha256)[:12]}) on data from {run.data_source()}",
+        run.sample_line(),
+        textwrap.fill(
+            "effect: Poisson models (%) = percent change in returns per order to leave, 100 (exp(b) - 1); "
+            "linear models (pp) = percentage points of the return rate; CI = 95% interval; "
+            "verdict = the study's headline against this estimate, as in the report", TABLE_WIDTH, subsequent_indent="  "),
+    ]
+    width = max([len("model")] + [len(str(m)) for m in eff["model"]])
     for treatment, group in eff.groupby("treatment", sort=False):
-        n_corr, n_cit = switching_units(run.sample, str(treatment))
-        caution = f"  -- fewer than {minimum}: intervals not reliable" if n_cit < minimum else ""
-        lines.append(f"\n{treatment} (switches on inside the window in {n_corr} corridors, {n_cit} citizenships{caution})")
+        t = str(treatment)
+        # identifying corridors / citizenships counted on the rows the headline model used
+        ok = group[group["status"] == "ok"]
+        pick = ok[ok["model"] == run.spec.report.get("headline_model")]
+        pick = pick if len(pick) else ok
+        n_corr, n_cit = ((int(pick["switching_corridors"].iloc[0]), int(pick["switching_citizenships"].iloc[0]))
+                         if len(pick) else switching_units(run.sample, t))
+        caution = f" -- fewer than {minimum}: intervals not reliable" if n_cit < minimum else ""
+        claim = f"; study: {STUDY_HEADLINE[t][0]}" if t in STUDY_HEADLINE else ""
+        lines.append(f"\n{t or '(no treatment)'}: switches on inside the window in {n_corr} corridors, {n_cit} citizenships{caution}{claim}")
+        lines.append(f"  {'model':{width}s}  {'effect':>10s}  {'95% CI':24s}  {'p':>5s}  {'n':>6s}  verdict")
         for r in group.itertuples(index=False):
-            if r.pct_effect == r.pct_effect:  # Poisson: percent change in returns
-                effect = f"{r.pct_effect:+7.1f}% [{r.pct_ci_low:+.1f}, {r.pct_ci_high:+.1f}]"
-            else:
-                effect = f"{r.estimate:+8.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
-            lines.append(f"  {r.model:28s} {effect}  p={r.p_value:.3f}  n={r.n_obs} corridors={r.n_corridors} years={r.years}")
-    for m in run.models:
-        if not m.ok:
-            lines.append(f"\nmodel {m.name} ({m.estimator}) failed: {m.error}")
+            if r.status != "ok":
+                lines.append(f"  {r.model:{width}s}  FAILED: {r.error}")
+                continue
+            effect, ci, pct, lo, hi = _effect_cells(r, params.get(r.model, {}))
+            v = verdict(t, lo, hi, estimate=pct, switching_citizenships=int(r.switching_citizenships),
+                        min_switching_citizenships=minimum) \
+                if t in STUDY_HEADLINE else ""
+            lines.append(f"  {r.model:{width}s}  {effect:>10s}  {ci:24s}  {r.p_value:5.3f}  {int(r.n_obs):6d}  {v}")
     for m in run.event_studies():
         pre = m.result.info.get("pretrend_test")
         lines.append(f"\nevent study {m.name}: leads jointly zero? {pre}")
@@ -338,20 +436,60 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     spec = _load_spec(args.spec)
     steps = {f.step for f in spec.filters}
     variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= steps]
-    result = sensitivity(spec, args.data, model=args.model, variations=variations, progress=sys.stderr.isatty())
+    result = sensitivity(spec, args.data, model=args.model, variations=variations, progress=not args.quiet)
     print(result.summary())
     if args.out:
-        from returnstudy.data.cache import atomic_write_bytes
-
-        atomic_write_bytes(args.out, result.table.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        _write_output(args.out, result.table.to_csv(index=False, lineterminator="\n").encode("utf-8"))
     return EXIT_OK
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from returnstudy.data.tables import DataNotAvailableError
     from returnstudy.report import build_report
+    from returnstudy.runner import keep_going
 
-    report = build_report(args.out, specs=args.spec, data_dir=args.data, progress=sys.stderr.isatty())
+    out = Path(args.out)
+    absent = [d for d in (out, out / "tables", out / "figures") if not d.exists()]
+    try:
+        with keep_going(args.keep_going):
+            report = build_report(out, specs=args.spec, data_dir=args.data, progress=not args.quiet)
+    except (DataNotAvailableError, ValueError, KeyError, FileNotFoundError):
+        _remove_empty_dirs(absent)  # a report that could not be made leaves nothing behind
+        raise
     print(report.summary())
+    return EXIT_OK
+
+
+def _remove_empty_dirs(dirs: Sequence[Path]) -> None:
+    """Remove those of ``dirs`` (created by this run) that are still empty, deepest first."""
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _cmd_specs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from returnstudy.spec import load_spec, shipped_specs
+
+    rows = []
+    for name, path in shipped_specs().items():
+        spec = load_spec(path)
+        years = spec.data.years
+        step = next((f for f in spec.filters if f.step == "years" and f.enabled), None)
+        if years is None and step is not None:
+            years = (step.params.get("start", "first"), step.params.get("end", "last"))
+        rows.append({"name": name, "title": spec.study.title, "models": len(spec.models),
+                     "years": "-".join(map(str, years)) if years else "all in the data", "file": str(path)})
+    table = pd.DataFrame(rows, columns=["name", "title", "models", "years", "file"])
+    if args.format == "csv":
+        print(table.to_csv(index=False, lineterminator="\n"), end="")
+        return EXIT_OK
+    for r in table.itertuples(index=False):
+        print(f"{r.name}: {r.title} ({r.models} models, years {r.years})")
+        print(f"    --spec {r.name}   file: {r.file}")
     return EXIT_OK
 
 
