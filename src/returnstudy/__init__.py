@@ -51,6 +51,12 @@ _PUBLIC: dict[str, str] = {
     "wild_bootstrap": "inference.bootstrap",
     "randomization_inference": "inference.randomization",
     "sup_t_bands": "inference.bands",
+    "honest_did": "inference.honest_did",
+    "breakdown": "inference.honest_did",
+    "pretest_power": "inference.pretest_power",
+    "pretrend_report": "honest_report",
+    "plot_honest_did": "honest_plots",
+    "plot_pretest_power": "honest_plots",
     # simulation, plots, report
     "simulate_panel": "simulate",
     "plot_event_study": "plots",
