@@ -184,6 +184,22 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sensitivity)
 
     p = _command(
+        sub, "honest", "pre-trends of each event study in words, pre-test power and robust intervals "
+        "under violations of parallel trends (Rambachan-Roth relative magnitudes, C-LF)",
+        ["--data ../shared/data/eurostat",
+         "--data ../shared/data/eurostat --model event_study_eu_agreement --mbar 0,0.5,1,1.5,2",
+         "--data ../shared/data/eurostat --format csv > honest.csv"],
+        note="Intervals are for the effect in the first year in force; Poisson models also in percent.",
+    )
+    _add_data_args(p)
+    _add_spec_arg(p)
+    p.add_argument("--model", metavar="NAME", help="one event-study model of the spec (default: all of them)")
+    p.add_argument("--mbar", default="0,0.5,1,1.5,2", metavar="LIST",
+                   help="comma-separated values of Mbar (default 0,0.5,1,1.5,2)")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default table)")
+    p.set_defaults(func=_cmd_honest)
+
+    p = _command(
         sub, "report", "regenerate reports/REPORT.md with its figures and tables from the study specs",
         ["--data ../shared/data/eurostat --out reports/",
          "--spec data/specs/wodc.toml --data ../shared/data/eurostat --out /tmp/r"],
@@ -440,6 +456,40 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     print(result.summary())
     if args.out:
         _write_output(args.out, result.table.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    return EXIT_OK
+
+
+def _cmd_honest(args: argparse.Namespace) -> int:
+    from returnstudy.honest_report import sensitivity_frame, study_pretrend_reports
+    from returnstudy.runner import run_study
+
+    try:
+        mbar = [float(x) for x in str(args.mbar).split(",") if x.strip()]
+    except ValueError:
+        print(f"error: --mbar {args.mbar!r}: expected comma-separated numbers such as 0,0.5,1", file=sys.stderr)
+        return EXIT_ERROR
+    if not mbar or any(not (x >= 0 and x < float("inf")) for x in mbar):
+        print(f"error: --mbar {args.mbar!r}: values must be finite and >= 0", file=sys.stderr)
+        return EXIT_ERROR
+    run = run_study(_load_spec(args.spec), args.data, progress=not args.quiet)
+    reports = study_pretrend_reports(run, args.model, mbar=mbar)
+    if not reports:
+        print(f"error: spec {run.name!r} has no event-study models", file=sys.stderr)
+        return EXIT_ERROR
+    table = sensitivity_frame(reports)
+    if args.format == "json":
+        print(table.to_json(orient="records", indent=2, double_precision=10))
+    elif args.format == "csv":
+        print(table.to_csv(index=False, lineterminator="\n"), end="")
+    else:
+        for name, rep in reports.items():
+            if isinstance(rep, str):
+                print(f"\n{name}: no sensitivity analysis: {rep}")
+                continue
+            print(f"\n{name}: {rep.verdict}")
+            print(textwrap.fill(rep.paragraph, TABLE_WIDTH))
+            cols = ["m", "lb", "ub"] + (["pct_lb", "pct_ub"] if rep.poisson else [])
+            print(rep.sensitivity[cols].rename(columns={"m": "Mbar"}).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     return EXIT_OK
 
 
