@@ -23,7 +23,7 @@ from .inference.pretest_power import PretestPower, pretest_power
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PretrendReport", "pretrend_report", "DEFAULT_REPORT_MBAR"]
+__all__ = ["PretrendReport", "pretrend_report", "study_pretrend_reports", "sensitivity_frame", "DEFAULT_REPORT_MBAR"]
 
 DEFAULT_REPORT_MBAR = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -173,3 +173,50 @@ def pretrend_report(
         name=name, paragraph=" ".join(parts), verdict=verdict, pretest=dict(t), breakdown=bd, interval_at_1=at1,
         sensitivity=sens, power=pw, figure=fig, power_figure=pfig, poisson=poisson, notes=list(c.notes),
     )
+
+
+def study_pretrend_reports(
+    run: Any,
+    model: str | None = None,
+    *,
+    mbar: Sequence[float] = DEFAULT_REPORT_MBAR,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, PretrendReport | str]:
+    """:func:`pretrend_report` for each event study of a :class:`~returnstudy.runner.StudyRun`.
+
+    ``model``: one event-study model's name (``ValueError`` naming the choices otherwise).
+    Values are reports, or the reason (str) an event study cannot be analysed.
+    """
+    studies = {m.name: m for m in run.event_studies()}
+    if model is not None:
+        if model not in studies:
+            raise ValueError(f"model {model!r} is not an event study of spec {run.name!r}; choices: {sorted(studies)}")
+        studies = {model: studies[model]}
+    out: dict[str, PretrendReport | str] = {}
+    for name, m in studies.items():
+        try:
+            out[name] = pretrend_report(m.result, name, mbar=mbar, alpha=alpha, seed=seed)
+        except ValueError as exc:
+            logger.warning("event study %s: no sensitivity analysis: %s", name, exc)
+            out[name] = str(exc)
+    return out
+
+
+def sensitivity_frame(reports: dict[str, PretrendReport | str]) -> pd.DataFrame:
+    """One tidy table: the sensitivity rows of every report with ``model``, pre-test and breakdown columns."""
+    frames = []
+    for name, rep in reports.items():
+        if isinstance(rep, str):
+            frames.append(pd.DataFrame([{"model": name, "error": rep}]))
+            continue
+        f = rep.sensitivity.copy()
+        f.insert(0, "model", name)
+        f["pretest_statistic"] = rep.pretest["statistic"]
+        f["pretest_df"] = int(rep.pretest["df"])
+        f["pretest_p_value"] = rep.pretest["p_value"]
+        f["breakdown_mbar"] = rep.breakdown.value
+        f["breakdown_tol"] = rep.breakdown.tol
+        f["verdict"] = rep.verdict
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
