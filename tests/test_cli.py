@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -107,3 +109,129 @@ def test_sensitivity_command(eurostat_dir: Path, tmp_path: Path, capsys) -> None
     # run_small has no exclude_citizens/balanced/return_rate_bound steps: those variations are skipped
     assert "without Western Balkan citizenships" not in set(table["variation"])
     assert table.query("variation == 'spec as written'")["estimate"].notna().all()
+
+
+def test_verbosity_flags_accepted_after_the_subcommand() -> None:
+    parser = _parser()
+    a = parser.parse_args(["estimate", "--data", "x", "-q"])
+    assert a.quiet is True and a.verbose == 0
+    a = parser.parse_args(["panel", "-vv", "--summary"])
+    assert a.verbose == 2 and a.quiet is False
+    a = parser.parse_args(["-v", "filters", "--list"])  # before the subcommand: unchanged
+    assert a.verbose == 1 and a.quiet is False
+
+
+def test_specs_command_lists_the_shipped_specs(tmp_path: Path, monkeypatch, capsys) -> None:
+    from returnstudy.spec import load_spec, shipped_specs
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["specs", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    shipped = shipped_specs()
+    assert list(table["name"]) == sorted(shipped) and "wodc" in shipped and "third_country_2014_2023" in shipped
+    loadable = 0
+    for r in table.itertuples(index=False):
+        if r.title.startswith("cannot be loaded: "):
+            continue
+        loadable += 1
+        spec = load_spec(r.name)
+        assert r.models == len(spec.models) and r.title == spec.study.title and Path(r.file) == shipped[r.name]
+    assert loadable >= 2
+    assert main(["specs"]) == 0
+    out = capsys.readouterr().out
+    assert "--spec third_country_2014_2023" in out and "--spec wodc" in out
+
+
+def test_estimate_with_a_shipped_spec_by_name_from_another_directory(tmp_path: Path, monkeypatch, eurostat_dir: Path, capsys) -> None:
+    from returnstudy.spec import load_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["estimate", "--spec", "third_country_2014_2023", "--data", str(eurostat_dir), "--format", "csv", "-q"]) == 0
+    eff = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)
+    names = {m["name"] for m in load_spec("third_country_2014_2023").models if m["estimator"] != "event_study"}
+    assert set(eff["model"]) == names and (eff["status"] == "ok").all()
+    assert not list(tmp_path.iterdir())  # nothing written to the working directory
+
+
+def _widths(text: str) -> int:
+    return max(len(line) for line in text.splitlines())
+
+
+def test_wide_tables_fit_100_columns_unless_asked(eurostat_dir: Path, capsys) -> None:
+    from returnstudy.filters import describe_filters
+
+    assert main(["filters", "--list"]) == 0
+    default = capsys.readouterr().out
+    assert _widths(default) <= 100
+    steps = describe_filters()
+    for r in steps.itertuples(index=False):
+        assert r.signature.split("(")[0] + "(" in default
+    assert main(["filters", "--list", "--format", "csv"]) == 0
+    full = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    pd.testing.assert_frame_equal(full, steps.reset_index(drop=True), check_dtype=False)
+    assert main(["filters", "--list", "--wide"]) == 0
+    assert _widths(capsys.readouterr().out) > 100
+
+    assert main(["treatments", "--summary", "--data", str(eurostat_dir)]) == 0
+    assert _widths(capsys.readouterr().out) <= 100
+    assert main(["treatments", "--summary", "--data", str(eurostat_dir), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(io.StringIO(out[out.index("\n") + 1:]), index_col=0)  # after the 'treatment coding' line
+    from returnstudy.panel import load_panel
+    from returnstudy.treatments import add_treatments, treatment_summary
+
+    expected = treatment_summary(add_treatments(load_panel(eurostat_dir)))
+    np.testing.assert_array_equal(table.to_numpy(dtype=float), expected.to_numpy(dtype=float))
+
+
+def test_report_without_data_creates_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RETURNSTUDY_DATA_DIR", str(tmp_path / "empty-cache"))
+    out = tmp_path / "new" / "report"
+    assert main(["report", "--out", str(out)]) == 3
+    assert not (tmp_path / "new" / "report").exists()
+    assert "fetch --from DIR" in capsys.readouterr().err
+
+
+def test_sensitivity_on_an_unsupported_model_says_so(eurostat_dir: Path, capsys) -> None:
+    assert main(["sensitivity", "--spec", "wodc", "--data", str(eurostat_dir), "--model", "event_study_eu_agreement", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "model 'event_study_eu_agreement' (event_study) is unsupported" in err
+    assert "'ppml'" in err and "'imputation_bilateral'" in err and "'sun_abraham_bilateral'" not in err
+
+
+def test_sensitivity_marks_a_variation_the_estimator_cannot_take_as_unsupported(eurostat_dir: Path) -> None:
+    from returnstudy.robustness import Variation, sensitivity
+
+    res = sensitivity("wodc", eurostat_dir, model="callaway_santanna_bilateral", variations=[
+        Variation("spec as written", group="baseline"),
+        Variation("reporting-country x year effects", model={"fe": ("corridor", "geo^year")}, group="model"),
+    ])
+    t = res.table.set_index("variation")
+    assert t.loc["spec as written", "status"] == "ok" and np.isfinite(t.loc["spec as written", "estimate"])
+    assert t.loc["reporting-country x year effects", "status"] == "unsupported"
+    assert t.loc["reporting-country x year effects", "error"] == "callaway_santanna has no argument(s) ['fe']"
+    assert res.wide().set_index("variation").loc["reporting-country x year effects", "bilateral_binding"] == "unsupported"
+
+
+def test_fetch_and_panel_summaries_print_no_raw_dicts(tmp_path: Path, eurostat_dir: Path, capsys) -> None:
+    assert main(["fetch", "--from", str(eurostat_dir), "--cache", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "migr_eirtn" in out and "LAST UPDATE 20/09/24 23:00:00 (12672 rows), not given (25719 rows)" in out
+    assert "{" not in out
+    assert main(["panel", "--data", str(eurostat_dir), "--no-treatments", "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "LAST UPDATE 20/09/24 23:00:00 (12672 rows), not given (25719 rows)" in out and "{" not in out
+
+
+def test_output_files_are_0644_whatever_the_umask(tmp_path: Path, eurostat_dir: Path) -> None:
+    import os
+
+    old = os.umask(0o077)
+    try:
+        assert main(["panel", "--data", str(eurostat_dir), "--years", "2014", "2015", "--no-treatments",
+                     "--out", str(tmp_path / "panel.csv")]) == 0
+        assert main(["filters", "--data", str(eurostat_dir), "--out", str(tmp_path / "flow.csv")]) == 0
+    finally:
+        os.umask(old)
+    for name in ("panel.csv", "flow.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644

@@ -391,3 +391,15 @@ def test_default_spec_on_snapshot_matches_plain_pandas(eurostat_dir):
     assert (f["rows_after"].iloc[:-1].to_numpy() == f["rows_before"].iloc[1:].to_numpy()).all()
     assert res.panel.attrs["vintage"]["migr_eiord"]["sha256"]
     assert len(res.panel.attrs["filters"]) == len(spec.filters)
+
+
+def test_filter_result_repr_is_one_line_and_vintage_readable():
+    p = _random_panel(3)
+    p.attrs["vintage"] = {"migr_eiord": {"last_update": {"": 10, "20/09/24 23:00:00": 5}, "sha256": "0123456789abcdef"}}
+    res = apply_filters(p, [{"step": "min_orders", "n": 12}])
+    r = repr(res)
+    assert r == (f"<FilterResult: 1 steps, {len(p)} -> {len(res.panel)} corridor-years, "
+                 f"{len(set(zip(res.panel['geo'], res.panel['citizen'])))} corridors; .summary() for the flow table>")
+    text = res.summary()
+    assert "Data vintage: migr_eiord (last update 20/09/24 23:00:00, not given; sha256 0123456789ab)" in text
+    assert "{" not in text and "data vintage: migr_eiord (last update 20/09/24 23:00:00, not given" in res._repr_html_()

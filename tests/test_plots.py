@@ -82,3 +82,36 @@ def test_lead_lag_separator_follows_the_reference_period(panel, reference) -> No
     # an explicit reference overrides the result's
     ax2 = plot_event_study(res, reference=0).axes[0]
     np.testing.assert_allclose([ln for ln in ax2.lines if ln.get_gid() == "lead_lag_separator"][0].get_xdata(), [0.5, 0.5])
+
+
+def _png_from_notebook_formatter(obj) -> bytes | None:
+    """What a Jupyter cell shows for ``obj``: IPython's display formatter, no matplotlib backend set up."""
+    import base64
+
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(obj)
+    png = data.get("image/png")
+    return base64.b64decode(png) if isinstance(png, str) else png
+
+
+def test_figures_render_in_a_notebook_cell_without_matplotlib_inline(panel) -> None:
+    import io
+
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    res = event_study(panel, window=(-3, 2), model="ppml")
+    fig = plot_event_study(res)
+    png = _png_from_notebook_formatter(fig)
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = mpimg.imread(io.BytesIO(png))
+    assert shown.shape[:2] == (420, 700)  # 7 x 4.2 inches at 100 dpi
+    # the same pixels as saving the figure directly
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    np.testing.assert_array_equal(shown, mpimg.imread(io.BytesIO(buf.getvalue())))
+    # not registered with pyplot: a loop of plots does not accumulate open figures
+    assert plt.get_fignums() == []
+    coef = plot_coefficients({"a": res, "b": res}, term=0)
+    assert mpimg.imread(io.BytesIO(_png_from_notebook_formatter(coef))).shape[:2] == (round(100 * (1.4 + 0.45 * 2)), 900)

@@ -73,3 +73,23 @@ def test_synthetic_vintage_is_labelled_in_summaries() -> None:
     panel = rs.simulate_panel(seed=3, n_geo=6, n_citizen=20)
     res = rs.ppml(panel, treatments=["bilateral_binding"])
     assert "Data vintage: synthetic (SYNTHETIC simulate_panel(seed=3" in res.summary()
+
+
+def test_vintage_labels_are_readable() -> None:
+    from returnstudy.results import format_last_update, vintage_label
+
+    v = {
+        "migr_eirtn": {"last_update": {"": 25719, "20/09/24 23:00:00": 12672}},
+        "migr_eiord": {"last_update": {"": 26235}},
+        "migr_eipre": {},
+    }
+    assert vintage_label(v) == "migr_eiord@not given; migr_eipre@not given; migr_eirtn@20/09/24 23:00:00, not given"
+    assert format_last_update(v["migr_eirtn"]["last_update"]) == "20/09/24 23:00:00 (12672 rows), not given (25719 rows)"
+    assert format_last_update(None) == "not given" and vintage_label(None) == "not recorded"
+
+
+def test_repr_is_one_line_summary_is_long() -> None:
+    r = _result()
+    r.info.update(cluster="citizen", n_clusters=12)
+    assert repr(r) == "<EstimationResult test: 3 terms, 100 corridor-years, 10 corridors, SE clustered by citizen (12 clusters); .summary() for details>"
+    assert len(r.summary().splitlines()) > 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,20 @@ def test_estimate_without_data_says_how_to_get_it(tmp_path: Path, capsys, monkey
     assert main(["estimate", "--spec", str(SPECS / "run_small.toml")]) == 3
     err = capsys.readouterr().err
     assert "python -m returnstudy fetch" in err and "fetch --from DIR" in err
+
+
+def test_misuse_errors_name_the_valid_choices_and_the_emptying_condition(small_run) -> None:
+    sample = small_run.sample
+    cohorts = sorted(c[: -len("_cohort")] for c in sample.columns if c.endswith("_cohort"))
+    with pytest.raises(KeyError, match=re.escape(f"treatment 'eu_agrement'; treatments with cohort columns in this panel: {cohorts}")):
+        rs.event_study(sample, treatment="eu_agrement", window=(-2, 2))
+    with pytest.raises(KeyError, match=re.escape(f"treatment column 'eu_agrement' not in panel; treatments with cohort columns in this panel: {cohorts}")):
+        rs.did_imputation(sample, treatment="eu_agrement")
+    with pytest.raises(ValueError, match="empty estimation sample: the panel passed to the estimator has 0 rows"):
+        rs.ppml(sample.iloc[:0], treatments=["eu_agreement"])
+    no_orders = sample.assign(orders=np.nan)
+    with pytest.raises(ValueError, match=rf"no rows left of {len(sample)}: exposure 'orders' is missing or <= 0 in every row"):
+        rs.ppml(no_orders, treatments=["eu_agreement"])
+    no_rate = sample.assign(return_rate=np.nan)
+    with pytest.raises(ValueError, match=rf"no rows left of {len(sample)}: every row was dropped \(missing return_rate: {len(sample)} rows\)"):
+        rs.twfe(no_rate, treatments=["eu_agreement"])

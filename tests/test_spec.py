@@ -175,3 +175,30 @@ def test_spec_from_dict_without_file():
     assert spec.filters[0].line is None and spec.filters[0].where() == "filter step 1 'years'"
     with pytest.raises(SpecError, match=r"study spec: unknown key 'foo'"):
         spec_from_dict({"foo": {}})
+
+
+def test_shipped_specs_load_by_name_from_any_directory(tmp_path, monkeypatch):
+    from returnstudy.paths import project_data_dir
+    from returnstudy.spec import shipped_specs
+
+    monkeypatch.chdir(tmp_path)  # no data/specs here
+    specs_dir = project_data_dir() / "specs"
+    assert shipped_specs() == {p.stem: p for p in sorted(specs_dir.glob("*.toml"))}
+    for name in ("third_country_2014_2023", "third_country_2014_2023.toml"):
+        spec = load_spec(name)
+        assert spec.path == specs_dir / "third_country_2014_2023.toml"
+        assert spec.study.name == "third_country_2014_2023"
+    # a file of the same name in the working directory wins over the shipped one
+    (tmp_path / "wodc.toml").write_text('[study]\nname = "local"\n')
+    assert load_spec("wodc.toml").study.name == "local"
+
+
+def test_unknown_spec_name_lists_the_shipped_specs(tmp_path, monkeypatch):
+    from returnstudy.spec import shipped_specs
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        load_spec("nope")
+    msg = str(e.value)
+    assert msg.startswith("study spec not found: nope")
+    assert f"shipped specs: {sorted(shipped_specs())}" in msg and "'wodc'" in msg

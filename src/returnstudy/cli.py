@@ -526,7 +526,11 @@ def _cmd_specs(args: argparse.Namespace) -> int:
 
     rows = []
     for name, path in shipped_specs().items():
-        spec = load_spec(path)
+        try:
+            spec = load_spec(path)
+        except ValueError as exc:  # list it with its problem rather than hide the other specs
+            rows.append({"name": name, "title": f"cannot be loaded: {exc}", "models": 0, "years": "", "file": str(path)})
+            continue
         years = spec.data.years
         step = next((f for f in spec.filters if f.step == "years" and f.enabled), None)
         if years is None and step is not None:

@@ -556,7 +556,9 @@ class FilterResult:
                 lines.append(f"  {r.position}. {r.step}({r.params}): {r.note}")
         vintage = self.panel.attrs.get("vintage")
         if vintage:
-            lines.append(f"Data vintage: {vintage}")
+            from returnstudy.results import format_vintage
+
+            lines.append(f"Data vintage: {format_vintage(vintage)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -564,12 +566,22 @@ class FilterResult:
             "<div><strong>Sample filters</strong>"
             + self.flow.to_html(index=False, float_format=lambda v: f"{v:,.0f}")
             + f"<p>final sample: {len(self.panel):,} rows, {_stats(self.panel)['corridors']:,} corridors</p>"
-            + (f"<p>data vintage: {html.escape(str(self.panel.attrs.get('vintage')))}</p>" if self.panel.attrs.get("vintage") else "")
+            + (f"<p>data vintage: {html.escape(self._vintage_text())}</p>" if self.panel.attrs.get("vintage") else "")
             + "</div>"
         )
 
+    def _vintage_text(self) -> str:
+        from returnstudy.results import format_vintage
+
+        return format_vintage(self.panel.attrs.get("vintage"))
+
     def __repr__(self) -> str:
-        return self.summary()
+        """One line; :meth:`summary` is the flow table."""
+        before = int(self.flow["rows_before"].iloc[0]) if len(self.flow) else len(self.panel)
+        return (
+            f"<FilterResult: {len(self.flow)} steps, {before} -> {len(self.panel)} corridor-years, "
+            f"{_stats(self.panel)['corridors']} corridors; .summary() for the flow table>"
+        )
 
 
 FLOW_COLUMNS = [

@@ -6,6 +6,10 @@
 
 Poisson results can be drawn as incidence-rate ratios (``scale="irr"``, reference
 line at 1) or percentage effects (``scale="pct"``, reference line at 0).
+
+Figures are :class:`NotebookFigure`: plain matplotlib figures, not registered with pyplot
+(nothing accumulates in a loop), that show themselves in a Jupyter cell without
+``%matplotlib inline`` (``_repr_png_``).
 """
 
 from __future__ import annotations
@@ -14,20 +18,35 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from .results import EstimationResult
 
-__all__ = ["plot_event_study", "plot_coefficients"]
+__all__ = ["NotebookFigure", "new_figure", "plot_event_study", "plot_coefficients"]
 
 _SCALES = ("log", "irr", "pct")
+
+
+class NotebookFigure(Figure):
+    """A matplotlib Figure that renders itself as PNG in Jupyter (``_repr_png_``), whatever the backend."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
+
+def new_figure(figsize: tuple[float, float]) -> NotebookFigure:
+    """A new figure with constrained layout, outside pyplot's global state."""
+    return NotebookFigure(figsize=figsize, layout="constrained")
 
 
 def _new_axes(ax: Any) -> tuple[Any, Any]:
     if ax is not None:
         return ax.figure, ax
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    fig = new_figure((7, 4.2))
     return fig, fig.add_subplot()
 
 
@@ -186,9 +205,7 @@ def plot_coefficients(
     else:
         ylabel = "Coefficient (model scale; outcomes differ between rows)"
     if ax is None:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(9, 1.4 + 0.45 * len(rows)), layout="constrained")
+        fig = new_figure((9, 1.4 + 0.45 * len(rows)))
         ax = fig.add_subplot()
         own_figure = True
     else:

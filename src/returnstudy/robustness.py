@@ -124,7 +124,7 @@ class SensitivityResult:
 
     def plot(self, treatment: str, ax: Any = None) -> Any:
         """Specification plot: the estimate and 95% CI of ``treatment`` under every variation."""
-        from matplotlib.figure import Figure
+        from returnstudy.plots import new_figure
 
         t = self.table[(self.table["treatment"] == treatment) & self.table["estimate"].notna()]
         if t.empty:
@@ -132,7 +132,7 @@ class SensitivityResult:
         poisson = t["pct_effect"].notna().all()
         est, lo, hi = (t["pct_effect"], t["pct_ci_low"], t["pct_ci_high"]) if poisson else (t["estimate"], t["ci_low"], t["ci_high"])
         if ax is None:
-            fig = Figure(figsize=(9, 1.4 + 0.4 * len(t)), layout="constrained")
+            fig = new_figure((9, 1.4 + 0.4 * len(t)))
             ax = fig.add_subplot()
         else:
             fig = ax.figure

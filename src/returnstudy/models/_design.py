@@ -297,7 +297,11 @@ def prepare(
 
     rows = np.flatnonzero(keep)
     if rows.size == 0:
-        raise ValueError(f"no rows left after dropping missing values: {dropped}")
+        if n == 0:
+            raise ValueError("empty estimation sample: the panel passed to the estimator has 0 rows "
+                             "(check the sample filters' flow table and the years)")
+        reasons = ", ".join(f"{k}: {v} rows" for k, v in dropped.items())
+        raise ValueError(f"no rows left of {n}: every row was dropped ({reasons})")
     frame_cols = list(dict.fromkeys([c for c in ("geo", "citizen", "year", "corridor") if c in panel.columns] + id_cols + numeric_cols + list(extra_columns)))
     bad_extra = [c for c in extra_columns if c not in panel.columns]
     if bad_extra:

@@ -59,6 +59,8 @@ def prepare_ppml(
             raise KeyError(f"exposure column {exposure!r} not in panel; available: {list(panel.columns)}")
         e = pd.to_numeric(panel[exposure]).astype("float64")
         bad = (e.isna() | (e <= 0)).to_numpy()
+        if len(bad) and bad.all():
+            raise ValueError(f"no rows left of {len(bad)}: exposure {exposure!r} is missing or <= 0 in every row")
         if bad.any():
             pre_dropped[f"{exposure} missing or <= 0 (exposure)"] = int(bad.sum())
             work = panel.iloc[np.flatnonzero(~bad)]
