@@ -19,21 +19,18 @@ FRAMEWORKS = AGREEMENTS / "bilateral_frameworks.csv"
 COVERAGE = AGREEMENTS / "bilateral_coverage.csv"
 
 FRAMEWORK_COLUMNS = [
-    "framework_id", "geo", "citizen", "type", "name", "signed", "in_force",
-    "source_url", "verified", "notes",
+    "framework_id", "geo", "citizen", "name", "legal_form", "binding", "scope", "signed", "in_force",
+    "provisional_from", "ended", "suspended_from", "suspended_until", "start_basis", "verified",
+    "source_url", "notes",
 ]
 COVERAGE_COLUMNS = ["geo", "citizen", "researched", "result", "checked_sources", "notes"]
-TYPES = {
-    "standard_readmission_agreement",
-    "implementing_protocol",
-    "nonstandard_arrangement",
-    "partnership_readmission_clause",
-}
+LEGAL_FORMS = {"agreement", "implementing_protocol", "mou", "arrangement", "exchange_of_letters", "unknown"}
+SCOPES = {"own_nationals_and_tcn", "own_nationals", "tcn_only", "unknown"}
+START_BASIS = re.compile(r"^(in_force|provisional|signature|in_force_unknown|no_date)(: \S.*)?$", re.S)
 EU_PLUS = set(
     "AT BE BG CH CY CZ DE DK EE EL ES FI FR HR HU IE IS IT LI LT LU LV MT NL NO PL PT RO SE SI SK UK".split()
 )
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-BINDING = re.compile(r"^binding=(yes|no|unknown)(;|$)")
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -105,12 +102,19 @@ def test_citizen_is_a_third_country_code(frameworks: pd.DataFrame, third_country
     assert not {"GR", "GB"} & (set(frameworks["geo"]) | set(frameworks["citizen"]))
 
 
-def test_type_in_allowed_set(frameworks: pd.DataFrame) -> None:
-    assert set(frameworks["type"]) <= TYPES, set(frameworks["type"]) - TYPES
+def test_vocabularies(frameworks: pd.DataFrame) -> None:
+    assert set(frameworks["legal_form"]) <= LEGAL_FORMS, set(frameworks["legal_form"]) - LEGAL_FORMS
+    assert set(frameworks["scope"]) <= SCOPES, set(frameworks["scope"]) - SCOPES
+    assert set(frameworks["binding"]) <= {"true", "false", "unknown"}
+    bad = frameworks.loc[~frameworks["start_basis"].str.match(START_BASIS), "framework_id"]
+    assert bad.empty, bad.tolist()
+    # implementing protocols are treaties; the binding= token of the old schema is gone from notes
+    assert (frameworks.loc[frameworks["legal_form"] == "implementing_protocol", "binding"] == "true").all()
+    assert not frameworks["notes"].str.contains("binding=").any()
 
 
 def test_no_duplicate_keys(frameworks: pd.DataFrame) -> None:
-    key = ["geo", "citizen", "type", "signed"]
+    key = ["geo", "citizen", "legal_form", "name", "signed"]
     dup = frameworks[frameworks.duplicated(key, keep=False)]
     assert dup.empty, dup[["framework_id", *key]].to_string()
 
@@ -120,11 +124,8 @@ def test_every_row_has_a_source_and_a_name(frameworks: pd.DataFrame) -> None:
     assert (frameworks["name"].str.strip() != "").all()
 
 
-def test_verified_flag_and_binding_token(frameworks: pd.DataFrame) -> None:
+def test_verified_flag(frameworks: pd.DataFrame) -> None:
     assert set(frameworks["verified"]) <= {"true", "false"}
-    assert frameworks["notes"].str.match(BINDING).all(), frameworks.loc[
-        ~frameworks["notes"].str.match(BINDING), "framework_id"
-    ].tolist()
     # a verified row carries at least one date (the one that was read in the source)
     verified = frameworks["verified"] == "true"
     undated = verified & (frameworks["signed"] == "") & (frameworks["in_force"] == "")
@@ -140,7 +141,7 @@ def test_first_of_month_dates_are_flagged_when_imprecise(frameworks: pd.DataFram
 
 def test_benelux_instruments_cover_all_three_states(frameworks: pd.DataFrame) -> None:
     bx = frameworks[frameworks["notes"].str.contains("Benelux joint instrument")]
-    per_instrument = bx.groupby(["citizen", "type", "signed"])["geo"].apply(frozenset)
+    per_instrument = bx.groupby(["citizen", "legal_form", "signed"])["geo"].apply(frozenset)
     assert (per_instrument == frozenset({"BE", "LU", "NL"})).all(), per_instrument.to_string()
 
 
@@ -183,7 +184,7 @@ def test_coverage_lists_every_cited_source(frameworks: pd.DataFrame, coverage: p
 def _one(frameworks: pd.DataFrame, geo: str, citizen: str, type_: str, signed: str) -> pd.Series:
     hit = frameworks[
         (frameworks["geo"] == geo) & (frameworks["citizen"] == citizen)
-        & (frameworks["type"] == type_) & (frameworks["signed"] == signed)
+        & (frameworks["legal_form"] == type_) & (frameworks["signed"] == signed)
     ]
     assert len(hit) == 1, f"{geo}-{citizen} {type_} signed {signed}: {len(hit)} rows"
     return hit.iloc[0]
@@ -193,31 +194,31 @@ def _one(frameworks: pd.DataFrame, geo: str, citizen: str, type_: str, signed: s
     ("geo", "citizen", "type_", "signed", "in_force"),
     [
         # Spain-Morocco: signed Madrid 13 Feb 1992, in force only 21 Oct 2012
-        ("ES", "MA", "standard_readmission_agreement", "1992-02-13", "2012-10-21"),
+        ("ES", "MA", "agreement", "1992-02-13", "2012-10-21"),
         # Germany-Vietnam: signed Berlin 21 Jul 1995, in force 21 Sep 1995 (BGBl. notice of 6 Sep 1995)
-        ("DE", "VN", "standard_readmission_agreement", "1995-07-21", "1995-09-21"),
+        ("DE", "VN", "agreement", "1995-07-21", "1995-09-21"),
         # Switzerland-Algeria: concluded 3 Jun 2006, in force by exchange of notes 26 Nov 2007
-        ("CH", "DZ", "standard_readmission_agreement", "2006-06-03", "2007-11-26"),
+        ("CH", "DZ", "agreement", "2006-06-03", "2007-11-26"),
         # France-Tunisia concerted-management framework agreement: 28 Apr 2008, in force 1 Jul 2009
-        ("FR", "TN", "partnership_readmission_clause", "2008-04-28", "2009-07-01"),
+        ("FR", "TN", "agreement", "2008-04-28", "2009-07-01"),
         # Norway-Ethiopia MoU: signed and in force 26 Jan 2012
-        ("NO", "ET", "nonstandard_arrangement", "2012-01-26", "2012-01-26"),
+        ("NO", "ET", "mou", "2012-01-26", "2012-01-26"),
         # Sweden-Kosovo: signed Pristina 4 Oct 2011 (not the 7 Jul 2011 government decision), in force 1 Jan 2012
-        ("SE", "XK", "standard_readmission_agreement", "2011-10-04", "2012-01-01"),
+        ("SE", "XK", "agreement", "2011-10-04", "2012-01-01"),
         # Germany-Serbia implementing protocol: signed 29 Mar 2011, in force 22 Nov 2011
         ("DE", "RS", "implementing_protocol", "2011-03-29", "2011-11-22"),
         # Germany-Guinea migration agreement: Conakry 5 Jan 2018, in force 7 Feb 2019 (not 6 Feb)
-        ("DE", "GN", "standard_readmission_agreement", "2018-01-05", "2019-02-07"),
+        ("DE", "GN", "agreement", "2018-01-05", "2019-02-07"),
         # Poland-Vietnam: Hanoi 22 Apr 2004, in force 14 May 2005 (Vietnamese consular list)
-        ("PL", "VN", "standard_readmission_agreement", "2004-04-22", "2005-05-14"),
+        ("PL", "VN", "agreement", "2004-04-22", "2005-05-14"),
         # Austria-Kosovo: Vienna 30 Sep 2010, in force 1 Mar 2011
-        ("AT", "XK", "standard_readmission_agreement", "2010-09-30", "2011-03-01"),
+        ("AT", "XK", "agreement", "2010-09-30", "2011-03-01"),
         # France-India migration and mobility partnership: New Delhi 10 Mar 2018, in force 1 Oct 2021
-        ("FR", "IN", "partnership_readmission_clause", "2018-03-10", "2021-10-01"),
+        ("FR", "IN", "agreement", "2018-03-10", "2021-10-01"),
         # Switzerland-Vietnam: in force on signature, 12 Sep 2006
-        ("CH", "VN", "standard_readmission_agreement", "2006-09-12", "2006-09-12"),
+        ("CH", "VN", "agreement", "2006-09-12", "2006-09-12"),
         # Switzerland-Tunisia migration agreement: Tunis 11 Jun 2012, in force by exchange of notes 16 Aug 2014
-        ("CH", "TN", "standard_readmission_agreement", "2012-06-11", "2014-08-16"),
+        ("CH", "TN", "agreement", "2012-06-11", "2014-08-16"),
     ],
 )
 def test_verified_dates(frameworks: pd.DataFrame, geo: str, citizen: str, type_: str,
@@ -229,10 +230,10 @@ def test_verified_dates(frameworks: pd.DataFrame, geo: str, citizen: str, type_:
 
 def test_spot_check_undated_in_force_and_corrections(frameworks: pd.DataFrame) -> None:
     # Sweden-Afghanistan MoU of 5 Oct 2016 and the Italy-Egypt agreement of 9 Jan 2007: signature only
-    assert _one(frameworks, "SE", "AF", "nonstandard_arrangement", "2016-10-05")["in_force"] == ""
-    assert _one(frameworks, "IT", "EG", "standard_readmission_agreement", "2007-01-09")["verified"] == "true"
+    assert _one(frameworks, "SE", "AF", "mou", "2016-10-05")["in_force"] == ""
+    assert _one(frameworks, "IT", "EG", "agreement", "2007-01-09")["verified"] == "true"
     # Benelux-Georgia implementing protocol: 2013, not the 2023 of the unverified starting list
-    ge = frameworks[(frameworks["citizen"] == "GE") & (frameworks["type"] == "implementing_protocol")]
+    ge = frameworks[(frameworks["citizen"] == "GE") & (frameworks["legal_form"] == "implementing_protocol")]
     assert set(ge["geo"]) == {"BE", "LU", "NL"} and set(ge["signed"]) == {"2013-09-05"}
     # Benelux-Bosnia agreement: one signature, entry into force differing by state
     ba = frameworks[(frameworks["citizen"] == "BA") & (frameworks["signed"] == "2006-07-19")]
@@ -249,10 +250,10 @@ def test_spot_check_second_round_corrections(frameworks: pd.DataFrame) -> None:
     pl_ua = frameworks[(frameworks["geo"] == "PL") & (frameworks["citizen"] == "UA")]
     assert pl_ua["signed"].tolist() == ["2017-04-24"] and pl_ua["verified"].tolist() == ["true"]
     # Germany-Guinea is a ratified treaty
-    assert _one(frameworks, "DE", "GN", "standard_readmission_agreement", "2018-01-05")["notes"].startswith("binding=yes")
+    assert _one(frameworks, "DE", "GN", "agreement", "2018-01-05")["binding"] == "true"
     # starting-list entry-into-force dates not found in any source stay out of the column
     for geo, cit, signed in [("DE", "AL", "2002-11-18"), ("DE", "MK", "2002-06-24"), ("DE", "DZ", "1997-02-14")]:
-        row = _one(frameworks, geo, cit, "standard_readmission_agreement", signed)
+        row = _one(frameworks, geo, cit, "agreement", signed)
         assert row["in_force"] == "" and row["verified"] == "true"
         assert "partial inventory (not verified)" in row["notes"]
 

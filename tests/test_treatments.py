@@ -18,6 +18,7 @@ from returnstudy.treatments import (
     TREATMENT_TYPES,
     add_treatments,
     load_agreements,
+    nonabsorbing_corridors,
     treatment_summary,
 )
 
@@ -26,6 +27,7 @@ EU_FILES = (
     "eu_participation.csv",
     "eu_nonbinding_arrangements.csv",
     "visa_events.csv",
+    "corridor_events.csv",
 )
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agreements"
 GEOS = ["NL", "DK", "NO", "UK", "HR", "IE", "DE", "EL", "BG", "CH"]
@@ -113,28 +115,58 @@ def test_uk_opt_in_and_exit(panel, adir):
 
 
 def test_late_joiner_croatia(panel, adir):
+    # default: a corridor switched on only by accession (UA agreement in force 2008-01-01, HR a
+    # member from 2013-07-01) is already treated: 1 from 2013, cohort 2008, years before accession NaN
     out = add_treatments(panel, agreements_dir=adir)
     ua = _series(out, "HR", "UA", "eu_agreement")
-    assert (ua.loc[:2012] == 0).all() and (ua.loc[2013:] == 1).all()
-    assert (_series(out, "HR", "UA", "eu_agreement_cohort") == 2013).all()
+    assert ua.loc[:2012].isna().all() and (ua.loc[2013:] == 1).all()
+    assert (_series(out, "HR", "UA", "eu_agreement_cohort") == 2008).all()
+    assert _series(out, "HR", "UA", "eu_agreement_years_since").loc[2013] == 5
+    assert _series(out, "HR", "UA", "eu_agreement_via_accession").all()
+    assert not _series(out, "NL", "UA", "eu_agreement_via_accession").any()
     # NL bound since entry into force 2008-01-01
     assert (_series(out, "NL", "UA", "eu_agreement_cohort") == 2008).all()
     sh = add_treatments(panel, rule="share_of_year", agreements_dir=adir)
+    assert _series(sh, "HR", "UA", "eu_agreement").loc[2013] == 1.0  # no partial first year: already treated
+    # accession="switch": the switch-on at accession counts (the coding before 2026)
+    sw = add_treatments(panel, agreements_dir=adir, accession="switch")
+    ua = _series(sw, "HR", "UA", "eu_agreement")
+    assert (ua.loc[:2012] == 0).all() and (ua.loc[2013:] == 1).all()
+    assert (_series(sw, "HR", "UA", "eu_agreement_cohort") == 2013).all()
+    assert _series(sw, "HR", "UA", "eu_agreement_via_accession").all()  # still marked
+    sh = add_treatments(panel, rule="share_of_year", agreements_dir=adir, accession="switch")
     # 1 July - 31 December 2013 = 184 days
     assert _series(sh, "HR", "UA", "eu_agreement").loc[2013] == pytest.approx(184 / 365)
-    ff = add_treatments(panel, rule="first_full_year", agreements_dir=adir)
+    ff = add_treatments(panel, rule="first_full_year", agreements_dir=adir, accession="switch")
     assert (_series(ff, "HR", "UA", "eu_agreement_cohort") == 2014).all()
     assert _series(ff, "HR", "UA", "eu_agreement").loc[2013] == 0
+    # accession="drop": the corridor is unknown (NaN) for this type, other corridors unchanged
+    dr = add_treatments(panel, agreements_dir=adir, accession="drop")
+    assert _series(dr, "HR", "UA", "eu_agreement").isna().all()
+    assert _series(dr, "HR", "UA", "eu_agreement_cohort").isna().all()
+    pd.testing.assert_series_equal(_series(dr, "NL", "UA", "eu_agreement"), _series(out, "NL", "UA", "eu_agreement"))
+    # HR corridors of agreements entering into force after 2013-07-01 (TR 2014) are not via accession
+    assert not _series(out, "HR", "TR", "eu_agreement_via_accession").any()
+    # HR-{HK, PK, UA, RS} (agreements in force before 2013-07-01) and BG-HK (HK 2004, BG 2007)
+    assert out.attrs["treatment_coding"]["via_accession_corridors"]["eu_agreement"] == 5
+    with pytest.raises(ValueError, match="accession must be one of"):
+        add_treatments(panel, agreements_dir=adir, accession="ignore")
 
 
 def test_bulgaria_russia_accession_before_entry_into_force(adir):
     p = _panel(geos=["BG"], citizens=["RU", "HK"], years=list(range(2004, 2010)))
-    sh = add_treatments(p, rule="share_of_year", agreements_dir=adir)
+    sh = add_treatments(p, rule="share_of_year", agreements_dir=adir, accession="switch")
     # RU agreement in force 2007-06-01, BG member from 2007-01-01: 214 days of 2007
     assert _series(sh, "BG", "RU", "eu_agreement").loc[2007] == pytest.approx(214 / 365)
     # HK in force 2004-03-01 but BG bound only from accession 2007-01-01
     hk = _series(sh, "BG", "HK", "eu_agreement")
     assert (hk.loc[:2006] == 0).all() and (hk.loc[2007:] == 1).all()
+    # by default BG-HK is already treated when BG joins; BG-RU switches on after accession
+    default = add_treatments(p, rule="share_of_year", agreements_dir=adir)
+    hk = _series(default, "BG", "HK", "eu_agreement")
+    assert hk.loc[:2006].isna().all() and (hk.loc[2007:] == 1).all()
+    assert (_series(default, "BG", "HK", "eu_agreement_cohort") == 2004).all()
+    pd.testing.assert_series_equal(_series(default, "BG", "RU", "eu_agreement"), _series(sh, "BG", "RU", "eu_agreement"))
 
 
 def test_turkey_share_and_first_full_year(panel, adir):
@@ -217,53 +249,115 @@ def test_bilateral_nonbinding_start_option(panel, adir):
     assert _series(inf, "DE", "MA", "bilateral_nonbinding_cohort").isna().all()
 
 
-def test_binding_without_in_force_starts_at_signature_or_not_at_all(panel, adir, caplog):
+def test_binding_without_in_force_is_untreated_unless_the_table_says_signature(panel, adir, tmp_path, caplog):
     signed = pd.read_csv(adir / "bilateral_frameworks.csv", dtype=str, keep_default_na=False).query(
         "geo == 'DE' and citizen == 'NG'"
     )["signed"].iloc[0]
     year = int(signed[:4])
+    # default: entry into force only; DE-NG has none (start_basis in_force_unknown) -> untreated
+    out = add_treatments(panel, agreements_dir=adir)
+    assert (_series(out, "DE", "NG", "bilateral_binding") == 0).all()
+    assert out.attrs["treatment_coding"]["bilateral_dropped"]["binding_without_start"] == 1
+    assert out.attrs["treatment_coding"]["bilateral_dropped"]["binding_started_at_signature"] == 0
+    # the coding before 2026 starts it at signature
     with caplog.at_level(logging.INFO, logger="returnstudy.treatments"):
-        out = add_treatments(panel, agreements_dir=adir)
-    s = _series(out, "DE", "NG", "bilateral_binding")
+        old = add_treatments(panel, agreements_dir=adir, binding_start="in_force_or_signed")
+    s = _series(old, "DE", "NG", "bilateral_binding")
     assert (s.loc[: year - 1] == 0).all() and (s.loc[year:] == 1).all()
     assert "binding_started_at_signature = 1" in caplog.text
-    assert out.attrs["treatment_coding"]["bilateral_dropped"]["binding_started_at_signature"] == 1
-    strict = add_treatments(panel, agreements_dir=adir, binding_start="in_force")
-    assert (_series(strict, "DE", "NG", "bilateral_binding") == 0).all()
-    assert strict.attrs["treatment_coding"]["bilateral_dropped"]["binding_without_start"] == 1
+    # a table row saying the instrument applied from signature starts there under the default
+    d = tmp_path / "agr"
+    shutil.copytree(adir, d)
+    fw = pd.read_csv(d / "bilateral_frameworks.csv", dtype=str, keep_default_na=False)
+    fw.loc[fw["framework_id"] == "FIX-DE-NG-1", "start_basis"] = "signature: applies provisionally from signature (Art. 20)"
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    sig = add_treatments(panel, agreements_dir=d)
+    pd.testing.assert_series_equal(_series(sig, "DE", "NG", "bilateral_binding"), _series(old, "DE", "NG", "bilateral_binding"))
+    assert sig.attrs["treatment_coding"]["bilateral_dropped"]["binding_started_at_signature"] == 1
+    # provisional application counts as in force, before entry into force
+    fw.loc[fw["framework_id"] == "FIX-DE-NG-1", ["provisional_from", "in_force", "start_basis"]] = [
+        "2013-02-01", "2015-06-01", "provisional: applied provisionally from 2013-02-01"]
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    prov = add_treatments(panel, agreements_dir=d)
+    s = _series(prov, "DE", "NG", "bilateral_binding")
+    assert s.loc[2012] == 0 and (s.loc[2013:] == 1).all()
+    assert (_series(prov, "DE", "NG", "bilateral_binding_cohort") == 2013).all()
     with pytest.raises(ValueError, match="binding_start must be"):
         add_treatments(panel, agreements_dir=adir, binding_start="whenever")
 
 
-def test_binding_token_in_notes_decides_for_other_types(panel, adir, tmp_path):
-    import shutil
-
+def test_binding_column_and_legal_form_decide_the_type(panel, adir, tmp_path):
     d = tmp_path / "agr"
     shutil.copytree(adir, d)
     fw = pd.read_csv(d / "bilateral_frameworks.csv", dtype=str, keep_default_na=False)
-    nonstd = fw.index[fw["type"] == "nonstandard_arrangement"][0]
-    geo, cit = fw.at[nonstd, "geo"], fw.at[nonstd, "citizen"]
-    fw.at[nonstd, "notes"] = "binding=yes; exchange of notes with treaty status"
+    i = fw.index[fw["framework_id"] == "FIX-DE-MA-1"][0]  # arrangement, binding false, from 2016-03-01
+    fw.at[i, "binding"] = "true"
+    fw.at[i, "legal_form"] = "exchange_of_letters"
+    fw.at[i, "start_basis"] = "signature: the letters provide for application from the date of the reply"
     fw.to_csv(d / "bilateral_frameworks.csv", index=False)
     out = add_treatments(panel, agreements_dir=d)
-    assert _series(out, geo, cit, "bilateral_binding").max() == 1
-    fw.at[nonstd, "notes"] = "binding=unknown"
+    assert _series(out, "DE", "MA", "bilateral_binding").loc[2016] == 1
+    assert (_series(out, "DE", "MA", "bilateral_nonbinding") == 0).all()
+    # binding unknown: by legal form (exchange of letters -> binding; arrangement -> non-binding) or dropped
+    fw.at[i, "binding"] = "unknown"
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    assert _series(add_treatments(panel, agreements_dir=d), "DE", "MA", "bilateral_binding").max() == 1
+    fw.at[i, "legal_form"] = "arrangement"
     fw.to_csv(d / "bilateral_frameworks.csv", index=False)
     by_type = add_treatments(panel, agreements_dir=d)
     dropped = add_treatments(panel, agreements_dir=d, unknown_binding="drop")
-    assert _series(by_type, geo, cit, "bilateral_nonbinding").max() == 1
-    assert _series(dropped, geo, cit, "bilateral_nonbinding").max() == 0
-    other = fw["type"].isin(["nonstandard_arrangement", "partnership_readmission_clause"])
-    unknown = ~fw["notes"].str.match(r"\s*binding=(yes|no)\b")
-    assert dropped.attrs["treatment_coding"]["bilateral_dropped"]["unknown_binding_excluded"] == int((other & unknown).sum()) >= 1
+    assert _series(by_type, "DE", "MA", "bilateral_nonbinding").max() == 1
+    assert _series(dropped, "DE", "MA", "bilateral_nonbinding").max() == 0
+    # unknown rows: this one and the fixture's NL-MA-2
+    assert dropped.attrs["treatment_coding"]["bilateral_dropped"]["unknown_binding_excluded"] == 2
+
+
+def test_tcn_only_instrument_does_not_treat_the_citizenship_corridor(panel, adir, tmp_path):
+    d = tmp_path / "agr"
+    shutil.copytree(adir, d)
+    fw = pd.read_csv(d / "bilateral_frameworks.csv", dtype=str, keep_default_na=False)
+    fw.loc[fw["framework_id"] == "FIX-NL-MA-1", "scope"] = "tcn_only"
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    out = add_treatments(panel, agreements_dir=d)
+    assert (_series(out, "NL", "MA", "bilateral_binding") == 0).all()
+    assert _series(out, "NL", "MA", "bilateral_binding_cohort").isna().all()
+    assert out.attrs["treatment_coding"]["bilateral_dropped"]["tcn_only_excluded"] == 1
+
+
+def test_suspension_and_end_switch_off(panel, adir, tmp_path):
+    d = tmp_path / "agr"
+    shutil.copytree(adir, d)
+    fw = pd.read_csv(d / "bilateral_frameworks.csv", dtype=str, keep_default_na=False)
+    # NL-MA-1 in force 2011-07-15; suspended 2013-01-01 .. 2014-12-31; ended 2019-01-01
+    fw.loc[fw["framework_id"] == "FIX-NL-MA-1", ["suspended_from", "suspended_until", "ended"]] = [
+        "2013-01-01", "2014-12-31", "2019-01-01"]
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    out = add_treatments(panel, agreements_dir=d)
+    s = _series(out, "NL", "MA", "bilateral_binding")
+    expect = {2010: 0, 2011: 1, 2012: 1, 2013: 0, 2014: 0, 2015: 1, 2018: 1, 2019: 0, 2021: 0}
+    assert {y: s.loc[y] for y in expect} == expect
+    assert (_series(out, "NL", "MA", "bilateral_binding_cohort") == 2011).all()  # first switch-on
+    assert "NL-MA" in nonabsorbing_corridors(out, "bilateral_binding")
+    assert out.attrs["treatment_coding"]["nonabsorbing_corridors"]["bilateral_binding"] == 1
+    sh = add_treatments(panel, rule="share_of_year", agreements_dir=d)
+    # 2015: resumes 2015-01-01 -> full year; 2018: to 2018-12-31 -> full; 2019: 0
+    s = _series(sh, "NL", "MA", "bilateral_binding")
+    assert s.loc[2015] == 1.0 and s.loc[2018] == 1.0 and s.loc[2019] == 0.0
+    # suspended from 2013-07-01 (open): 181 days of 2013 in force
+    fw.loc[fw["framework_id"] == "FIX-NL-MA-1", ["suspended_from", "suspended_until", "ended"]] = ["2013-07-01", "", ""]
+    fw.to_csv(d / "bilateral_frameworks.csv", index=False)
+    s = _series(add_treatments(panel, rule="share_of_year", agreements_dir=d), "NL", "MA", "bilateral_binding")
+    assert s.loc[2013] == pytest.approx(181 / 365) and (s.loc[2014:] == 0).all()
 
 
 def test_protocols_option(panel, adir):
-    on = add_treatments(panel, agreements_dir=adir, protocols_as_binding=True)
-    p = _series(on, "NL", "AM", "bilateral_binding")
+    off = add_treatments(panel, agreements_dir=adir)  # default: protocols are their own type
+    p = _series(off, "NL", "AM", "bilateral_protocol")
     assert p.loc[2017] == 0 and (p.loc[2018:] == 1).all()
-    off = add_treatments(panel, agreements_dir=adir, protocols_as_binding=False)
     assert (_series(off, "NL", "AM", "bilateral_binding") == 0).all()
+    on = add_treatments(panel, agreements_dir=adir, protocols_as_binding=True)
+    pd.testing.assert_series_equal(_series(on, "NL", "AM", "bilateral_binding"), p.rename("bilateral_binding"))
+    assert (on["bilateral_protocol"] == 0).all()
     # EU agreement coding is unaffected by the protocol option
     pd.testing.assert_series_equal(on["eu_agreement"], off["eu_agreement"])
 
@@ -286,11 +380,13 @@ def test_missing_bilateral_tables_give_unknown(tmp_path, panel, caplog):
     with caplog.at_level(logging.WARNING, logger="returnstudy.treatments"):
         out = add_treatments(panel, agreements_dir=d)
     assert "bilateral" in caplog.text
-    for t in ("bilateral_binding", "bilateral_nonbinding"):
+    for t in ("bilateral_binding", "bilateral_protocol", "bilateral_nonbinding"):
         assert out[t].isna().all()
         assert out[f"{t}_cohort"].isna().all()
     assert not out["bilateral_researched"].any()
-    assert out["eu_agreement"].notna().all()
+    (tmp_path / "full").mkdir()
+    full = add_treatments(panel, agreements_dir=_make_dir(tmp_path / "full"))
+    pd.testing.assert_series_equal(out["eu_agreement"], full["eu_agreement"])
     assert out.attrs["treatment_coding"]["bilateral_available"] is False
 
 
@@ -303,18 +399,20 @@ def test_contract_dtypes_input_untouched_and_attrs(panel, adir):
     out = add_treatments(panel, agreements_dir=adir)
     pd.testing.assert_frame_equal(panel, before)
     assert panel.attrs == attrs_before
-    for t in TREATMENT_TYPES:
+    for t in TREATMENT_TYPES + ("eu_turkey_statement",):
         assert out[t].dtype == "float64"
         assert str(out[f"{t}_cohort"].dtype) == "Int64"
         assert str(out[f"{t}_years_since"].dtype) == "Int64"
         treated = out[f"{t}_cohort"].notna()
         ys = out[f"{t}_years_since"]
+        assert (out.loc[~treated, t].fillna(0) == 0).all()
         assert (ys[treated] == out.loc[treated, "year"] - out.loc[treated, f"{t}_cohort"]).all()
         assert ys[~treated].isna().all()
     assert out["bilateral_researched"].dtype == bool
     assert out.attrs["vintage"] == panel.attrs["vintage"]
     tc = out.attrs["treatment_coding"]
-    assert tc["rule"] == "calendar_year" and tc["protocols_as_binding"] is True
+    assert tc["rule"] == "calendar_year" and tc["protocols_as_binding"] is False
+    assert tc["binding_start"] == "in_force" and tc["accession"] == "already_treated"
     for f in EU_FILES + ("bilateral_frameworks.csv", "bilateral_coverage.csv"):
         assert tc["files"][f] == hashlib.sha256((adir / f).read_bytes()).hexdigest()
     pd.testing.assert_frame_equal(out[panel.columns], panel)
@@ -385,7 +483,7 @@ def test_eu_agreement_matches_day_by_day_oracle(adir, rule):
     citizens = ["HK", "MO", "RU", "UA", "AM", "AZ", "TR", "CV", "BY", "PK", "XK", "MA"]
     years = list(range(2003, 2023))
     p = _panel(geos, citizens, years)
-    out = add_treatments(p, rule=rule, agreements_dir=adir, uk_in_eu_until=2020)
+    out = add_treatments(p, rule=rule, agreements_dir=adir, uk_in_eu_until=2020, accession="switch")
     for (geo, cit), g in out.groupby(["geo", "citizen"]):
         cohort = None
         for yr, val, coh in zip(g["year"], g["eu_agreement"], g["eu_agreement_cohort"]):
@@ -411,7 +509,7 @@ def test_treatment_summary_counts(adir):
     p = _panel(["NL", "DK", "UK"], ["AM", "PK", "TR", "MA"], list(range(2012, 2017)))
     out = add_treatments(p, agreements_dir=adir)
     s = treatment_summary(out)
-    assert list(s.index) == list(TREATMENT_TYPES)
+    assert list(s.index) == list(TREATMENT_TYPES) + ["eu_turkey_statement"]
     eu = s.loc["eu_agreement"]
     # treated: NL-AM (2014-16), NL-PK (12-16), NL-TR (14-16), UK-PK (12-16), UK-TR (14-16)
     assert eu["corridors"] == 12
@@ -422,9 +520,10 @@ def test_treatment_summary_counts(adir):
     assert eu["always_treated"] == 2  # the two PK corridors, cohort 2010 <= 2012
     assert pd.isna(eu["unresearched_pairs"])
     bb = s.loc["bilateral_binding"]
-    # NL-MA (2012-16) and NL-AM protocol (none before 2018) in this window
+    # NL-MA (2012-16); the NL-AM protocol (2018) is bilateral_protocol
     assert bb["treated_corridors"] == 1 and bb["treated_corridor_years"] == 5
-    assert bb["cohort_2011"] == 1 and bb["cohort_2018"] == 1
+    assert bb["cohort_2011"] == 1 and bb["cohort_2018"] == 0
+    assert s.loc["bilateral_protocol", "cohort_2018"] == 1 and s.loc["bilateral_protocol", "treated_corridors"] == 0
     # researched fixture pairs in this panel: NL-MA, NL-AM -> 12 - 2 unresearched
     assert bb["unresearched_pairs"] == 10
     assert s.loc["bilateral_nonbinding", "treated_corridor_years"] == 2  # NL-MA 2015, 2016
@@ -456,11 +555,11 @@ def test_overlapping_and_touching_spells_are_merged(tmp_path):
     d = _make_dir(tmp_path)
     rows = [
         # overlapping, union misses 31 December 2012 -> 2012 is not a full year
-        "X1,NL,NG,standard_readmission_agreement,a,2011-01-01,2012-01-01,https://example.org/x1,false,",
-        "X2,NL,NG,implementing_protocol,b,2011-01-01,2012-05-01,https://example.org/x2,false,",
+        "X1,NL,NG,a,agreement,true,unknown,2011-01-01,2012-01-01,,,,,in_force: x,false,https://example.org/x1,",
+        "X2,NL,NG,b,agreement,true,unknown,2011-01-01,2012-05-01,,,,,in_force: x,false,https://example.org/x2,",
         # touching periods 2010-07-01.. and 2011-01-01.. -> first full year 2011
-        "X3,DE,NG,nonstandard_arrangement,c,2010-07-01,2010-07-01,https://example.org/x3,false,",
-        "X4,DE,NG,partnership_readmission_clause,d,2011-01-01,2011-01-01,https://example.org/x4,false,",
+        "X3,DE,NG,c,arrangement,false,unknown,2010-07-01,2010-07-01,,,,,in_force: x,false,https://example.org/x3,",
+        "X4,DE,NG,d,mou,false,unknown,2011-01-01,2011-01-01,,,,,in_force: x,false,https://example.org/x4,",
     ]
     fw = (FIXTURES / "bilateral_frameworks.csv").read_text().splitlines()
     keep = [r for r in fw if not r.startswith("FIX-DE-NG")]

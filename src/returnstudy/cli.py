@@ -126,10 +126,13 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
          "--summary --rule first_full_year --data ../shared/data/eurostat"],
     )
     _add_data_args(p)
-    p.add_argument("--check", action="store_true", help="validate data/agreements/*.csv (dates, codes, sources, duplicates)")
-    p.add_argument("--summary", action="store_true", help="treated corridors and corridor-years per type and adoption year")
-    p.add_argument("--rule", default="calendar_year", choices=["calendar_year", "first_full_year", "share_of_year"],
-                   help="switch-on rule (default calendar_year)")
+    _add_spec_arg(p, "study spec whose [treatments] coding and filters define the estimation sample")
+    p.add_argument("--check", action="store_true",
+                   help="validate data/agreements/*.csv (dates, codes, sources, duplicates, start basis, spells)")
+    p.add_argument("--summary", action="store_true",
+                   help="treated corridors per type and adoption year, research coverage of orders, start-date sources")
+    p.add_argument("--rule", default=None, choices=["calendar_year", "first_full_year", "share_of_year"],
+                   help="switch-on rule (default: the spec's)")
     _add_table_args(p)
     p.set_defaults(func=_cmd_treatments)
 
@@ -286,11 +289,36 @@ def _cmd_treatments(args: argparse.Namespace) -> int:
         else:
             print("data/agreements: all tables pass the checks (dates, order, codes, sources, duplicates)")
     if args.summary:
-        from returnstudy.panel import load_panel
+        import dataclasses
 
-        panel = add_treatments(load_panel(args.data), rule=args.rule)
-        print(f"treatment coding: rule={args.rule}; panel {len(panel)} corridor-years")
+        from returnstudy.filters import apply_filters
+        from returnstudy.panel import load_panel
+        from returnstudy.treatments import coverage_shares, start_date_summary
+
+        spec = _load_spec(args.spec)
+        coding = spec.treatments if args.rule is None else dataclasses.replace(spec.treatments, rule=args.rule)
+        kwargs = spec.data.load_panel_kwargs()
+        if args.data is not None:
+            kwargs["data_dir"] = args.data
+        panel = add_treatments(load_panel(**kwargs), **coding.add_treatments_kwargs())
+        sample = apply_filters(panel, spec).panel
+        tc = panel.attrs["treatment_coding"]
+        print(f"treatment coding ({spec.study.name}): rule={tc['rule']} binding_start={tc['binding_start']} "
+              f"protocols_as_binding={tc['protocols_as_binding']} accession={tc['accession']}; "
+              f"panel {len(panel)} corridor-years, estimation sample {len(sample)}")
         _print_table(treatment_summary(panel), args, index=True)
+        print("\nbilateral instruments by rule (not treated: binding_without_start, nonbinding_without_start, *_excluded):")
+        print("  " + ", ".join(f"{k} {v}" for k, v in tc["bilateral_dropped"].items()))
+        for label, frame in (("estimation sample", sample), ("all corridor-years", panel)):
+            cov = coverage_shares(frame)
+            print(f"\ncoverage of the bilateral research, {label} (orders to leave in researched corridors):")
+            for group, r in cov.iterrows():
+                print(f"  {group:24s} {r['share_researched']:6.1%} of {r['weight']:>12,.0f} orders; "
+                      f"{int(r['researched_corridors'])} of {int(r['corridors'])} corridors researched")
+        dates = start_date_summary()
+        print(f"\nbilateral instruments by start basis and legal form ({int(dates['verified'].sum())} of "
+              f"{int(dates['rows'].sum())} rows verified against their cited source):")
+        _print_table(dates, args, index=True)
     return status
 
 

@@ -25,7 +25,10 @@ from typing import Any, Literal, Union
 import numpy as np
 import pandas as pd
 
-from returnstudy.spec import FilterStep, StudySpec
+from returnstudy.filter_step import FilterStep
+
+if typing.TYPE_CHECKING:  # annotations only: the spec module imports this one
+    from returnstudy.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
@@ -418,10 +421,10 @@ def treatment_variation(
 ) -> tuple[pd.DataFrame, str]:
     """Keep corridors whose treatment changes within the window: with corridor fixed effects only they identify the effect (never-treated corridors can be kept as controls with ``keep_never_treated``).
 
-    ``treatments`` defaults to the four treatment columns of ``add_treatments``; ``require``
+    ``treatments`` defaults to the treatment columns of ``add_treatments``; ``require``
     asks for variation in any or in all of them. Always-treated corridors are always dropped.
     """
-    from returnstudy.spec import TREATMENT_TYPES
+    from returnstudy.treatments import TREATMENT_TYPES
 
     cols = list(treatments) if treatments is not None else list(TREATMENT_TYPES)
     missing = [c for c in cols if c not in panel.columns]
@@ -462,7 +465,7 @@ def describe_filters() -> pd.DataFrame:
 
 
 def _as_steps(steps: StudySpec | Sequence[Mapping[str, Any] | FilterStep]) -> list[FilterStep]:
-    if isinstance(steps, StudySpec):
+    if not isinstance(steps, Sequence) and isinstance(getattr(steps, "filters", None), tuple):  # a StudySpec
         return list(steps.filters)
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
         raise TypeError(f"steps must be a list of {{'step': name, ...}} dicts or a StudySpec, got {type(steps).__name__}")

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from returnstudy.artifacts import write_figure, write_table
+from returnstudy.identification import switching_counts
 from returnstudy.paths import project_data_dir
 from returnstudy.robustness import DEFAULT_VARIATIONS, sensitivity
 from returnstudy.runner import StudyRun, run_study
 from returnstudy.spec import TREATMENT_TYPES, load_spec
-from returnstudy.verdict import NOT_IDENTIFIED, STUDY_HEADLINE, switching_units, verdict
+from returnstudy.verdict import NOT_IDENTIFIED, STUDY_HEADLINE, verdict
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ TREATMENT_LABELS = {
     "eu_agreement": "EU readmission agreement",
     "eu_nonbinding": "EU non-binding arrangement",
     "bilateral_binding": "Bilateral binding agreement",
+    "bilateral_protocol": "Bilateral implementing protocol",
     "bilateral_nonbinding": "Bilateral non-binding arrangement",
 }
 
@@ -60,6 +62,19 @@ def _save_figure(fig: Any, out: Path, stem: str) -> list[str]:
     return [f"figures/{p.name}" for p in write_figure(fig, out, stem)]
 
 
+def switching_units(sample: pd.DataFrame, treatment: str, result: Any = None) -> tuple[int, int]:
+    """Corridors and citizenships whose ``treatment`` varies among the rows ``result`` used
+    (:func:`returnstudy.identification.switching_counts`; without a result: among ``sample``'s rows)."""
+    n_corr, n_cit, _ = switching_counts(result, sample, treatment)
+    return n_corr, n_cit
+
+
+def _headline_result(run: StudyRun) -> Any:
+    """The fitted result of the spec's headline model (None if absent or failed)."""
+    name = run.spec.report.get("headline_model") if getattr(run, "spec", None) is not None else None
+    return next((m.result for m in getattr(run, "models", []) if m.name == name and m.ok), None)
+
+
 def headline_comparison(run: StudyRun, model: str, min_switching_citizenships: int | None = None) -> pd.DataFrame:
     """The study's published headline per treatment type beside this run's estimate.
 
@@ -77,6 +92,10 @@ def headline_comparison(run: StudyRun, model: str, min_switching_citizenships: i
     for t in TREATMENT_TYPES:
         claim, band = STUDY_HEADLINE[t]
         n_corr, n_cit = switching_units(sample, t) if sample is not None else (np.nan, np.nan)
+        r = eff[eff["treatment"] == t]
+        if not r.empty and "switching_corridors" in r.columns and pd.notna(r.iloc[0]["switching_corridors"]):
+            # counted on the rows this model used (after separation and missing rows)
+            n_corr, n_cit = int(r.iloc[0]["switching_corridors"]), int(r.iloc[0]["switching_citizenships"])
         row = {"treatment": TREATMENT_LABELS[t], "study": claim, "estimate_pct": np.nan, "ci_pct": "",
                "switching_corridors": n_corr, "switching_citizenships": n_cit}
         r = eff[eff["treatment"] == t]
@@ -406,7 +425,7 @@ def _honest_reading(runs: Sequence[StudyRun]) -> list[str]:
             if c in s:
                 inside = s.loc[s[c].notna() & s[c].between(years[0] + 1, years[-1]), ["corridor", c]].drop_duplicates()
                 by_year = ", ".join(f"{int(y)}: {n}" for y, n in inside.groupby(c)["corridor"].nunique().items())
-                n_corr, n_cit = switching_units(s, t)
+                n_corr, n_cit = switching_units(s, t, _headline_result(run))
                 switchers[t] = (n_corr, n_cit, by_year)
         lines.append(
             f"- `{run.name}` covers {years[0]}-{years[-1]}. Corridor-years treated: "

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy._progress import progress as _progress
+from returnstudy.identification import switching_counts
 from returnstudy.results import format_last_update, vintage_label
 from returnstudy.spec import TREATMENT_TYPES, StudySpec, load_spec, spec_location
 
@@ -40,7 +41,7 @@ RESERVED_MODEL_KEYS = {"name", "estimator", "label", "headline"}
 EFFECT_COLUMNS = [
     "spec", "model", "estimator", "treatment", "term", "estimate", "std_error", "ci_low", "ci_high",
     "irr", "pct_effect", "pct_ci_low", "pct_ci_high", "p_value", "n_obs", "n_corridors", "years", "n_clusters", "cluster", "vintage",
-    "status", "error",
+    "switching_corridors", "switching_citizenships", "status", "error",
 ]
 
 #: Estimators whose ``treatment`` must have ``{treatment}_cohort`` (adoption year) columns.
@@ -208,7 +209,10 @@ class StudyRun:
                 treatment = term if term in TREATMENT_TYPES else single
                 if treatment is None:
                     continue
-                rows.append(_effect_row(self.name, m, res, treatment, term, r))
+                # corridors / citizenships whose treatment varies among the rows this model used
+                n_corr, n_cit, _ = switching_counts(res, self.sample, treatment)
+                rows.append({**_effect_row(self.name, m, res, treatment, term, r),
+                             "switching_corridors": n_corr, "switching_citizenships": n_cit})
         return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
     def event_studies(self) -> list[ModelRun]:

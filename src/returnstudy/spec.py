@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from returnstudy.filter_step import FilterStep
+from returnstudy.treatments import ACCESSION_CHOICES, TREATMENT_TYPES
 from returnstudy.treatments import RULES as TREATMENT_RULES
-from returnstudy.treatments import TREATMENT_TYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -109,7 +110,11 @@ class TreatmentSpec:
 
     ``rule``: "calendar_year" (1 from the year of entry into force), "first_full_year" or
     "share_of_year" (share of the year in force). ``protocols_as_binding``: count an
-    implementing protocol to an EU agreement as a binding bilateral agreement.
+    implementing protocol to an EU agreement as a binding bilateral agreement (default: its
+    own type ``bilateral_protocol``). ``binding_start``: "in_force" (entry into force or
+    provisional application; signature only where the table says why) or
+    "in_force_or_signed". ``accession``: corridors switched on only by the reporting
+    country's EU accession count as "already_treated", are dropped ("drop") or "switch".
     ``uk_in_eu_until``: last year the UK is bound by EU instruments. ``nonbinding_start``:
     start undated non-binding arrangements at signature ("signed") or not at all ("in_force").
     ``unresearched_as_missing``: bilateral values of pairs nobody researched are NaN, not 0.
@@ -117,13 +122,14 @@ class TreatmentSpec:
     """
 
     rule: str = "calendar_year"
-    protocols_as_binding: bool = True
+    protocols_as_binding: bool = False
     agreements_dir: Path | None = None
     uk_in_eu_until: int = 2020
     nonbinding_start: str = "signed"
     unresearched_as_missing: bool = False
-    binding_start: str = "in_force_or_signed"
+    binding_start: str = "in_force"
     unknown_binding: str = "by_type"
+    accession: str = "already_treated"
     types: tuple[str, ...] = TREATMENT_TYPES
 
     def add_treatments_kwargs(self) -> dict[str, Any]:
@@ -137,6 +143,7 @@ class TreatmentSpec:
             "unresearched_as_missing": self.unresearched_as_missing,
             "binding_start": self.binding_start,
             "unknown_binding": self.unknown_binding,
+            "accession": self.accession,
         }
 
 
@@ -156,25 +163,6 @@ class QualitySpec:
         out: dict[str, float | int] = dataclasses.asdict(self)
         out["rounding_base"] = int(self.rounding_base)
         return out
-
-
-@dataclass(frozen=True)
-class FilterStep:
-    """One ``[[filters]]`` entry: step name, its parameters and where it was written."""
-
-    step: str
-    params: dict[str, Any] = field(default_factory=dict)
-    enabled: bool = True
-    position: int = 0
-    line: int | None = None
-    source: Path | None = None
-
-    def where(self) -> str:
-        """'filter step 3 'min_orders' (wodc.toml, line 40)' for error messages."""
-        loc = ""
-        if self.source is not None:
-            loc = f" ({self.source}" + (f", line {self.line}" if self.line else "") + ")"
-        return f"filter step {self.position} {self.step!r}{loc}"
 
 
 @dataclass(frozen=True)
@@ -413,6 +401,7 @@ def _parse_treatments(t: dict[str, Any], loc: _Locator, src: Path | None) -> Tre
         "unresearched_as_missing",
         "binding_start",
         "unknown_binding",
+        "accession",
         "types",
     }
     _check_keys(t, allowed, "treatments", loc, src)
@@ -440,7 +429,11 @@ def _parse_treatments(t: dict[str, Any], loc: _Locator, src: Path | None) -> Tre
                 f"{_where(src, line('nonbinding_start'))}: [treatments] nonbinding_start must be 'signed' or 'in_force', got {v!r}"
             )
         kw["nonbinding_start"] = v
-    for key, choices in (("binding_start", ("in_force_or_signed", "in_force")), ("unknown_binding", ("by_type", "drop"))):
+    for key, choices in (
+        ("binding_start", ("in_force", "in_force_or_signed")),
+        ("unknown_binding", ("by_type", "drop")),
+        ("accession", ACCESSION_CHOICES),
+    ):
         if key in t:
             v = _str(t[key], src, line(key), "treatments", key)
             if v not in choices:
@@ -482,7 +475,7 @@ def _parse_filters(
         params = {k: v for k, v in entry.items() if k not in ("step", "enabled")}
         steps.append(FilterStep(step=name, params=params, enabled=enabled, position=i + 1, line=line, source=src))
     if validate:
-        from returnstudy.filters import validate_steps  # local import: filters imports this module
+        from returnstudy.filters import validate_steps  # local import: the filter registry is heavy
 
         validate_steps(steps)
     return tuple(steps)

@@ -19,6 +19,8 @@ STUDY_HEADLINE: dict[str, tuple[str, tuple[float, float] | None]] = {
     "eu_agreement": ("no demonstrable effect", None),
     "eu_nonbinding": ("no demonstrable effect", None),
     "bilateral_binding": ("+5% to +10%", (5.0, 10.0)),
+    # the study's binding bilateral category included implementing protocols to EU agreements
+    "bilateral_protocol": ("+5% to +10%", (5.0, 10.0)),
     "bilateral_nonbinding": ("no demonstrable effect", None),
 }
 

@@ -1,0 +1,77 @@
+"""Which corridors identify a treatment effect, counted on the rows a model actually used.
+
+Under corridor fixed effects a corridor carries identifying variation for a treatment only if
+the treatment takes more than one value among that corridor's rows in the estimation sample.
+The rows a model uses are fewer than the filtered sample: rows with missing values, corridors
+whose returns are all zero (Poisson separation), singleton fixed-effect groups are dropped.
+Counting switch-ons on the filtered sample therefore overstates how many corridors and
+citizenships (the clusters) identify an effect; :func:`switching_counts` counts them on the
+rows used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["rows_used", "switching_units", "switching_counts"]
+
+
+def rows_used(result: Any, sample: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows of ``sample`` that the fitted ``result`` used, or None if the result does not say.
+
+    Read from the result's design (``extra["design"].frame``: PPML, linear fixed effects, event
+    studies) or its ``extra["sample_index"]`` (imputation, Sun-Abraham). The index labels must
+    be those of ``sample`` (the panel the model was given).
+    """
+    extra = getattr(result, "extra", None) or {}
+    index = None
+    design = extra.get("design")
+    if design is not None and hasattr(design, "frame"):
+        index = design.frame.index
+    elif "sample_index" in extra:
+        index = pd.Index(extra["sample_index"])
+    elif "full_result" in extra:
+        return rows_used(extra["full_result"], sample)
+    if index is None:
+        return None
+    missing = index.difference(sample.index)
+    if len(missing):
+        raise KeyError(f"{len(missing)} row label(s) used by the model are not in the sample (first: {missing[0]!r}); "
+                       "pass the panel the model was fitted on")
+    return sample.loc[index]
+
+
+def switching_units(rows: pd.DataFrame, treatment: str) -> tuple[int, int]:
+    """(corridors, citizenships) whose ``treatment`` varies among ``rows``.
+
+    A corridor counts if its treatment value takes at least two distinct non-missing values
+    in ``rows`` (a switch-on, a switch-off, or a change of the share of the year in force);
+    the citizenships are those of the counted corridors: with standard errors clustered by
+    citizenship, the number of clusters that carry the identifying variation. A treatment
+    column absent from ``rows`` counts (0, 0).
+    """
+    if treatment not in rows.columns or rows.empty:
+        return 0, 0
+    corridor = rows["corridor"] if "corridor" in rows.columns else rows["geo"].astype(str) + "-" + rows["citizen"].astype(str)
+    varies = rows[treatment].groupby(corridor.to_numpy()).nunique(dropna=True) > 1
+    switching = set(varies.index[varies.to_numpy()])
+    citizens = rows.loc[corridor.isin(switching).to_numpy(), "citizen"]
+    return len(switching), int(citizens.nunique())
+
+
+def switching_counts(result: Any, sample: pd.DataFrame, treatment: str) -> tuple[int, int, str]:
+    """:func:`switching_units` on the rows ``result`` used; the third item names the basis:
+    ``"rows used by the model"`` or, when the result does not record its rows,
+    ``"filtered sample"`` (logged)."""
+    used = rows_used(result, sample) if result is not None else None
+    if used is None:
+        if result is not None:
+            logger.info("model result does not record its rows: switching units of %s counted on the filtered sample",
+                        treatment)
+        return (*switching_units(sample, treatment), "filtered sample")
+    return (*switching_units(used, treatment), "rows used by the model")
