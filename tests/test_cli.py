@@ -235,3 +235,18 @@ def test_output_files_are_0644_whatever_the_umask(tmp_path: Path, eurostat_dir: 
         os.umask(old)
     for name in ("panel.csv", "flow.csv"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_quality_output_fits_100_columns_and_csv_has_every_column(eurostat_dir: Path, capsys) -> None:
+    from returnstudy.quality import quality_report
+    from returnstudy.spec import load_spec
+
+    assert main(["quality", "--data", str(eurostat_dir), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert _widths(out) <= 100 and "{" not in out
+    assert main(["quality", "--data", str(eurostat_dir), "-q", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))  # reporting countries: no 'NA' code
+    expected = quality_report(data_dir=eurostat_dir, **load_spec().quality.kwargs()).verdicts
+    assert list(table.columns) == list(expected.columns) and list(table["geo"]) == list(expected["geo"])
+    num = expected.select_dtypes("number").columns
+    np.testing.assert_allclose(table[num].to_numpy(dtype=float), expected[num].to_numpy(dtype=float), rtol=1e-12, equal_nan=True)

@@ -361,7 +361,11 @@ def _cmd_quality(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args.spec)
     report = quality_report(data_dir=args.data if args.data is not None else spec.data.data_dir, **spec.quality.kwargs())
-    print(report.summary())
+    summary = report.summary()
+    if not (args.wide or args.format == "csv"):  # wrap long lines to 100 columns
+        summary = "\n".join(textwrap.fill(line, TABLE_WIDTH, subsequent_indent="    ") if len(line) > TABLE_WIDTH else line
+                            for line in summary.splitlines())
+    print(summary, file=sys.stderr if args.format == "csv" else sys.stdout)
     _print_table(report.verdicts, args)
     if args.out:
         written = report.save(args.out)

@@ -214,9 +214,13 @@ class QualityReport:
         lines.append("Data vintage:")
         for code, vin in sorted(self.vintage.items()):
             if isinstance(vin, Mapping):
+                from returnstudy.results import format_last_update
+
+                used = vin.get("rows_used")
+                used = ", ".join(f"{k} {n}" for k, n in used.items()) if isinstance(used, Mapping) else "?"
                 lines.append(
-                    f"  {code}: last update {vin.get('last_update', '?')}, rows {vin.get('rows', '?')}, "
-                    f"rows used {vin.get('rows_used', '?')}, sha256 {str(vin.get('sha256', ''))[:12] or '?'}"
+                    f"  {code}: last update {format_last_update(vin.get('last_update'))}, rows {vin.get('rows', '?')}, "
+                    f"rows used: {used}, sha256 {str(vin.get('sha256', ''))[:12] or '?'}"
                 )
         return "\n".join(lines)
 
