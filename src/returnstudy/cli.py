@@ -219,6 +219,29 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
                  ["", "--format csv"])
     p.add_argument("--format", choices=["table", "csv"], default="table", help="table (default) or csv on stdout")
     p.set_defaults(func=_cmd_specs)
+
+    p = _command(
+        sub, "compare", "Part 3: two reporting countries on the return of the same citizenships, with the EU+ benchmark",
+        ["--data ../shared/data/eurostat --geo NL NO --citizen AF IQ IR",
+         "--data ../shared/data/eurostat --geo NL NO --citizen AF IQ IR --out compare/"],
+    )
+    _add_data_args(p)
+    p.add_argument("--geo", nargs="+", default=["NL", "NO"], metavar="GEO", help="reporting countries (default NL NO)")
+    p.add_argument("--citizen", nargs="+", default=["AF", "IQ", "IR"], metavar="CODE", help="citizenships (default AF IQ IR)")
+    p.add_argument("--covariates", type=Path, metavar="DIR", help="directory with eu_asyapp.csv and frontex_return_operations.csv "
+                   "(default: DIR/../covariates of --data)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write tables/ and figures/ under DIR")
+    p.set_defaults(func=_cmd_compare)
+
+    p = _command(
+        sub, "claims", "the policy response's claims, each with a test, an estimate and a verdict",
+        ["--data ../shared/data/eurostat", "--data ../shared/data/eurostat --format json"],
+    )
+    _add_data_args(p)
+    _add_spec_arg(p)
+    p.add_argument("--covariates", type=Path, metavar="DIR", help="directory with eu_asyapp.csv (default: DIR/../covariates of --data)")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default table)")
+    p.set_defaults(func=_cmd_claims)
     return parser
 
 
@@ -549,6 +572,33 @@ def _remove_empty_dirs(dirs: Sequence[Path]) -> None:
             d.rmdir()
         except OSError:
             pass
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from returnstudy.compare import compare_countries
+    from returnstudy.panel import load_panel
+
+    result = compare_countries(load_panel(args.data), geos=args.geo, citizens=args.citizen,
+                               covariates_dir=args.covariates, data_dir=args.data)
+    print(result.summary())
+    _print_table(result.gap_by_year, args)
+    if args.out:
+        written = result.save(args.out)
+        print(f"wrote {len(written)} files under {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from returnstudy.claims import policy_claims
+
+    result = policy_claims(_load_spec(args.spec), args.data, covariates_dir=args.covariates)
+    if args.format == "json":
+        print(result.table.to_json(orient="records", indent=2, double_precision=10))
+    elif args.format == "csv":
+        print(result.table.to_csv(index=False, lineterminator="\n"), end="")
+    else:
+        print(result.summary())
+    return EXIT_OK
 
 
 def _cmd_specs(args: argparse.Namespace) -> int:
