@@ -62,6 +62,10 @@ _PUBLIC: dict[str, str] = {
     "plot_event_study": "plots",
     "plot_coefficients": "plots",
     "build_report": "report",
+    # Part 3 and the policy response
+    "compare_countries": "compare",
+    "policy_claims": "claims",
+    "synthetic_control": "synthetic",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
