@@ -250,3 +250,15 @@ def test_quality_output_fits_100_columns_and_csv_has_every_column(eurostat_dir: 
     assert list(table.columns) == list(expected.columns) and list(table["geo"]) == list(expected["geo"])
     num = expected.select_dtypes("number").columns
     np.testing.assert_allclose(table[num].to_numpy(dtype=float), expected[num].to_numpy(dtype=float), rtol=1e-12, equal_nan=True)
+
+
+def test_report_stops_on_a_model_that_cannot_run(tmp_path: Path, eurostat_dir: Path, capsys) -> None:
+    text = (Path(__file__).parent / "fixtures" / "specs" / "run_small.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('cluster = "citizen"', 'cluster = "citzen"', 1))
+    line = bad.read_text().splitlines().index('cluster = "citzen"') + 1
+    out = tmp_path / "r"
+    assert main(["report", "--spec", str(bad), "--data", str(eurostat_dir), "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"bad.toml, line {line}: [[models]] 'ppml_small' (ppml): cluster = 'citzen'" in err and "'citizen'" in err
+    assert not out.exists()  # the directories it had created are removed again
