@@ -470,13 +470,35 @@ def flci(beta: Any, sigma: Any = None, n_pre: Any = None, n_post: Any = None, *,
         u = np.concatenate([v0, l])
         z0 = -np.linalg.lstsq(W.T @ S @ W, W.T @ S @ u, rcond=None)[0]
         best = z0
-        for _ in range(4):
-            res = optimize.minimize(half_length, best, method="Nelder-Mead",
-                                    options={"xatol": 1e-12, "fatol": 1e-15, "maxiter": 20000, "maxfev": 40000})
-            if half_length(res.x) < half_length(best) - 1e-15:
-                best = res.x
-            else:
-                break
+        res = optimize.minimize(half_length, best, method="Nelder-Mead",
+                                options={"xatol": 1e-12, "fatol": 1e-15, "maxiter": 20000, "maxfev": 40000})
+        if half_length(res.x) < half_length(best):
+            best = res.x
+        if m > 0:
+            # the L1 bias has kinks where Nelder-Mead stalls: polish the smooth epigraph form
+            # min sd(v) cv(M sum(u) / sd(v)) subject to -u <= K'v <= u (linear constraints)
+            q = N.shape[1]
+            Kp, kl = K.T[:, :npre], K.T[:, npre:] @ l
+
+            def kv(x: np.ndarray) -> np.ndarray:
+                return Kp @ (v0 + N @ x[:q]) + kl
+
+            def smooth(x: np.ndarray) -> float:
+                v = np.concatenate([v0 + N @ x[:q], l])
+                sd = float(np.sqrt(max(v @ S @ v, 1e-300)))
+                return sd * _folded_normal_quantile(m * float(np.sum(x[q:])) / sd, 1 - alpha)
+
+            cons = [{"type": "ineq", "fun": lambda x: x[q:] - kv(x)},
+                    {"type": "ineq", "fun": lambda x: x[q:] + kv(x)}]
+            for _ in range(3):
+                x0 = np.concatenate([best, np.abs(kv(np.concatenate([best, np.zeros(K.shape[1])])))])
+                scale = max(half_length(best), 1e-300)
+                r = optimize.minimize(lambda x: smooth(x) / scale, x0, constraints=cons, method="SLSQP",
+                                      options={"ftol": 1e-15, "maxiter": 1000})
+                if half_length(r.x[:q]) < half_length(best) * (1 - 1e-13):
+                    best = r.x[:q]
+                else:
+                    break
         z0 = best
     v, sd, bias = parts(z0)
     chi = half_length(z0)
