@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy._progress import progress as _progress
-from returnstudy.runner import _model_runs, estimator, model_context
+from returnstudy.runner import _model_runs, model_context
 from returnstudy.spec import StudySpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -156,16 +156,17 @@ def sensitivity(
 ) -> SensitivityResult:
     """Re-run one model of ``spec`` under each variation (default: the report's headline model).
 
-    The panel is read once; treatments are re-coded only for variations that change the
-    coding. A variation whose model fails is kept in the table with its error message
+    This is the one-at-a-time design of the multiverse engine
+    (:func:`returnstudy.multiverse.run_specifications`): the panel is read once, each distinct
+    coding and sample is built once. A variation whose model fails is kept in the table with its error message
     (``status="failed"``); a variation that changes an argument the estimator does not have is
     ``status="unsupported"``; an effect without treated variation is ``"not identified"``. A
     model with per-period (event-time) estimates is not supported: ``ValueError`` naming the
     spec's models that are.
     """
-    from returnstudy.filters import apply_filters
+    from returnstudy.multiverse import EngineContext, run_specifications
+    from returnstudy.multiverse_grid import Specification
     from returnstudy.panel import load_panel
-    from returnstudy.treatments import add_treatments
 
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
@@ -184,46 +185,17 @@ def sensitivity(
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     raw = load_panel(**kwargs)
-    coded: dict[tuple, pd.DataFrame] = {}
-    rows = []
-    fn = estimator(base.estimator)
-    accepted = set(inspect.signature(fn).parameters)
-    for v in _progress(variations, "sensitivity", progress, label=lambda v: v.label):
-        params = {**base.params, **v.model}
-        treatments = list(params.get("treatments", [params.get("treatment")]))
-        missing = sorted(set(v.model) - accepted)
-        if missing:
-            reason = f"{base.estimator} has no argument(s) {missing}"
-            log.info("variation %r unsupported: %s", v.label, reason)
-            rows.extend({"group": v.group, "variation": v.label, "treatment": t, "status": UNSUPPORTED, "error": reason}
-                        for t in treatments)
-            continue
-        t_kwargs = {**spec.treatments.add_treatments_kwargs(), **v.treatments}
-        key = tuple(sorted((k, str(val)) for k, val in t_kwargs.items()))
-        if key not in coded:
-            coded[key] = add_treatments(raw, **t_kwargs)
-        varied = spec
-        for step, overrides in v.filters.items():
-            varied = varied.with_filter(step, **overrides)
-        sample = apply_filters(coded[key], varied).panel
-        try:
-            with model_context(f"{name} [{v.label}]"):
-                res = fn(sample, **params)
-        except (ValueError, np.linalg.LinAlgError, KeyError, RuntimeError) as exc:
-            log.warning("model %s, variation %r failed: %s", name, v.label, exc)
-            for treatment in treatments:
-                rows.append({"group": v.group, "variation": v.label, "treatment": treatment, "status": FAILED,
-                             "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        for treatment in treatments:
-            row: dict[str, Any] = {"group": v.group, "variation": v.label, "treatment": treatment, "error": "",
-                                   "n_obs": res.info.get("n_obs"), "n_corridors": res.info.get("n_corridors")}
-            if treatment in res.table.index:
-                r = res.table.loc[treatment]
-                for c in ("estimate", "std_error", "ci_low", "ci_high", "pct_effect", "pct_ci_low", "pct_ci_high", "p_value"):
-                    row[c] = float(r[c]) if c in r.index else np.nan
-            row["status"] = OK if pd.notna(row.get("estimate", np.nan)) else NOT_IDENTIFIED
-            rows.append(row)
-    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+    # one code path with the multiverse: each variation is a specification of the engine
+    model_params = {"estimator": base.estimator, **base.params}
+    specs = [Specification(choices={"group": v.group, "variation": v.label}, treatments=dict(v.treatments),
+                           filters={k: dict(f) for k, f in v.filters.items()}, model={**model_params, **v.model})
+             for v in variations]
+    ts = tuple(base.params.get("treatments") or [base.params.get("treatment")])
+    ctx = EngineContext(raw=raw, spec=spec, treatments=ts, focal=ts)
+    with model_context(name):
+        rows, _ = run_specifications(ctx, specs, progress=progress)
+    table = rows.rename(columns={"reason": "error"}).reindex(columns=TABLE_COLUMNS)
+    for c in ("n_obs", "n_corridors"):
+        table[c] = table[c].astype("float64")
     return SensitivityResult(table=table, spec_name=spec.study.name, model=name, estimator=base.estimator,
                              vintage=dict(raw.attrs.get("vintage") or {}))
