@@ -38,10 +38,24 @@ def _outcome_words(result: Any) -> str:
             "ihs_return_rate": "return rates (asinh)"}.get(outcome, outcome.replace("_", " "))
 
 
-def _effect_text(x: float, poisson: bool) -> str:
-    if poisson:
+def _unit(result: Any) -> str:
+    """'pct' (Poisson: percent change), 'pp' (linear return rate: percentage points) or 'raw'."""
+    if getattr(result, "is_poisson", False):
+        return "pct"
+    design = getattr(result, "design", {}) or {}
+    return "pp" if design.get("outcome", "return_rate") == "return_rate" else "raw"
+
+
+def _effect_text(x: float, unit: str) -> str:
+    if unit == "pct":
         return f"{100 * np.expm1(x):+.1f}%"
+    if unit == "pp":
+        return f"{100 * x:+.1f} pp"
     return f"{x:+.3g}"
+
+
+def _interval_text(a: float, b: float, unit: str) -> str:
+    return f"[{_effect_text(a, unit)}, {_effect_text(b, unit)}]"
 
 
 @dataclass
@@ -81,13 +95,13 @@ class PretrendReport:
                 f"<p>{html.escape(self.paragraph)}</p>{self.sensitivity.to_html(index=False)}</div>")
 
 
-def _describe_leads(beta_pre: np.ndarray, se_pre: np.ndarray, labels: Sequence[Any], words: str, poisson: bool) -> str:
+def _describe_leads(beta_pre: np.ndarray, se_pre: np.ndarray, labels: Sequence[Any], words: str, unit: str) -> str:
     """Plain-words direction of the leads (the last lead first: the change into the reference year)."""
     last = float(beta_pre[-1])
     k = labels[len(beta_pre) - 1] if labels else -2
     # beta_k = (treated - control) in period k minus the same in the reference period
     moved = "fell" if last > 0 else "rose"
-    size = _effect_text(last, poisson)
+    size = _effect_text(last, unit)
     years = "year" if len(beta_pre) == 1 else "years"
     signif = abs(last) > 1.96 * float(se_pre[-1])
     text = (f"Before the agreement the treated corridors' {words} {moved} relative to the controls: their "
@@ -131,7 +145,8 @@ def pretrend_report(
     t = pw.test
     se = np.sqrt(np.diag(c.sigma))
     labels = list(c.labels)
-    parts = [_describe_leads(c.beta[:c.n_pre], se[:c.n_pre], labels, words, poisson)]
+    unit = _unit(result)
+    parts = [_describe_leads(c.beta[:c.n_pre], se[:c.n_pre], labels, words, unit)]
     rejects = t["p_value"] < alpha
     test_txt = f"chi2({int(t['df'])}) = {t['statistic']:.1f}, p = {t['p_value']:.2g}"
     est, olb, oub = (float(sens[k].iloc[0]) for k in ("original_estimate", "original_lb", "original_ub"))
@@ -144,28 +159,26 @@ def pretrend_report(
         first_bias = pw.bias.loc[np.isclose(pw.bias["power"], 0.8)].iloc[0] if len(p80) else None
         caution = ""
         if first_bias is not None:
-            caution = (f"; but a linear trend of {_effect_text(float(p80['slope'].iloc[0]), poisson)} per year would "
+            caution = (f"; but a linear trend of {_effect_text(float(p80['slope'].iloc[0]), unit)} per year would "
                        f"still pass it one time in five and would bias {what} by "
-                       f"{_effect_text(float(first_bias['bias']), poisson)}")
+                       f"{_effect_text(float(first_bias['bias']), unit)}")
         parts.append(f"The joint test of the leads does not reject parallel pre-trends ({test_txt}){caution}.")
-    fmt = (lambda a, b: f"[{100 * np.expm1(a):+.1f}%, {100 * np.expm1(b):+.1f}%]") if poisson \
-        else (lambda a, b: f"[{a:+.3g}, {b:+.3g}]")
-    orig = fmt(olb, oub)
+    orig = _interval_text(olb, oub, unit)
     if bd.value == 0:
         robust = (f"Allowing any post-period violation of parallel trends no larger than the largest pre-period "
-                  f"change (Rambachan-Roth relative magnitudes), {what} ({_effect_text(est, poisson)}, 95% CI {orig}) "
+                  f"change (Rambachan-Roth relative magnitudes), {what} ({_effect_text(est, unit)}, 95% CI {orig}) "
                   f"is not significant even at Mbar = 0")
         verdict = ("pre-trends reject; " if rejects else "") + "not robust to any violation"
     elif np.isfinite(bd.value):
-        robust = (f"Under Rambachan-Roth relative magnitudes, {what} ({_effect_text(est, poisson)}, 95% CI {orig}) "
+        robust = (f"Under Rambachan-Roth relative magnitudes, {what} ({_effect_text(est, unit)}, 95% CI {orig}) "
                   f"stays significant as long as post-period violations of parallel trends are at most "
                   f"{bd.value:.2g} times the largest pre-period change (breakdown Mbar = {bd.value:.2g})")
         verdict = ("pre-trends reject; " if rejects else "pre-trends not rejected; ") + f"robust at Mbar <= {bd.value:.2g}"
     else:
-        robust = (f"Under Rambachan-Roth relative magnitudes, {what} ({_effect_text(est, poisson)}) stays significant "
+        robust = (f"Under Rambachan-Roth relative magnitudes, {what} ({_effect_text(est, unit)}) stays significant "
                   f"for every Mbar up to {bd.m_max:g}")
         verdict = ("pre-trends reject; " if rejects else "pre-trends not rejected; ") + f"robust at every Mbar <= {bd.m_max:g}"
-    robust += f"; at Mbar = 1 the robust 95% interval is {fmt(*at1)}."
+    robust += f"; at Mbar = 1 the robust 95% interval is {_interval_text(*at1, unit)}."
     parts.append(robust)
     fig = plot_honest_did(sens, scale="pct" if poisson else "log", title=f"{name}: sensitivity to violations of parallel trends")
     pfig = plot_pretest_power(pw, title=f"{name}: pre-test power ({test_txt})")
