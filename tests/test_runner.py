@@ -77,7 +77,8 @@ def test_estimate_table_and_out(eurostat_dir: Path, tmp_path: Path, capsys, smal
     out = tmp_path / "out"
     assert main(["estimate", "--spec", str(SPECS / "run_small.toml"), "--data", str(eurostat_dir), "--out", str(out), "-q"]) == 0
     text = capsys.readouterr().out
-    from returnstudy.verdict import switching_units, verdict
+    from returnstudy.identification import switching_counts
+    from returnstudy.verdict import verdict
 
     lines = text.splitlines()
     assert lines[0].endswith(f"on data from directory {eurostat_dir}")
@@ -87,7 +88,12 @@ def test_estimate_table_and_out(eurostat_dir: Path, tmp_path: Path, capsys, smal
         f"sample {len(s)} corridor-years, {s['corridor'].nunique()} corridors, years 2013-2016; filters: min_orders, require_columns"
     )
     eff = small_run.effects().set_index(["model", "treatment"])
-    n_corr, n_cit = switching_units(s, "bilateral_binding")
+    # identifying units counted on the rows the headline model (here the first Poisson model) used
+    ppml_small = next(m.result for m in small_run.models if m.name == "ppml_small")
+    n_corr, n_cit, basis = switching_counts(ppml_small, s, "bilateral_binding")
+    assert basis == "rows used by the model"
+    assert (eff.loc[("ppml_small", "bilateral_binding"), ["switching_corridors", "switching_citizenships"]].tolist()
+            == [n_corr, n_cit])
     assert f"bilateral_binding: switches on inside the window in {n_corr} corridors, {n_cit} citizenships" in text
     # Poisson row: percent change with its CI and the report's verdict
     r = eff.loc[("ppml_small", "bilateral_binding")]

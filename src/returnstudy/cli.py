@@ -320,27 +320,32 @@ def _cmd_treatments(args: argparse.Namespace) -> int:
 
         spec = _load_spec(args.spec)
         coding = spec.treatments if args.rule is None else dataclasses.replace(spec.treatments, rule=args.rule)
+        panel = add_treatments(load_panel(args.data), **coding.add_treatments_kwargs())
+        tc = panel.attrs["treatment_coding"]
+        print(f"treatment coding: rule={tc['rule']} (spec {spec.study.name}); panel {len(panel)} corridor-years")
+        _print_table(treatment_summary(panel), args, index=True)
+        if getattr(args, "format", "table") == "csv":  # the summary table only
+            return status
+        # research coverage is measured on the spec's estimation sample (after its filters)
         kwargs = spec.data.load_panel_kwargs()
         if args.data is not None:
             kwargs["data_dir"] = args.data
-        panel = add_treatments(load_panel(**kwargs), **coding.add_treatments_kwargs())
-        sample = apply_filters(panel, spec).panel
-        tc = panel.attrs["treatment_coding"]
-        print(f"treatment coding ({spec.study.name}): rule={tc['rule']} binding_start={tc['binding_start']} "
-              f"protocols_as_binding={tc['protocols_as_binding']} accession={tc['accession']}; "
-              f"panel {len(panel)} corridor-years, estimation sample {len(sample)}")
-        _print_table(treatment_summary(panel), args, index=True)
-        print("\nbilateral instruments by rule (not treated: binding_without_start, nonbinding_without_start, *_excluded):")
-        print("  " + ", ".join(f"{k} {v}" for k, v in tc["bilateral_dropped"].items()))
-        for label, frame in (("estimation sample", sample), ("all corridor-years", panel)):
-            cov = coverage_shares(frame)
-            print(f"\ncoverage of the bilateral research, {label} (orders to leave in researched corridors):")
-            for group, r in cov.iterrows():
-                print(f"  {group:24s} {r['share_researched']:6.1%} of {r['weight']:>12,.0f} orders; "
-                      f"{int(r['researched_corridors'])} of {int(r['corridors'])} corridors researched")
+        sample = apply_filters(add_treatments(load_panel(**kwargs), **coding.add_treatments_kwargs()), spec).panel
+        print("\n" + textwrap.fill(
+            f"options: binding_start={tc['binding_start']} protocols_as_binding={tc['protocols_as_binding']} "
+            f"accession={tc['accession']} unknown_binding={tc['unknown_binding']}", TABLE_WIDTH, subsequent_indent="  "))
+        print(textwrap.fill(
+            "bilateral instruments by rule (binding_without_start, nonbinding_without_start and *_excluded are not "
+            "treated): " + ", ".join(f"{k} {v}" for k, v in tc["bilateral_dropped"].items()),
+            TABLE_WIDTH, subsequent_indent="  "))
+        cov = coverage_shares(sample)
+        print("\nbilateral research coverage, estimation sample (orders to leave in researched corridors):")
+        for group, r in cov.iterrows():
+            print(f"  {group:24s} {r['share_researched']:6.1%} of {r['weight']:>12,.0f} orders; "
+                  f"{int(r['researched_corridors'])} of {int(r['corridors'])} corridors researched")
         dates = start_date_summary()
         print(f"\nbilateral instruments by start basis and legal form ({int(dates['verified'].sum())} of "
-              f"{int(dates['rows'].sum())} rows verified against their cited source):")
+              f"{int(dates['rows'].sum())} rows verified):")
         _print_table(dates, args, index=True)
     return status
 
