@@ -228,7 +228,7 @@ def _claim1(sample: pd.DataFrame, quality: Any, spec: Any, vint: str, reps: int,
     text = "; ".join(f"{k}: {' '.join(g) or '-'}" for k, g in by_check.items())
     rows.append(_row("1a", "Part 1 diagnostics: reporting countries failing at least one check", share_fail, np.nan, np.nan,
                      "share of reporting countries", SUPPORTED if share_fail >= 1 / 3 else NOT_SUPPORTED,
-                     f"{len(failing)} of {len(v)} countries fail a check ({text})",
+                     f"{len(failing)} of {len(v)} countries fail a check ({text}); read as supported when at least a third fail",
                      "the thresholds are the spec's [quality] settings; failing a check is a warning sign, not proof of non-comparability",
                      len(v), f"{int(quality.by_geo_year['year'].min())}-{int(quality.by_geo_year['year'].max())}", vint))
     corr = sample.groupby(["corridor", "geo", "citizen"], as_index=False)[["returns", "orders"]].sum()
@@ -255,31 +255,60 @@ def _claim1(sample: pd.DataFrame, quality: Any, spec: Any, vint: str, reps: int,
     fn = estimator(est_name)
     treat = params.get("treatments", params.get("treatment"))
     treat = [treat] if isinstance(treat, str) else list(treat or [])
-    keep = sample[~sample["geo"].isin(failing)]
-    for t in [x for x in treat if x in ("bilateral_binding", "eu_agreement")]:
+    targets = [x for x in treat if x in ("bilateral_binding", "eu_agreement")]
+    try:
+        full = fn(sample, **params)
+    except (ValueError, np.linalg.LinAlgError, KeyError) as exc:
+        return rows + [_row("1c", f"headline model {name} with and without failing countries", reason=f"headline model failed: {exc}",
+                            n_obs=len(sample), years=_years(sample), vintage=vint)]
+    leave_out = {"any check": failing, **{k: g for k, g in by_check.items() if g}}
+    detail = []
+    for label, geos in leave_out.items():
+        keep = sample[~sample["geo"].isin(geos)]
         try:
-            full = fn(sample, **params)
             sub = fn(keep, **params)
         except (ValueError, np.linalg.LinAlgError, KeyError) as exc:
-            rows.append(_row("1c", f"headline model {name} without the {len(failing)} failing countries: {t}", reason=str(exc),
-                             n_obs=len(keep), years=_years(keep), vintage=vint))
+            for t in targets:
+                detail.append({"left_out": label, "countries": " ".join(geos), "treatment": t, "estimate": np.nan, "ci_low": np.nan,
+                               "ci_high": np.nan, "unit": "", "n_obs": len(keep), "switching_citizenships": 0, "error": str(exc)})
             continue
-        e_full, _, _, _ = _ppml_term(full, t)
-        e_sub, lo, hi, _ = _ppml_term(sub, t)
-        pct = lambda b: 100 * math.expm1(b) if math.isfinite(b) else np.nan  # noqa: E731
-        n_corr, n_cit = _switching(keep, t)
-        verdict = UNTESTABLE if not math.isfinite(e_sub) else (
-            SUPPORTED if not (lo <= e_full <= hi) else NOT_SUPPORTED)
-        reason = (f"all countries: {pct(e_full):+.1f}%; without failing countries: {pct(e_sub):+.1f}% "
-                  f"[{pct(lo):+.1f}%, {pct(hi):+.1f}%] ({n_cit} citizenships switch on); "
-                  + ("the all-country estimate lies outside the reduced sample's interval" if verdict == SUPPORTED
-                     else "the all-country estimate lies inside the reduced sample's interval" if verdict == NOT_SUPPORTED
-                     else "not identified without those countries"))
-        rows.append(_row("1c", f"headline model {name} ({est_name}) without the {len(failing)} countries failing a diagnostic: {t}",
-                         pct(e_sub), pct(lo), pct(hi), "% change in returns per order", verdict, reason,
-                         "countries failing a check carry much of the identifying variation; a change can reflect lost power",
-                         int(sub.info.get("n_obs", 0)), _years(keep), vint))
+        for t in targets:
+            est, lo, hi, unit = _effect(sub, t)
+            detail.append({"left_out": label, "countries": " ".join(geos), "treatment": t, "estimate": est, "ci_low": lo,
+                           "ci_high": hi, "unit": unit, "n_obs": int(sub.info.get("n_obs", 0)),
+                           "switching_citizenships": _switching(keep, t)[1], "error": ""})
+    det = pd.DataFrame(detail)
+    details["headline_without_failing"] = det
+    for t in targets:
+        e_full, lo_full, hi_full, unit = _effect(full, t)
+        d = det[det["treatment"] == t].set_index("left_out")
+        e_sub, lo, hi = (d.at["any check", c] for c in ("estimate", "ci_low", "ci_high"))
+        singles = d.drop(index="any check")["estimate"].dropna()
+        spread = (f"; leaving out one check's failing countries at a time: {singles.min():+.1f} to {singles.max():+.1f} {unit} "
+                  f"({len(singles)} checks)") if len(singles) else ""
+        if not math.isfinite(e_sub):
+            verdict, what = UNTESTABLE, "not identified without those countries"
+        elif lo <= e_full <= hi:
+            verdict, what = NOT_SUPPORTED, "the all-country estimate lies inside the reduced sample's interval"
+        else:
+            verdict, what = SUPPORTED, "the all-country estimate lies outside the reduced sample's interval"
+        reason = (f"{what}; all countries: {e_full:+.1f} [{lo_full:+.1f}, {hi_full:+.1f}] {unit}; without the {len(failing)} failing "
+                  f"countries: {e_sub:+.1f} ({int(d.at['any check', 'switching_citizenships'])} citizenships switch on){spread}")
+        rows.append(_row("1c", f"headline model {name} ({est_name}) without the {len(failing)} countries failing a Part 1 diagnostic: {t}",
+                         e_sub, lo, hi, unit, verdict, reason,
+                         "countries failing a check carry much of the identifying variation; a change can reflect lost power rather "
+                         "than bad data", int(d.at["any check", "n_obs"]), _years(sample[~sample["geo"].isin(failing)]), vint))
     return rows
+
+
+def _effect(res: Any, term: str) -> tuple[float, float, float, str]:
+    """(estimate, ci_low, ci_high, unit): percent change for Poisson models, percentage points (100 b) for linear ones."""
+    if term not in res.table.index:
+        return np.nan, np.nan, np.nan, ""
+    r = res.table.loc[term]
+    if "pct_effect" in r.index and pd.notna(r["pct_effect"]):
+        return float(r["pct_effect"]), float(r["pct_ci_low"]), float(r["pct_ci_high"]), "% change in returns per order"
+    return 100 * float(r["estimate"]), 100 * float(r["ci_low"]), 100 * float(r["ci_high"]), "x100 coefficient (pp for the rate)"
 
 
 def _claim2(sample: pd.DataFrame, asylum: pd.DataFrame | None, vint: str, alpha: float, why: str) -> list[dict[str, Any]]:
@@ -356,54 +385,101 @@ def _claim3(sample: pd.DataFrame, vint: str, alpha: float) -> list[dict[str, Any
             wt = es.info.get("pretrend_test")
             if wt is None or isinstance(wt, str):
                 raise ValueError(str(wt or "no leads"))
-            p = float(wt.p_value)
-            verdict = SUPPORTED if p < alpha else INCONCLUSIVE
-            reason = (f"leads jointly different from 0 (p = {p:.3f}): returns per order move before adoption" if p < alpha else
-                      f"leads not jointly different from 0 (p = {p:.3f}); absence of evidence, with low power in a short window")
-            n = int(es.info.get("n_obs", 0))
-            rows.append(_row("3c", f"event-study pre-trend test, {t} (PPML, window -3..3, not-yet-treated controls)", wt.statistic,
-                             np.nan, np.nan, f"Wald chi2({wt.df_num})", verdict, reason,
-                             "a pre-trend also arises from anticipation; the sensitivity bounds of the honest-DiD analysis are not included here",
-                             n, _years(sample), vint))
         except (ValueError, np.linalg.LinAlgError, KeyError) as exc:
             rows.append(_row("3c", f"event-study pre-trend test, {t}", reason=f"not available: {exc}", n_obs=len(sample),
                              years=_years(sample), vintage=vint))
+            continue
+        leads = [k for k in es.params.index if k < 0]
+        w = np.full(len(leads), 1.0 / len(leads))
+        mean_lead = float(w @ es.params[leads].to_numpy())
+        se = float(np.sqrt(w @ es.vcov.loc[leads, leads].to_numpy() @ w))
+        zc = float(stats.norm.ppf(1 - alpha / 2))
+        p = float(wt.p_value)
+        if p >= alpha:
+            verdict = INCONCLUSIVE
+            reason = f"leads {leads} not jointly different from 0 (p = {p:.3f}); absence of evidence, with low power in a short window"
+        elif mean_lead < 0:
+            verdict = SUPPORTED
+            reason = (f"leads jointly different from 0 (p = {p:.3f}) and below the reference year: returns per order were "
+                      "already rising towards adoption")
+        else:
+            verdict = NOT_SUPPORTED
+            reason = (f"leads jointly different from 0 (p = {p:.3f}) but above the reference year: returns per order were "
+                      "falling before adoption, so agreements followed weaker, not existing, cooperation")
+        reason += f"; Wald chi2({wt.df_num}) = {wt.statistic:.2f}" + _breakdown_text(es)
+        rows.append(_row("3c", f"event-study leads, {t} (PPML, window -3..3, reference year -1, not-yet-treated controls): "
+                         "mean lead coefficient and joint pre-trend test", mean_lead, mean_lead - zc * se, mean_lead + zc * se,
+                         "log rate ratio before adoption vs year -1", verdict, reason,
+                         "a pre-trend also arises from anticipation or from the treatment tables' dating; the event study has at most "
+                         "3 leads in 2012-2016", int(es.info.get("n_obs", 0)), _years(sample), vint))
     return rows
+
+
+def _breakdown_text(es: Any) -> str:
+    """The honest-DiD breakdown value of an event study (relative magnitudes), when that module is available."""
+    try:
+        from returnstudy.inference.honest_did import breakdown
+    except ImportError:
+        return "; honest-DiD sensitivity not available in this installation"
+    try:
+        return f"; honest-DiD (relative magnitudes): {breakdown(es).summary()}"
+    except (ValueError, TypeError, KeyError, np.linalg.LinAlgError) as exc:
+        return f"; honest-DiD sensitivity not computed ({exc})"
+
+
+def _before_after(ma: pd.DataFrame, t: str, num: str, den: str) -> str:
+    """Per switching corridor: summed numerator / summed exposure before and from the switch-on year (descriptive)."""
+    y0, y1 = int(ma["year"].min()), int(ma["year"].max())
+    coh = pd.to_numeric(ma[f"{t}_cohort"], errors="coerce")
+    parts = []
+    for corr, g in ma[coh.between(y0 + 1, y1)].groupby("corridor", sort=True):
+        c = int(pd.to_numeric(g[f"{t}_cohort"]).iloc[0])
+        pre, post = g[g["year"] < c], g[g["year"] >= c]
+        rate = lambda d: d[num].sum() / d[den].sum() if d[den].sum() > 0 else np.nan  # noqa: E731
+        parts.append(f"{corr} from {c}: {rate(pre):.2f} before, {rate(post):.2f} after")
+    return "; ".join(parts)
 
 
 def _claim4(designs: dict[str, tuple[pd.DataFrame, Any]], instruments: pd.DataFrame | None, vint: str, alpha: float) -> list[dict[str, Any]]:
     from returnstudy.models.ppml import ppml
 
     rows = []
-    listed = ""
-    if instruments is not None and len(instruments):
-        listed = "; instruments in the tables: " + ", ".join(
-            f"{r.instrument_id} {r.geo} {r.kind} {'' if pd.isna(r.year) else int(r.year)}" for r in instruments.itertuples(index=False))
     for k, (design, (sample, params)) in enumerate(designs.items()):
+        cid = f"4{'ab'[k]}"
         ma = sample[sample["citizen"] == "MA"]
         if ma.empty:
-            rows.append(_row(f"4{'ab'[k]}", f"Moroccan corridors, {design} design", reason="no Moroccan corridor in the sample", vintage=vint))
+            rows.append(_row(cid, f"Moroccan corridors, {design} design", reason="no Moroccan corridor in the sample", vintage=vint))
             continue
+        y0, y1 = int(ma["year"].min()), int(ma["year"].max())
+        listed = "no bilateral instrument with Morocco in the treatment tables"
+        if instruments is not None and len(instruments):
+            inside = instruments[instruments["year"].between(y0 + 1, y1).fillna(False).astype(bool)]
+            outside = instruments.drop(index=inside.index)
+            fmt = lambda d: ", ".join(f"{r.instrument_id} ({r.kind}, {'no date' if pd.isna(r.year) else int(r.year)})"  # noqa: E731
+                                      for r in d.itertuples(index=False)) or "none"
+            listed = f"instruments dated inside {y0 + 1}-{y1}: {fmt(inside)}; outside: {fmt(outside)}"
+        caveat = ("few switching corridors: the interval rests on one or two reporting countries' change; treatment coding as in "
+                  f"the spec (start rule, binding status); {listed}")
+        num, den = params["outcome"], params["exposure"]
         for t in ("bilateral_binding", "bilateral_nonbinding"):
             n_corr, _ = _switching(ma, t)
             test = (f"Moroccan corridors ({ma['geo'].nunique()} reporting countries), {design} design: {t} "
-                    f"(PPML, {params['outcome']} with {params['exposure']} as exposure, corridor and year effects, clustered by reporting country)")
+                    f"(PPML, {num} with {den} as exposure, corridor and year effects, clustered by reporting country)")
             if n_corr == 0:
-                rows.append(_row(f"4{'ab'[k]}", test, verdict=UNTESTABLE,
-                                 reason=f"no Moroccan corridor's {t} switches on inside {_years(ma)}{listed}", n_obs=len(ma), years=_years(ma), vintage=vint))
+                rows.append(_row(cid, test, verdict=UNTESTABLE, reason=f"no Moroccan corridor's {t} switches on inside {y0}-{y1}",
+                                 caveat=caveat, n_obs=len(ma), years=_years(ma), vintage=vint))
                 continue
             try:
-                res = ppml(ma, treatments=[t], outcome=params["outcome"], exposure=params["exposure"], fe=("corridor", "year"),
-                           cluster="geo", alpha=alpha)
-                est, lo, hi, p = _ppml_term(res, t)
-                verdict, reason = claim_verdict(lo, hi, +1)
-                pct = [100 * math.expm1(x) if math.isfinite(x) else np.nan for x in (est, lo, hi)]
-                rows.append(_row(f"4{'ab'[k]}", test, *pct, "% change", verdict,
-                                 f"{reason} (p = {p:.3f}); {n_corr} corridor(s) switch on inside the years{listed}",
-                                 "few switching corridors: the interval rests on one or two reporting countries' change", int(res.info.get("n_obs", 0)),
-                                 _years(ma), vint))
+                res = ppml(ma, treatments=[t], outcome=num, exposure=den, fe=("corridor", "year"), cluster="geo", alpha=alpha)
             except (ValueError, np.linalg.LinAlgError, KeyError) as exc:
-                rows.append(_row(f"4{'ab'[k]}", test, reason=f"model not estimable: {exc}", n_obs=len(ma), years=_years(ma), vintage=vint))
+                rows.append(_row(cid, test, reason=f"model not estimable: {exc}", caveat=caveat, n_obs=len(ma), years=_years(ma), vintage=vint))
+                continue
+            est, lo, hi, unit = _effect(res, t)
+            verdict, reason = claim_verdict(lo, hi, +1)
+            p = float(res.table.loc[t, "p_value"]) if t in res.table.index else np.nan
+            rows.append(_row(cid, test, est, lo, hi, unit.replace("returns per order", f"{num} per {den}"), verdict,
+                             f"{reason} (p = {p:.3f}); {n_corr} corridor(s) switch on: {_before_after(ma, t, num, den)}",
+                             caveat, int(res.info.get("n_obs", 0)), _years(ma), vint))
     return rows
 
 
@@ -439,8 +515,8 @@ def _claim5(designs: dict[str, tuple[pd.DataFrame, Any]], visa: pd.DataFrame | N
                              years=f"{y0}-{y1}", vintage=vint))
             continue
         for t, n_cit in usable:
-            est, lo, hi, p = _ppml_term(res, t)
-            pct = [100 * math.expm1(x) if math.isfinite(x) else np.nan for x in (est, lo, hi)]
+            est, lo, hi, unit = _effect(res, t)
+            pct = [est, lo, hi]
             if n_cit < minimum:
                 verdict = UNTESTABLE
                 reason = f"only {n_cit} citizenship(s) switch on inside {y0}-{y1} (fewer than {minimum} clusters); estimate shown for completeness"
@@ -448,7 +524,8 @@ def _claim5(designs: dict[str, tuple[pd.DataFrame, Any]], visa: pd.DataFrame | N
                 verdict, reason = claim_verdict(lo, hi, +1)
             rows.append(_row(f"5{'ab'[k]}", f"{t} on {params['outcome']} per {params['exposure']}, {design} design (PPML, corridor and "
                              "year effects, clustered by citizenship; all EU+ corridors of the citizenship from the event's calendar year)",
-                             *pct, "% change", verdict, f"{reason}; events outside the design's years: {out_txt or 'none'}",
+                             *pct, unit.replace("returns per order", f"{params['outcome']} per {params['exposure']}"), verdict,
+                             f"{reason}; events outside the design's years: {out_txt or 'none'}",
                              "visa events coincide with other EU policy towards the same country (often a readmission agreement)",
                              int(res.info.get("n_obs", 0)), f"{y0}-{y1}", vint))
     return rows
