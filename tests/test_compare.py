@@ -144,3 +144,24 @@ def test_cli_compare_on_snapshot(eurostat_dir, tmp_path, capsys):
     row = table[(table.geo == "NL") & (table.citizen == "AF") & (table.year == 2012)].iloc[0]
     assert row["return_rate"] == pytest.approx(335 / 1650)  # Eurostat snapshot: 335 returns, 1650 orders
     assert (tmp_path / "figures" / "compare_rates.png").is_file()
+
+
+def test_report_sections(covariates):
+    from returnstudy.claims import ClaimsResult
+    from returnstudy.report_part3 import claims_section, part3_section
+
+    res = compare_countries(_panel(), geos=("NL", "NO"), citizens=("AF", "IQ"), covariates_dir=covariates, agreements=_agreements())
+    sec = part3_section(res, figures=False)
+    assert sec.lines[0] == "## Part 3: the Netherlands and Norway"
+    text = "\n".join(sec.lines)
+    assert "| NL | 2013-2017 average | 44 | 23.8 | 20.2 |" in text  # published reference values, labelled
+    assert "NL-AF-T" in text and "Data vintage" in text
+    assert set(sec.tables) == {f"part3_{k}" for k in ("table", "benchmark", "instruments", "gap_by_year", "gap_models",
+                                                       "event_time", "synthetic", "published_reference")}
+    table = pd.DataFrame([{"claim_id": "2a", "claim": "c", "test": "t", "estimate": -0.3, "ci_low": -0.5, "ci_high": -0.1, "unit": "u",
+                           "verdict": "supported", "reason": "the interval is negative", "caveat": "association", "n_obs": 10,
+                           "years": "2012-2016", "vintage": "v"}])
+    cs = claims_section(ClaimsResult(table=table, vintage={"eurostat": "v"}))
+    assert cs.lines[0] == "## The policy response's claims, tested"
+    assert any(line.startswith("- Claim 2 (") and "2a supported" in line for line in cs.lines)
+    assert "| 2a | t | -0.3 | -0.5 | -0.1 |" in "\n".join(cs.lines)

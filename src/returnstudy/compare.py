@@ -157,8 +157,16 @@ class CountryComparison:
             figs["synthetic"] = self._fig_synthetic()
         return figs
 
+    def _series(self, geo: str, citizen: str, col: str) -> pd.Series:
+        """One corridor's ``col`` by year over the years where it is observed, NaN in the gaps."""
+        t = self.table[(self.table["geo"] == geo) & (self.table["citizen"] == citizen)].set_index("year")[col].dropna()
+        if t.empty:
+            return t
+        return t.reindex(range(int(t.index.min()), int(t.index.max()) + 1))
+
     def _fig_rates(self) -> Any:
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         fig, axes = plt.subplots(2, len(self.citizens), figsize=(4.2 * len(self.citizens), 6.4), squeeze=False, sharex="row")
         for row, design in enumerate(("main", "proxy")):
@@ -170,18 +178,24 @@ class CountryComparison:
                     ax.fill_between(b["year"], b["q25"], b["q75"], color="0.85", label="EU+ interquartile range")
                     ax.plot(b["year"], b["median"], color="0.4", ls="--", label="EU+ median")
                 for g in self.geos:
-                    s = self.table[(self.table["geo"] == g) & (self.table["citizen"] == c)].dropna(subset=[col])
-                    ax.plot(s["year"], s[col], marker="o", label=g)
+                    s = self._series(g, c, col)
+                    ax.plot(s.index, s.to_numpy(), marker="o", label=g)  # missing years break the line
                 years = self.table.loc[self.table[col].notna(), "year"]
                 ins = self.instruments[self.instruments["citizen"] == c].dropna(subset=["year"])
                 if len(years):
+                    earlier = ins[ins["year"] < int(years.min())]
+                    if len(earlier):
+                        ax.text(0.01, 0.01, "earlier: " + ", ".join(sorted(f"{i} {int(y)}" for i, y in
+                                                                          zip(earlier["instrument_id"], earlier["year"]))),
+                                transform=ax.transAxes, fontsize=5, color="C3", va="bottom")
                     ins = ins[ins["year"].between(int(years.min()), int(years.max()))]
-                for k, (iid, grp) in enumerate(ins.groupby("instrument_id", sort=True)):
+                for iid, grp in ins.groupby("instrument_id", sort=True):
                     y = int(grp["year"].iloc[0])
                     ax.axvline(y, color="C3", lw=0.8, ls=":")
                     ax.annotate(f"{iid} ({'/'.join(sorted(grp['geo']))})", (y, 1.0), xycoords=("data", "axes fraction"),
                                 fontsize=6, rotation=90, va="top", ha="right", color="C3")
-                ax.set_title(f"{c}: {DESIGNS[design][2] if j == 0 else ''}" if False else f"{c} ({design} design)", fontsize=9)
+                ax.set_title(f"{c} ({design} design)", fontsize=9)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 if j == 0:
                     ax.set_ylabel("returns / orders" if design == "main" else "third-country returns / found illegally present", fontsize=7)
                 ax.tick_params(labelsize=7)
@@ -192,6 +206,7 @@ class CountryComparison:
 
     def _fig_counts(self) -> Any:
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         measures = ["orders", "returns", "returns_third_country", "found_illegal", "asylum_first_time", "frontex_returnees"]
         labels = {"frontex_returnees": "Frontex charter returnees (by destination)", "asylum_first_time": "first-time asylum applicants"}
@@ -201,10 +216,11 @@ class CountryComparison:
             for j, c in enumerate(self.citizens):
                 ax = axes[i][j]
                 for g in self.geos:
-                    s = self.table[(self.table["geo"] == g) & (self.table["citizen"] == c)].dropna(subset=[m])
-                    ax.plot(s["year"], s[m], marker=".", label=g)
+                    s = self._series(g, c, m)
+                    ax.plot(s.index, s.to_numpy(), marker=".", label=g)
                 ax.set_title(f"{c}: {labels.get(m, m)}", fontsize=8)
                 ax.tick_params(labelsize=7)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0][0].legend(fontsize=6)
         fig.suptitle("Persons per year by reporting country (Eurostat; asylum: migr_asyappctza; Frontex: charters only)", fontsize=9)
         fig.tight_layout()
@@ -212,6 +228,7 @@ class CountryComparison:
 
     def _fig_event_time(self) -> Any:
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         groups = list(self.event_time.groupby(["instrument_id", "geo", "design"], sort=True))
         fig, axes = plt.subplots(1, len(groups), figsize=(4.0 * len(groups), 3.4), squeeze=False)
@@ -223,6 +240,7 @@ class CountryComparison:
             ax.axhline(0, color="0.5", lw=0.6)
             ax.set_title(f"{iid}: {g} vs {e['comparison'].iloc[0]} ({design})", fontsize=8)
             ax.set_xlabel("years since the instrument", fontsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("log rate ratio (95% CI, Poisson counts)", fontsize=7)
             ax.tick_params(labelsize=7)
         fig.tight_layout()
