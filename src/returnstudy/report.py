@@ -148,8 +148,10 @@ def _data_section(run: StudyRun) -> list[str]:
         counts = coding.get("bilateral_dropped") or {}
         lines.append(
             f"- treatment coding: rule `{coding.get('rule')}`, binding bilateral start `{coding.get('binding_start')}` "
-            f"({counts.get('binding_started_at_signature', 0)} binding instruments have no recorded entry into force and start at "
-            f"signature), implementing protocols as binding: {coding.get('protocols_as_binding')}"
+            f"({counts.get('binding_started_at_signature', 0)} binding instruments start at signature, "
+            f"{counts.get('binding_without_start', 0)} have no known entry into force and are not treated), "
+            f"implementing protocols as binding: {coding.get('protocols_as_binding')}, accession switch-ons: "
+            f"`{coding.get('accession')}`"
         )
         lines.append(f"- {_verification_line()}")
     failed = [m for m in run.models if not m.ok]
