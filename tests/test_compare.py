@@ -105,6 +105,10 @@ def test_compare_countries_known_answers(covariates):
     t = res.table.set_index(["geo", "citizen", "year"])
     assert t.loc[("NL", "AF", 2013), "asylum_first_time"] == 35.0
     assert t.loc[("NO", "AF", 2013), "asylum_first_time"] == 7.0
+    # the extract lists no zeros: absent in a reported geo-year -> 0 (flagged); an unreported geo-year stays missing
+    assert t.loc[("NO", "IQ", 2013), "asylum_first_time"] == 0.0 and t.loc[("NO", "IQ", 2013), "asylum_first_time_imputed_zero"]
+    assert np.isnan(t.loc[("NL", "AF", 2014), "asylum_first_time"])
+    assert res.gap_by_year["vintage"].eq("hand-made@test").all()
     assert t.loc[("NL", "AF", 2014), "frontex_returnees"] == 9.0
     assert t.loc[("NL", "AF", 2014), "frontex_operations"] == 2
     assert t.loc[("NO", "IQ", 2014), "frontex_returnees"] == 0.0

@@ -318,10 +318,10 @@ def _claim2(sample: pd.DataFrame, asylum: pd.DataFrame | None, vint: str, alpha:
               "not the persons ordered to leave, and both series respond to the same shocks")
     if asylum is None:
         return [_row("2a", "returns per order vs first-time asylum applications", reason=why, caveat=caveat, vintage=vint)]
-    s = sample.merge(asylum, on=["geo", "citizen", "year"], how="left")
-    reported = set(map(tuple, asylum[["geo", "year"]].drop_duplicates().to_numpy()))
-    fill = s["asylum_first_time"].isna() & np.array([(g, y) in reported for g, y in zip(s["geo"], s["year"])], dtype=bool)
-    s.loc[fill, "asylum_first_time"] = 0.0  # the covariates extract lists no zeros
+    from returnstudy.covariates import merge_asylum
+
+    s = merge_asylum(sample, asylum)  # the covariates extract lists no zeros: absent cells of a reported geo-year are 0
+    fill = s["asylum_first_time_imputed_zero"]
     s["log_asylum"] = np.log1p(s["asylum_first_time"])
     s["log_found_per_order"] = np.log((1 + s["found_illegal"]) / s["orders"].where(s["orders"] > 0))
     s = s.dropna(subset=["log_asylum", "log_found_per_order"])

@@ -37,6 +37,7 @@ from scipy import stats
 from returnstudy.covariates import (
     FRONTEX_LABEL,
     default_covariates_dir,
+    merge_asylum,
     read_asylum_applications,
     read_frontex_operations,
     vintage_text,
@@ -72,7 +73,7 @@ DESIGNS: dict[str, tuple[str, str, str]] = {
     "proxy": ("returns_third_country", "found_illegal", "returns to third countries per person found illegally present"),
 }
 MEASURES = ["orders", "returns", "return_rate", "returns_third_country", "found_illegal", "proxy_rate",
-            "asylum_first_time", "frontex_operations", "frontex_returnees"]
+            "asylum_first_time", "asylum_first_time_imputed_zero", "frontex_operations", "frontex_returnees"]
 
 
 @dataclass(repr=False)
@@ -550,7 +551,7 @@ def compare_countries(
     frontex = read_frontex_operations(covariates_dir)
 
     p = _rate_table(panel)
-    p = p.merge(asylum, on=["geo", "citizen", "year"], how="left")
+    p = merge_asylum(p, asylum)
     fx = frontex.rename(columns={"destination": "citizen", "operations": "frontex_operations", "returnees": "frontex_returnees"})
     p = p.merge(fx, on=["geo", "citizen", "year"], how="left")
     fx_years = set(frontex["year"])
@@ -600,6 +601,10 @@ def compare_countries(
                      "figures are shown as published reference values, not computed")
     vintage = {"eurostat": panel.attrs.get("vintage"), "asylum": asylum.attrs.get("vintage"), "frontex": frontex.attrs.get("vintage"),
                "agreements": {k: v.attrs.get("sha256") for k, v in (agreements or {}).items() if hasattr(v, "attrs")}}
+    label = vintage_label(panel.attrs.get("vintage"))
+    for df in (bench, gap, event, synth):
+        if len(df.columns):
+            df["vintage"] = label  # the Eurostat tables and LAST UPDATE values behind each number
     for df in (table, bench, instruments, gap, gap_models, event, synth):
         df.attrs["vintage"] = vintage
     return CountryComparison(

@@ -34,6 +34,8 @@ __all__ = [
     "default_covariates_dir",
     "read_asylum_applications",
     "read_frontex_operations",
+    "merge_asylum",
+    "vintage_text",
 ]
 
 ASYLUM_FILE = "eu_asyapp.csv"
@@ -124,6 +126,23 @@ def read_asylum_applications(covariates_dir: str | Path) -> pd.DataFrame:
         "source": "Eurostat migr_asyappctza via the snapshot's covariates (first-time applicants)",
     }
     out.attrs["unmapped"] = unmapped
+    return out
+
+
+def merge_asylum(panel: pd.DataFrame, asylum: pd.DataFrame) -> pd.DataFrame:
+    """``panel`` with ``asylum_first_time`` and ``asylum_first_time_imputed_zero`` added (left join on geo, citizen, year).
+
+    The covariates extract lists no zero (its smallest value is 5): a cell absent in a geo-year
+    the extract reports at all is set to 0 and flagged; geo-years it does not report stay missing.
+    """
+    out = panel.merge(asylum[["geo", "citizen", "year", "asylum_first_time"]], on=["geo", "citizen", "year"], how="left",
+                      validate="many_to_one")
+    reported = asylum[["geo", "year"]].drop_duplicates().assign(_reported=True)
+    flag = out[["geo", "year"]].merge(reported, on=["geo", "year"], how="left")["_reported"].fillna(False).to_numpy(dtype=bool)
+    fill = flag & out["asylum_first_time"].isna().to_numpy()
+    out.loc[fill, "asylum_first_time"] = 0.0
+    out["asylum_first_time_imputed_zero"] = fill
+    out.attrs = dict(panel.attrs)
     return out
 
 
