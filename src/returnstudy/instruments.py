@@ -35,7 +35,8 @@ def load_instrument_tables() -> tuple[dict[str, pd.DataFrame] | None, str]:
         return returnstudy.load_agreements(), ""
     except ValueError as exc:  # AgreementDataError is a ValueError naming file, row and column
         log.warning("treatment tables not usable: %s", exc)
-        return None, f"treatment tables failed validation: {str(exc).splitlines()[0]} ({str(exc).splitlines()[1:2]})"
+        lines = str(exc).splitlines()
+        return None, "treatment tables failed validation: " + " ".join(x.strip() for x in lines[:3])
 
 
 def _date(row: Mapping[str, Any], cols: Iterable[tuple[str, str]]) -> tuple[pd.Timestamp | None, str]:
