@@ -169,3 +169,23 @@ def test_report_sections(covariates):
     assert cs.lines[0] == "## The policy response's claims, tested"
     assert any(line.startswith("- Claim 2 (") and "2a supported" in line for line in cs.lines)
     assert "| 2a | t | -0.3 | -0.5 | -0.1 |" in "\n".join(cs.lines)
+
+
+def test_corridor_instruments_coverage_and_dates():
+    from returnstudy.instruments import corridor_instruments
+
+    tables = _agreements()
+    tables["eu_nonbinding_arrangements"] = pd.DataFrame({
+        "arrangement_id": ["EUNB-AF-X"], "citizen": ["AF"], "name": ["arrangement"], "signed": [pd.Timestamp("2016-10-02")],
+        "in_force": [pd.NaT], "source_url": ["https://example.org/jwf"], "verified": [False]})
+    tables["bilateral_frameworks"] = pd.concat([tables["bilateral_frameworks"], pd.DataFrame({
+        "framework_id": ["NO-IQ-T"], "geo": ["NO"], "citizen": ["IQ"], "name": ["agreement"], "legal_form": ["agreement"],
+        "signed": [pd.Timestamp("2008-01-01")], "in_force": [pd.Timestamp("2010-05-01")], "provisional_from": [pd.Timestamp("2009-02-01")],
+        "source_url": ["https://example.org/no"], "verified": [True]})], ignore_index=True)
+    out = corridor_instruments(["AF", "IQ"], tables=tables)
+    eu = out[out["instrument_id"] == "EUNB-AF-X"]
+    assert sorted(eu["geo"]) == sorted(["NL", *OTHERS])  # EU non-binding: EU members, not Norway
+    assert (eu["date_basis"] == "signature").all() and (eu["year"] == 2016).all()
+    no = out[out["instrument_id"] == "NO-IQ-T"].iloc[0]
+    assert no["date_basis"] == "provisional application" and no["year"] == 2009  # applied before entry into force
+    assert list(corridor_instruments(["AF"], geos=["NO"], tables=tables)["instrument_id"]) == []
