@@ -136,6 +136,19 @@ def test_concurrent_open_ended_instruments_are_allowed(tmp_path):
     assert out["bilateral_binding"].tolist() == pytest.approx([0.0, 170 / 365, 1.0, 1.0, 1.0])
 
 
+def test_periods_of_an_instrument_without_start_or_starting_after_a_suspension():
+    from returnstudy.agreement_tables import framework_periods
+
+    d = pd.to_datetime
+    fw = pd.DataFrame({"geo": ["FR", "FR"], "citizen": ["KM", "KM"], "ended": d([None, None]),
+                       "suspended_from": d(["2018-03-21", "2012-01-01"]), "suspended_until": d(["2018-11-06", "2012-06-30"])})
+    start = pd.Series(d([None, "2013-01-01"]))
+    per = framework_periods(fw, start)
+    # no start: no period at all (not even after the suspension); a start after the suspension: from the start
+    assert per["row"].tolist() == [1]
+    assert per["start"].tolist() == [pd.Timestamp("2013-01-01")]
+
+
 def test_corridor_event_checks(tmp_path):
     d = _make_dir(tmp_path)
     _edit(d, EV, _set("ACC-HR", start="2013-01-01"))

@@ -421,10 +421,9 @@ def framework_periods(fw: pd.DataFrame, start: pd.Series) -> pd.DataFrame:
     susp_from, susp_until = fw["suspended_from"], fw["suspended_until"]
     base = pd.DataFrame({"row": np.arange(len(fw)), "geo": fw["geo"].to_numpy(), "citizen": fw["citizen"].to_numpy()})
     first = base.assign(start=start.to_numpy(), end=last.where(susp_from.isna(), susp_from - one_day).to_numpy())
-    resumed = susp_from.notna() & susp_until.notna()
-    second = base.loc[resumed.to_numpy()].assign(
-        start=(susp_until + one_day)[resumed].to_numpy(), end=last[resumed].to_numpy()
-    )
+    resumed = start.notna() & susp_from.notna() & susp_until.notna()
+    resume = pd.concat([susp_until + one_day, start], axis=1).max(axis=1)  # never before the instrument's start
+    second = base.loc[resumed.to_numpy()].assign(start=resume[resumed].to_numpy(), end=last[resumed].to_numpy())
     periods = pd.concat([first, second], ignore_index=True).dropna(subset=["start"])
     return periods.loc[periods["start"] <= periods["end"]].sort_values(["row", "start"]).reset_index(drop=True)
 
