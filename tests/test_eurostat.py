@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from returnstudy.data.eurostat import EurostatFormatError, dataset_info, normalise_last_update, read_eurostat_table
+from returnstudy.data.eurostat import EurostatFormatError, dataset_info, normalise_last_update, parse_eurostat_bytes, read_eurostat_table
 
 FIX = Path(__file__).parent / "fixtures" / "eurostat"
 
@@ -126,3 +126,39 @@ def test_corrupt_gzip(tmp_path: Path) -> None:
 def test_unknown_dataset_code() -> None:
     with pytest.raises(KeyError, match="unknown Eurostat dataset 'migr_nope'.*migr_eiord"):
         dataset_info("migr_nope")
+
+
+def test_duplicate_key_names_the_lines_of_that_key(tmp_path: Path, eurostat_dir: Path) -> None:
+    """A row repeated 1000 lines further down: the message names both lines, and only that key."""
+    lines = (eurostat_dir / "migr_eirtn.csv").read_text().splitlines(keepends=True)
+    lines.insert(26236, lines[25236])  # file line 25237 (LV, VN, 2014) again as line 26237
+    path = _write(tmp_path, "".join(lines), "migr_eirtn.csv")
+    with pytest.raises(EurostatFormatError) as err:
+        read_eurostat_table(path)
+    msg = str(err.value)
+    assert msg == (f"{path}: duplicate observation key (freq=A, citizen=VN, c_dest=TOTAL, age=TOTAL, sex=T, unit=PER, "
+                   f"geo=LV, period=2014) on lines 25237 and 26237")
+
+
+def test_duplicate_keys_count_the_other_repeated_keys(tmp_path: Path) -> None:
+    body = HEADER + ROW.format(year=2015, value=5) + ROW.format(year=2016, value=5) + ROW.format(year=2015, value=10)
+    body += ROW.format(year=2016, value=7) + ROW.format(year=2015, value=1)
+    with pytest.raises(EurostatFormatError, match=r"period=2015\) on lines 2, 4 and 6 \(1 more repeated key\(s\) in the file\)$"):
+        read_eurostat_table(_write(tmp_path, body))
+
+
+@pytest.mark.parametrize("name", ["migr_eiord.csv", "migr_eiord.tsv"])
+def test_header_only_table_is_empty_not_parsed_into_nothing(tmp_path: Path, name: str) -> None:
+    header = (FIX / name).read_text().splitlines(keepends=True)[0]
+    path = _write(tmp_path, header, name)
+    with pytest.raises(EurostatFormatError, match=r"the table is empty \(a header line but no observations\)"):
+        read_eurostat_table(path)
+
+
+def test_bytes_are_reported_under_the_name_given(tmp_path: Path) -> None:
+    """Errors in bytes read from a temporary copy name the user's file, not the copy."""
+    body = (HEADER + ROW.format(year=2015, value=10) + ROW.format(year=2016, value="1O")).encode()
+    with pytest.raises(EurostatFormatError) as err:
+        parse_eurostat_bytes(body, "/data/snapshot/migr_eiord.csv")
+    assert str(err.value) == "/data/snapshot/migr_eiord.csv, line 3: OBS_VALUE '1O' is not a number"
+    assert parse_eurostat_bytes(body.replace(b"1O", b"10"), "x/migr_eiord.csv").value.tolist() == [10.0, 10.0]

@@ -208,3 +208,25 @@ def test_client_errors_are_not_retried(server, tmp_path: Path) -> None:
         _fetch(api, tmp_path)
     assert handler.hits == 1
     assert not (tmp_path / "migr_eiord.csv").exists()
+
+
+def test_download_into_a_cache_with_a_corrupt_manifest_rebuilds_it(server, tmp_path: Path) -> None:
+    api, _ = server
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(CacheIntegrityError, match=r"fetch --from DIR.*manifest\.json\.corrupt-<time>"):
+        read_table("migr_eiord", tmp_path)
+    _fetch(api, tmp_path)
+    assert read_manifest(tmp_path)["migr_eiord"]["sha256"] == _sha(GOOD)
+    aside = list(tmp_path.glob("manifest.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == "{not json"
+    assert read_table("migr_eiord", tmp_path).vintage["rows"] == 8
+
+
+def test_invalid_snapshot_file_is_named_not_its_temporary_copy(tmp_path: Path) -> None:
+    src, cache = tmp_path / "snap", tmp_path / "cache"
+    src.mkdir()
+    (src / "migr_eiord.csv").write_bytes(GOOD.replace(b",1230,", b",12x0,"))
+    with pytest.raises(ValueError) as err:
+        import_snapshot(src, ["migr_eiord"], cache)
+    assert str(err.value).startswith(f"{src / 'migr_eiord.csv'}, line ")
+    assert "OBS_VALUE '12x0' is not a number" in str(err.value) and ".part" not in str(err.value)

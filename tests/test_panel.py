@@ -141,3 +141,15 @@ def test_small_fixture_panel(tmp_path: Path) -> None:
     assert nl.loc[2016, "return_rate"] == pytest.approx(1100 / 985)  # returns can exceed orders
     assert nl.loc[2016, "orders_flag"] == "p"
     assert p.found_illegal.isna().all()  # table absent: missing, not zero
+
+
+def test_header_only_table_is_reported_empty_before_any_filter(tmp_path: Path) -> None:
+    """A header-only returns table is named as empty, not reported later as 'no corridor-year left' by a filter."""
+    fixture = Path(__file__).parent / "fixtures" / "eurostat" / "migr_eiord.csv"
+    (tmp_path / "migr_eiord.csv").write_bytes(fixture.read_bytes())
+    (tmp_path / "migr_eirtn.csv").write_text(
+        "DATAFLOW,LAST UPDATE,freq,citizen,c_dest,age,sex,unit,geo,TIME_PERIOD,OBS_VALUE,OBS_FLAG,CONF_STATUS\n"
+    )
+    with pytest.raises(ValueError) as err:
+        load_panel(tmp_path, years=(2030, 2031))  # a filter that would empty any panel
+    assert str(err.value) == f"{tmp_path / 'migr_eirtn.csv'}: the table is empty (a header line but no observations)"

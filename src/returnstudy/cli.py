@@ -246,22 +246,29 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from returnstudy.data.cache import default_cache_dir, read_manifest
+    from returnstudy.data.cache import REMEDY_IMPORT, cache_status, default_cache_dir
     from returnstudy.data.fetch import fetch
 
     cache = args.cache or default_cache_dir()
     if args.list:
-        manifest = read_manifest(cache)
-        if not manifest:
-            print(f"no tables cached in {cache}")
-            return EXIT_OK
+        from returnstudy.data.tables import HOW_TO_GET_DATA, DataNotAvailableError
+
+        status = cache_status(cache)  # verifies every checksum
+        if status.empty:
+            raise DataNotAvailableError(f"no tables cached in {cache}. {HOW_TO_GET_DATA}")
         print(f"cache: {cache}")
-        for code, e in manifest.items():
-            lu = ", ".join(f"{k or 'not given'} ({v} rows)" for k, v in e.get("last_update", {}).items())
-            print(
-                f"{code:16s} rows={e.get('rows'):>7} years={e.get('years')} retrieved={e.get('retrieved_at')} "
-                f"sha256={str(e.get('sha256'))[:12]}  LAST UPDATE: {lu}\n{'':16s} source: {e.get('source')}"
-            )
+        for e in status.itertuples(index=False):
+            if e.status == "unrecorded":
+                print(f"{e.status:10s} {e.dataset:16s} not in manifest.json: vintage unknown, not read\n{'':27s} file: {cache / e.file}")
+                continue
+            lu = ", ".join(f"{k or 'not given'} ({v} rows)" for k, v in e.last_update.items())
+            print(f"{e.status:10s} {e.dataset:16s} rows={e.rows} years={e.years} retrieved={e.retrieved_at} "
+                  f"sha256={str(e.sha256)[:12]}  LAST UPDATE: {lu}\n{'':27s} file: {cache / e.file}  source: {e.source}")
+        bad = status[status.status != "ok"]
+        if not bad.empty:
+            print(f"error: {len(bad)} table(s) not usable ({', '.join(f'{d} {s}' for d, s in zip(bad.dataset, bad.status))}); "
+                  f"import them again: {REMEDY_IMPORT}", file=sys.stderr)
+            return EXIT_ERROR
         return EXIT_OK
     from returnstudy.results import format_last_update
 
@@ -647,19 +654,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     _configure_logging(args.verbose, args.quiet)
-    from returnstudy.data.cache import CacheIntegrityError
+    from returnstudy.data.cache import CacheError
     from returnstudy.data.fetch import FetchError
     from returnstudy.data.tables import DataNotAvailableError
 
+    out = getattr(args, "out", None)
+    if args.command in ("quality", "estimate", "report") and out is not None and out.exists() and not out.is_dir():
+        print(f"error: --out {out}: is an existing file; {args.command} writes a directory there", file=sys.stderr)
+        return EXIT_ERROR
     try:
         return int(args.func(args) or 0)
     except DataNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_DATA
-    except (FetchError, CacheIntegrityError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (FetchError, CacheError, ValueError, KeyError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # pragma: no cover - e.g. piping into head
         return EXIT_OK
+    except OSError as exc:  # an output path that cannot be written: one line naming it, no traceback
+        print(f"error: {_os_error_message(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _os_error_message(exc: OSError) -> str:
+    """One line naming the path and what is wrong with it."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else "?"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"{path}: is a file where a directory is needed (an --out directory or one of its parents names an existing file)"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: is a directory where a file is needed"
+    if exc.errno == errno.EROFS or isinstance(exc, PermissionError):
+        return f"{path}: cannot write here ({exc.strerror}); choose a writable location"
+    return f"{path}: {exc.strerror or exc}"
 

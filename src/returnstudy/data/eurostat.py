@@ -85,8 +85,7 @@ def dataset_info(code: str) -> Dataset:
         raise KeyError(f"unknown Eurostat dataset {code!r}; supported: {', '.join(sorted(DATASETS))}") from None
 
 
-def _open_text(path: Path) -> str:
-    raw = path.read_bytes()
+def _decode(raw: bytes, path: Path) -> str:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
@@ -104,12 +103,19 @@ def read_eurostat_table(path: str | Path, dataset: str | None = None) -> pd.Data
     The layout is detected from the header. ``dataset`` (e.g. ``"migr_eiord"``)
     is inferred from the DATAFLOW column or the file name when not given.
     Raises :class:`EurostatFormatError` naming the file and line on any problem:
-    missing columns, truncated lines, non-numeric or negative values, duplicate keys.
+    missing columns, truncated lines, non-numeric or negative values, duplicate keys,
+    a table with a header but no observations.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    text = _open_text(path)
+    return parse_eurostat_bytes(path.read_bytes(), path, dataset)
+
+
+def parse_eurostat_bytes(raw: bytes, source: str | Path, dataset: str | None = None) -> pd.DataFrame:
+    """Parse the bytes of a Eurostat file; error messages name ``source`` (the file the user gave)."""
+    path = Path(source)
+    text = _decode(raw, path)
     first = text.split("\n", 1)[0]
     if not first.strip():
         raise EurostatFormatError(f"{path}: empty file or empty header line")
@@ -119,6 +125,8 @@ def read_eurostat_table(path: str | Path, dataset: str | None = None) -> pd.Data
         df = _parse_sdmx_csv(text, path)
     else:
         raise EurostatFormatError(f"{path}: header is neither SDMX-CSV nor SDMX-TSV: {first[:80]!r}")
+    if df.empty:
+        raise EurostatFormatError(f"{path}: the table is empty (a header line but no observations)")
     code = dataset or _infer_dataset(df, path)
     df = df.drop(columns="_dataflow", errors="ignore")
     df["dataset"] = code
@@ -240,12 +248,18 @@ def _parse_numbers(text: pd.Series, path: Path) -> pd.Series:
 
 
 def _check_keys(df: pd.DataFrame, path: Path) -> None:
+    """Reject repeated observation keys, naming every line of the first repeated key."""
     keys = [c for c in df.columns if c not in {"value", "flag", "last_update", "year"}]
-    dup = df.duplicated(keys, keep=False)
-    if dup.any():
-        lines = list(df.index[dup][:6])
-        first = df.loc[dup, keys].iloc[0].to_dict()
-        raise EurostatFormatError(f"{path}: duplicate observation key {first} at lines {lines}")
+    repeat = df.duplicated(keys, keep="first")
+    if repeat.any():
+        first = df.loc[repeat, keys].iloc[0]
+        same = (df[keys] == first).all(axis=1)
+        lines = sorted({int(i) for i in df.index[same]})
+        where = ", ".join(str(n) for n in lines[:-1]) + f" and {lines[-1]}" if len(lines) > 1 else str(lines[0])
+        n_keys = int(df.loc[repeat, keys].drop_duplicates().shape[0])
+        others = f" ({n_keys - 1} more repeated key(s) in the file)" if n_keys > 1 else ""
+        key = ", ".join(f"{k}={v}" for k, v in first.items() if k != "dataset")
+        raise EurostatFormatError(f"{path}: duplicate observation key ({key}) on lines {where}{others}")
 
 
 def observed_last_updates(df: pd.DataFrame) -> dict[str, int]:

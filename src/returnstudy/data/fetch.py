@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -19,14 +18,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from returnstudy.data.cache import atomic_move, default_cache_dir, record_table, sha256_file
-from returnstudy.data.eurostat import DATASETS, dataset_info, observed_last_updates, read_eurostat_table
+from returnstudy.data.cache import (
+    TABLE_SUFFIXES,
+    StagedTable,
+    check_cache_path,
+    commit_tables,
+    default_cache_dir,
+    ensure_writable_cache,
+    part_path,
+    sha256_bytes,
+)
+from returnstudy.data.eurostat import DATASETS, dataset_info, observed_last_updates, parse_eurostat_bytes
 
 log = logging.getLogger(__name__)
 
 ENV_API = "RETURNSTUDY_EUROSTAT_API"
 DEFAULT_API = "https://ec.europa.eu/eurostat/api/dissemination/sdmx/3.0/data/dataflow/ESTAT"
-SNAPSHOT_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+SNAPSHOT_SUFFIXES = TABLE_SUFFIXES
 
 
 class FetchError(RuntimeError):
@@ -43,20 +51,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _entry(code: str, path: Path, source: str, kind: str) -> dict[str, Any]:
-    table = read_eurostat_table(path, dataset=code)
+def _entry(code: str, raw: bytes, source: str, kind: str, label: str | Path) -> dict[str, Any]:
+    """Parse and validate ``raw`` (errors name ``label``, the file or URL the user gave) and describe its vintage."""
+    table = parse_eurostat_bytes(raw, label, dataset=code)
     return {
         "dataset": code,
         "title": dataset_info(code).title,
-        "file": path.name,
         "source": source,
         "source_kind": kind,
         "retrieved_at": _now(),
         "last_update": observed_last_updates(table),
-        "sha256": sha256_file(path),
-        "bytes": path.stat().st_size,
+        "sha256": sha256_bytes(raw),
+        "bytes": len(raw),
         "rows": int(len(table)),
-        "years": [int(table["year"].min()), int(table["year"].max())] if len(table) else None,
+        "years": [int(table["year"].min()), int(table["year"].max())],
     }
 
 
@@ -65,26 +73,6 @@ def _validate_codes(codes: Iterable[str]) -> list[str]:
     for code in codes:
         dataset_info(code)  # KeyError naming the valid codes
     return codes
-
-
-def _commit(code: str, tmp_path: Path, dest: Path, source: str, kind: str) -> dict[str, Any]:
-    """Validate the finished temporary file, move it into place and record it in the manifest.
-
-    If validation fails the temporary file is removed and the cache is left as it was.
-    """
-    try:
-        try:
-            entry = _entry(code, tmp_path, source, kind)
-        except ValueError as exc:
-            if kind == "api":
-                raise FetchError(f"{code}: downloaded file is not a valid Eurostat table: {exc}") from exc
-            raise
-        atomic_move(tmp_path, dest)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-    entry["file"] = dest.name
-    record_table(dest.parent, code, entry)
-    return entry
 
 
 def find_snapshot_file(src_dir: Path, code: str) -> Path | None:
@@ -117,23 +105,21 @@ def import_snapshot(
         absent = [c for c in codes if find_snapshot_file(src, c) is None]
         if absent:
             raise FetchError(f"--from {src}: table(s) {absent} not found (looked for <code>.csv, .csv.gz, .tsv, .tsv.gz)")
-    entries = {}
-    for code in codes:
+    check_cache_path(cache)
+    staged = []
+    for code in codes:  # validate everything before touching the cache
         source = find_snapshot_file(src, code)
         assert source is not None
-        dest = cache / f"{code}{''.join(source.suffixes)}"
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=cache)
-        tmp_path = Path(tmp)
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as inp:
-                while chunk := inp.read(1 << 20):
-                    out.write(chunk)
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            raise
-        entries[code] = entry = _commit(code, tmp_path, dest, str(source.resolve()), "snapshot")
-        log.info("imported %s from %s (%d rows)", code, source, entry["rows"])
+        raw = source.read_bytes()
+        entry = _entry(code, raw, str(source.resolve()), "snapshot", source)
+        staged.append(StagedTable(code, f"{code}{''.join(source.suffixes)}", entry, data=raw))
+    aside = commit_tables(cache, staged)
+    if aside is not None:
+        log.warning("the unreadable manifest was kept as %s; the new manifest lists the tables just imported", aside)
+    entries = {}
+    for s in staged:
+        entries[s.code] = {**s.entry, "file": s.dest_name}
+        log.info("imported %s from %s (%d rows)", s.code, s.entry["source"], s.entry["rows"])
     return entries
 
 
@@ -160,6 +146,8 @@ def _download(url: str, dest: Path, *, desc: str, timeout: float, retries: int, 
                         bar.update(len(chunk))
                 if expected is not None and received != expected:
                     raise FetchError(f"{url}: truncated body ({received} of {expected} bytes)")
+                out.flush()
+                os.fsync(out.fileno())
             return
         except urllib.error.HTTPError as exc:
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
@@ -194,19 +182,20 @@ def fetch(
         return import_snapshot(from_dir, datasets, cache_dir)
     codes = _validate_codes(datasets if datasets is not None else list(DATASETS))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+    ensure_writable_cache(cache)
     entries = {}
-    for code in codes:
+    for code in codes:  # each table is committed as soon as it is downloaded and validated
         url = dataset_url(code, api)
-        dest = cache / f"{code}.csv"
-        fd, tmp = tempfile.mkstemp(prefix=f".{code}.", suffix=".part", dir=cache)
-        os.close(fd)
-        tmp_path = Path(tmp)
+        tmp_path = part_path(cache, f"{code}.csv")
         try:
             _download(url, tmp_path, desc=code, timeout=timeout, retries=retries, backoff=backoff, progress=progress)
-        except BaseException:
+            try:
+                entry = _entry(code, tmp_path.read_bytes(), url, "api", url)
+            except ValueError as exc:
+                raise FetchError(f"{code}: downloaded file is not a valid Eurostat table: {exc}") from exc
+            commit_tables(cache, [StagedTable(code, f"{code}.csv", entry, part=tmp_path)])
+        finally:
             tmp_path.unlink(missing_ok=True)
-            raise
-        entries[code] = entry = _commit(code, tmp_path, dest, url, "api")
+        entries[code] = entry = {**entry, "file": f"{code}.csv"}
         log.info("fetched %s (%d rows, last update %s)", code, entry["rows"], entry["last_update"])
     return entries

@@ -9,8 +9,15 @@ from typing import Any
 
 import pandas as pd
 
-from returnstudy.data.cache import default_cache_dir, read_manifest, sha256_file, verified_path
-from returnstudy.data.eurostat import dataset_info, observed_last_updates, read_eurostat_table
+from returnstudy.data.cache import (
+    check_cache_path,
+    default_cache_dir,
+    is_cache_dir,
+    read_cached_table,
+    read_manifest,
+    sha256_file,
+)
+from returnstudy.data.eurostat import dataset_info, observed_last_updates, parse_eurostat_bytes, read_eurostat_table
 from returnstudy.data.fetch import find_snapshot_file
 
 log = logging.getLogger(__name__)
@@ -51,20 +58,26 @@ def _vintage_from_file(code: str, path: Path, data: pd.DataFrame) -> dict[str, A
 def read_table(code: str, data_dir: str | Path | None = None) -> Table:
     """Read one table from ``data_dir`` (a cache with manifest, or a snapshot directory).
 
-    With ``data_dir=None`` the default cache is used. Raises
+    With ``data_dir=None`` the default cache is used. A directory written by the cache
+    code (it has a manifest, a lock file or a set-aside manifest) is read as a cache:
+    only tables recorded in its manifest, with matching sha256, are read. Raises
     :class:`DataNotAvailableError` with instructions when the table is absent and
-    :class:`~returnstudy.data.cache.CacheIntegrityError` when a cached file changed.
+    :class:`~returnstudy.data.cache.CacheIntegrityError` when a cached file changed,
+    is not recorded, or the manifest is unreadable (each message names the remedy).
     """
     dataset_info(code)
     directory = Path(data_dir) if data_dir is not None else default_cache_dir()
-    manifest = read_manifest(directory) if directory.is_dir() else {}
-    if code in manifest:
-        entry = manifest[code]
-        path = verified_path(directory, code, entry)
-        data = read_eurostat_table(path, dataset=code)
-        vintage = {k: entry[k] for k in ("dataset", "source", "source_kind", "retrieved_at", "last_update", "sha256", "rows", "years") if k in entry}
-        return Table(code, data, vintage)
-    path = find_snapshot_file(directory, code) if directory.is_dir() else None
+    check_cache_path(directory)
+    if data_dir is None or is_cache_dir(directory):
+        cached = read_cached_table(directory, code)
+        if cached is not None:
+            raw, entry = cached
+            data = parse_eurostat_bytes(raw, directory / entry["file"], dataset=code)
+            vintage = {k: entry[k] for k in ("dataset", "source", "source_kind", "retrieved_at", "last_update", "sha256", "rows", "years") if k in entry}
+            return Table(code, data, vintage)
+        path = None
+    else:
+        path = find_snapshot_file(directory, code) if directory.is_dir() else None
     if path is None:
         where = "the cache" if data_dir is None else "the data directory"
         raise DataNotAvailableError(f"table {code} not found in {where} {directory}. {HOW_TO_GET_DATA}")
@@ -73,7 +86,11 @@ def read_table(code: str, data_dir: str | Path | None = None) -> Table:
 
 
 def has_table(code: str, data_dir: str | Path | None = None) -> bool:
+    """True if ``code`` can be read from ``data_dir``: recorded in a cache's manifest, or a file in a snapshot directory."""
     directory = Path(data_dir) if data_dir is not None else default_cache_dir()
+    check_cache_path(directory)
     if not directory.is_dir():
         return False
-    return code in read_manifest(directory) or find_snapshot_file(directory, code) is not None
+    if data_dir is None or is_cache_dir(directory):
+        return code in read_manifest(directory)
+    return find_snapshot_file(directory, code) is not None

@@ -1,0 +1,82 @@
+"""Helpers for the cache concurrency and crash tests: snapshot variants, CLI subprocesses, and an
+independent check of a cache's state (plain json + hashlib, not the package's own code)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TABLES = ("migr_eiord.csv", "migr_eirtn.csv", "migr_eipre.csv")
+
+
+def make_variant(src: Path, dst: Path, bump: int) -> Path:
+    """A copy of the snapshot ``src`` in ``dst`` whose tables each differ in one cell (first data row + ``bump``)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        rows = list(csv.reader(io.StringIO((src / name).read_text(encoding="utf-8"))))
+        col = rows[0].index("OBS_VALUE")
+        old = rows[1][col].strip()
+        rows[1][col] = str((int(float(old)) if old not in ("", ":") else 0) + bump)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(rows)
+        (dst / name).write_text(out.getvalue(), encoding="utf-8")
+    return dst
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cache_state(cache: Path, snapshots: dict[str, Path]) -> str:
+    """Which snapshot the cache holds, judged from the files alone.
+
+    Returns a snapshot label when every table's file matches its manifest entry and all
+    tables (files and entries) come from that one snapshot; ``"empty"`` for no tables
+    at all; otherwise ``"inconsistent: <why>"``.
+    """
+    manifest_path = cache / "manifest.json"
+    files = sorted(p.name for p in cache.glob("migr_*") if p.is_file())
+    if not manifest_path.exists():
+        return "empty" if not files else f"inconsistent: tables {files} without a manifest"
+    try:
+        tables = json.loads(manifest_path.read_text(encoding="utf-8"))["tables"]
+    except (ValueError, KeyError) as exc:
+        return f"inconsistent: unreadable manifest ({exc})"
+    recorded = sorted(e["file"] for e in tables.values())
+    if recorded != files:
+        return f"inconsistent: files {files} but manifest lists {recorded}"
+    labels = set()
+    for code, e in tables.items():
+        path = cache / e["file"]
+        if _sha(path) != e["sha256"]:
+            return f"inconsistent: {e['file']} changed after it was recorded"
+        match = [k for k, d in snapshots.items() if (d / e["file"]).is_file() and _sha(d / e["file"]) == e["sha256"]]
+        if len(match) != 1:
+            return f"inconsistent: {e['file']} matches no single snapshot"
+        labels.add(match[0])
+    if len(labels) != 1:
+        return f"inconsistent: a mix of snapshots {sorted(labels)}"
+    if len(files) != len(TABLES):
+        return f"inconsistent: {len(files)} of {len(TABLES)} tables"
+    return labels.pop()
+
+
+def leftover_temporaries(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.glob(".*") if p.name.endswith(".part") or p.name.startswith(".commit"))
+
+
+def cli(args: list[str], *, env: dict[str, str] | None = None, pythonpath: str | None = None) -> subprocess.Popen:
+    """Start ``python -m returnstudy ARGS`` (quiet) in a subprocess."""
+    full_env = dict(os.environ, **(env or {}))
+    if pythonpath:
+        full_env["PYTHONPATH"] = pythonpath
+    return subprocess.Popen(
+        [sys.executable, "-m", "returnstudy", "-q", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+    )
