@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,3 +169,16 @@ def test_stale_part_of_a_dead_process_is_removed_but_a_live_download_is_kept(tmp
     cache_status(cache)
     assert not stale.exists() and not legacy.exists()
     assert live.exists()
+
+
+def test_optional_table_not_recorded_is_an_error_not_silently_missing(tmp_path: Path, eurostat_dir: Path) -> None:
+    """migr_eipre is optional for the panel; present but unrecorded, it must not just 'stay missing'."""
+    from returnstudy.panel import load_panel
+
+    cache = tmp_path / "cache"
+    import_snapshot(eurostat_dir, ["migr_eiord", "migr_eirtn"], cache)
+    shutil.copy(eurostat_dir / "migr_eipre.csv", cache / "migr_eipre.csv")
+    with pytest.raises(CacheIntegrityError, match=r"migr_eipre\.csv: table migr_eipre is in the cache but not recorded"):
+        load_panel(cache)
+    (cache / "migr_eipre.csv").unlink()
+    assert load_panel(cache).found_illegal.isna().all()  # absent: missing, as documented

@@ -92,5 +92,6 @@ def has_table(code: str, data_dir: str | Path | None = None) -> bool:
     if not directory.is_dir():
         return False
     if data_dir is None or is_cache_dir(directory):
-        return code in read_manifest(directory)
+        # a table file present but not recorded counts as present, so that reading it fails loudly
+        return code in read_manifest(directory) or find_snapshot_file(directory, code) is not None
     return find_snapshot_file(directory, code) is not None
