@@ -286,6 +286,20 @@ def test_binding_without_in_force_is_untreated_unless_the_table_says_signature(p
         add_treatments(panel, agreements_dir=adir, binding_start="whenever")
 
 
+def test_unknown_start_as_missing(panel, adir):
+    # DE-NG-1: binding agreement signed 2012-08-18, entry into force unknown
+    out = add_treatments(panel, agreements_dir=adir, unknown_start="missing")
+    s = _series(out, "DE", "NG", "bilateral_binding")
+    assert (s.loc[:2011] == 0).all() and s.loc[2012:].isna().all()
+    assert out.attrs["treatment_coding"]["unknown_start_missing"]["bilateral_binding"] == len(range(2012, 2022))
+    # known treated years stay treated and other corridors are unchanged
+    default = add_treatments(panel, agreements_dir=adir)
+    other = ~((out["geo"] == "DE") & (out["citizen"] == "NG"))
+    pd.testing.assert_series_equal(out.loc[other, "bilateral_binding"], default.loc[other, "bilateral_binding"])
+    with pytest.raises(ValueError, match="unknown_start must be one of"):
+        add_treatments(panel, agreements_dir=adir, unknown_start="zero")
+
+
 def test_binding_column_and_legal_form_decide_the_type(panel, adir, tmp_path):
     d = tmp_path / "agr"
     shutil.copytree(adir, d)

@@ -115,6 +115,8 @@ class TreatmentSpec:
     provisional application; signature only where the table says why) or
     "in_force_or_signed". ``accession``: corridors switched on only by the reporting
     country's EU accession count as "already_treated", are dropped ("drop") or "switch".
+    ``unknown_start``: corridor-years after the signature of an instrument whose start is
+    unknown are "untreated" or "missing" (NaN).
     ``uk_in_eu_until``: last year the UK is bound by EU instruments. ``nonbinding_start``:
     start undated non-binding arrangements at signature ("signed") or not at all ("in_force").
     ``unresearched_as_missing``: bilateral values of pairs nobody researched are NaN, not 0.
@@ -130,6 +132,7 @@ class TreatmentSpec:
     binding_start: str = "in_force"
     unknown_binding: str = "by_type"
     accession: str = "already_treated"
+    unknown_start: str = "untreated"
     types: tuple[str, ...] = TREATMENT_TYPES
 
     def add_treatments_kwargs(self) -> dict[str, Any]:
@@ -144,6 +147,7 @@ class TreatmentSpec:
             "binding_start": self.binding_start,
             "unknown_binding": self.unknown_binding,
             "accession": self.accession,
+            "unknown_start": self.unknown_start,
         }
 
 
@@ -402,6 +406,7 @@ def _parse_treatments(t: dict[str, Any], loc: _Locator, src: Path | None) -> Tre
         "binding_start",
         "unknown_binding",
         "accession",
+        "unknown_start",
         "types",
     }
     _check_keys(t, allowed, "treatments", loc, src)
@@ -433,6 +438,7 @@ def _parse_treatments(t: dict[str, Any], loc: _Locator, src: Path | None) -> Tre
         ("binding_start", ("in_force", "in_force_or_signed")),
         ("unknown_binding", ("by_type", "drop")),
         ("accession", ACCESSION_CHOICES),
+        ("unknown_start", ("untreated", "missing")),
     ):
         if key in t:
             v = _str(t[key], src, line(key), "treatments", key)

@@ -148,8 +148,9 @@ def _bilateral_spells(
     nonbinding_start: str,
     binding_start: str,
     unknown_binding: str,
-) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
-    """Spells (geo, citizen, start, end) of each bilateral treatment type, and counts per rule.
+) -> tuple[dict[str, pd.DataFrame], dict[str, int], dict[str, pd.DataFrame]]:
+    """Spells (geo, citizen, start, end) of each bilateral treatment type, counts per rule, and the
+    spells from signature of signed instruments whose start is unknown.
 
     Binding force: ``binding`` true, implementing protocols always; ``binding`` unknown follows
     the legal form (``unknown_binding="by_type"``: agreements and exchanges of letters binding,
@@ -193,7 +194,12 @@ def _bilateral_spells(
     periods["kind"] = kind.to_numpy()[periods["row"].to_numpy()]
     spells = {t: periods.loc[periods["kind"] == t, ["geo", "citizen", "start", "end"]].reset_index(drop=True)
               for t in BILATERAL_TREATMENTS}
-    return spells, counts
+    # signed instruments whose start is unknown: from signature on, the corridor may be treated
+    unknown = framework_periods(fw, fw["signed"].where(keep & start.isna()))
+    unknown["kind"] = kind.to_numpy()[unknown["row"].to_numpy()]
+    unknown_spells = {t: unknown.loc[unknown["kind"] == t, ["geo", "citizen", "start", "end"]].reset_index(drop=True)
+                      for t in BILATERAL_TREATMENTS}
+    return spells, counts, unknown_spells
 
 
 def _event_spells(events: pd.DataFrame, event_type: str) -> pd.DataFrame:
@@ -312,6 +318,7 @@ def add_treatments(
     binding_start: Literal["in_force", "in_force_or_signed"] = "in_force",
     unknown_binding: Literal["by_type", "drop"] = "by_type",
     accession: Literal["already_treated", "drop", "switch"] = "already_treated",
+    unknown_start: Literal["untreated", "missing"] = "untreated",
 ) -> pd.DataFrame:
     """Return a copy of ``panel`` with the treatment columns of every type.
 
@@ -339,6 +346,11 @@ def add_treatments(
         in ``attrs["treatment_coding"]["bilateral_dropped"]["binding_without_start"]``).
         ``"in_force_or_signed"`` starts every binding instrument without an entry into force
         at signature (the coding before 2026; it switches ratified instruments on years early).
+    unknown_start
+        Corridor-years from the signature of an instrument whose start is unknown (no entry into
+        force found) are coded untreated (``"untreated"``, default) or NaN (``"missing"``: the
+        corridor may already be treated, so it is kept out of the comparison group; models drop
+        those rows, counted in ``attrs["treatment_coding"]["unknown_start_missing"]``).
     nonbinding_start
         Non-binding instruments without an entry-into-force date start at signature
         (``"signed"``, default) or are left untreated (``"in_force"``).
@@ -378,6 +390,7 @@ def add_treatments(
         "unknown_binding": (unknown_binding, ("by_type", "drop")),
         "nonbinding_start": (nonbinding_start, ("signed", "in_force")),
         "accession": (accession, ACCESSION_CHOICES),
+        "unknown_start": (unknown_start, ("untreated", "missing")),
     }
     for arg, (value, allowed) in choices.items():
         if value not in allowed:
@@ -422,8 +435,9 @@ def add_treatments(
     }
     bilateral_ok = "bilateral_frameworks" in tables and "bilateral_coverage" in tables
     dropped: dict[str, int] = {}
+    unknown_spells: dict[str, pd.DataFrame] = {}
     if bilateral_ok:
-        bil, dropped = _bilateral_spells(
+        bil, dropped, unknown_spells = _bilateral_spells(
             tables["bilateral_frameworks"], protocols_as_binding, nonbinding_start, binding_start, unknown_binding
         )
         spells.update(bil)
@@ -446,6 +460,7 @@ def add_treatments(
     if existing:
         logger.info("replacing existing treatment columns %s", existing)
     via_counts: dict[str, int] = {}
+    missing_counts: dict[str, int] = {}
     for t in TREATMENT_TYPES + EVENT_TREATMENTS:
         sp = spells[t]
         if sp is None:
@@ -457,6 +472,11 @@ def add_treatments(
             via_counts[t] = int(pd.Series(keys["geo"] + "-" + keys["citizen"])[is_via].nunique())
         else:
             vals, coh = _code_type(keys, sp, rule)
+            if t in BILATERAL_TREATMENTS and unknown_start == "missing":
+                maybe = _year_values(keys, _merge_spells(unknown_spells[t]), "calendar_year").to_numpy() > 0
+                unknown = maybe & (vals.to_numpy() == 0)
+                vals = vals.where(~unknown, np.nan)
+                missing_counts[t] = int(unknown.sum())
             if t in BILATERAL_TREATMENTS and unresearched_as_missing:
                 vals = vals.where(researched, np.nan)
                 coh = coh.where(researched, pd.NA)
@@ -478,6 +498,8 @@ def add_treatments(
         "binding_start": binding_start,
         "unknown_binding": unknown_binding,
         "accession": accession,
+        "unknown_start": unknown_start,
+        "unknown_start_missing": missing_counts,
         "unresearched_as_missing": bool(unresearched_as_missing),
         "switch_on": "entry into force or provisional application (own nationals); signature only where start_basis "
                      "says so; later of accession/opt-in and entry into force",
