@@ -53,6 +53,19 @@ class EngineContext:
     spec: StudySpec
     treatments: tuple[str, ...]
     focal: tuple[str, ...]
+    code_treatments: bool = True  # False: the panel already carries its treatment columns (simulated panels)
+    token: str = ""  # identifies the panel and spec across pickling (per-process cache of coded panels)
+
+    def coded(self, panel: pd.DataFrame, overrides: Mapping[str, Any]) -> pd.DataFrame:
+        """``panel`` with treatment columns under the spec's coding and ``overrides``."""
+        if not self.code_treatments:
+            if overrides:
+                raise ValueError(f"treatment-coding choices {dict(overrides)} need a panel without treatment columns "
+                                 "(this run was given a panel with its own treatments)")
+            return panel
+        from returnstudy.treatments import add_treatments
+
+        return add_treatments(panel, **_coding_kwargs(self.spec, overrides))
 
 
 @dataclass(frozen=True)
@@ -219,16 +232,21 @@ def _accepted(model: Mapping[str, Any]) -> set[str]:
 def run_task(ctx: EngineContext, task: Task) -> TaskOutput:
     """Code the treatments once, build each sample once, fit every specification of the task."""
     from returnstudy.filters import apply_filters
-    from returnstudy.treatments import add_treatments
     from returnstudy.verdict import switching_units
 
     t0 = time.perf_counter()
     out = TaskOutput(rows=[], task_hash=_hash(sorted(h for _, _, h, _ in task.items)))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            coded = add_treatments(ctx.raw, **_coding_kwargs(ctx.spec, task.coding))
-        out.codings = 1
+        key = (ctx.token, _canonical_coding(task.coding))
+        coded = _CODED.get(key) if ctx.token else None
+        if coded is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                coded = ctx.coded(ctx.raw, task.coding)
+            out.codings = 1
+            if ctx.token:
+                _CODED.clear()  # keep one coded panel per process: tasks of one coding run in sequence
+                _CODED[key] = coded
     except FIT_ERRORS as exc:
         reason = f"treatment coding failed: {type(exc).__name__}: {exc}"
         for pos, spec, h, seed in task.items:
@@ -259,6 +277,13 @@ def run_task(ctx: EngineContext, task: Task) -> TaskOutput:
         out.rows += [{**_ids(pos, spec, h, seed), **r} for r in rows]
     out.seconds = time.perf_counter() - t0
     return out
+
+
+_CODED: dict[tuple[str, str], pd.DataFrame] = {}
+
+
+def _canonical_coding(coding: Mapping[str, Any]) -> str:
+    return json.dumps({str(k): coding[k] for k in sorted(coding)}, default=str)
 
 
 def _ids(pos: int, spec: Specification, h: str, seed: int) -> dict[str, Any]:
@@ -324,6 +349,12 @@ def execute(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any], backe
 
 
 # ----------------------------------------------------------------------------- checkpoint
+
+
+def panel_fingerprint(panel: pd.DataFrame) -> str:
+    """Hash of the panel's content (rows, columns and values): a changed panel is a new input."""
+    h = pd.util.hash_pandas_object(panel, index=True).to_numpy()
+    return hashlib.sha256(h.tobytes() + "|".join(map(str, panel.columns)).encode()).hexdigest()
 
 
 def vintage_signature(panel: pd.DataFrame) -> dict[str, str]:
@@ -405,7 +436,10 @@ def run_specifications(
     Returns the tidy rows (one per specification x treatment, in specification order) and
     counters: fits, codings, filter runs, samples built, seconds, resumed specifications.
     """
+    import dataclasses
+
     t0 = time.perf_counter()
+    ctx = dataclasses.replace(ctx, token=context_hash or f"process-{id(ctx.raw)}-{time.time_ns()}")
     for s in specs:  # unknown filter steps fail here, before any work
         varied_spec(ctx.spec, s.filters)
     hashes = [_hash([s.content(), context_hash, list(ctx.treatments), list(ctx.focal)]) for s in specs]
@@ -501,6 +535,7 @@ def multiverse(
     checkpoint: str | Path | None = None,
     seed: int = 0,
     progress: bool | None = False,
+    panel: pd.DataFrame | None = None,
 ) -> Any:
     """Estimate every specification of ``grid`` (default ``data/specs/multiverse.toml``) on ``spec``.
 
@@ -510,7 +545,9 @@ def multiverse(
     ``backend``: ``"serial"``, ``"joblib"`` (``n_jobs`` processes), ``"dask"`` (scheduler at
     ``address`` or a LocalCluster of ``n_jobs`` workers) or ``"ray"``. ``checkpoint``: a
     directory of Parquet files; a rerun resumes from it. Returns a
-    :class:`~returnstudy.multiverse_result.MultiverseResult`.
+    :class:`~returnstudy.multiverse_result.MultiverseResult`. ``panel``: a corridor-year panel
+    that already has its treatment columns (e.g. ``simulate_panel``) instead of reading
+    ``data_dir``; then the grid may not vary the treatment coding.
     """
     from returnstudy import __version__
     from returnstudy.multiverse_result import MultiverseResult
@@ -527,14 +564,19 @@ def multiverse(
     mismatch = headline_check(g, spec)
     for m in mismatch:
         log.warning("multiverse grid %s: %s", g.name, m)
-    kwargs = spec.data.load_panel_kwargs()
-    if data_dir is not None:
-        kwargs["data_dir"] = data_dir
-    raw = load_panel(**kwargs)
+    if panel is None:
+        kwargs = spec.data.load_panel_kwargs()
+        if data_dir is not None:
+            kwargs["data_dir"] = data_dir
+        raw = load_panel(**kwargs)
+    else:
+        raw = panel.reset_index(drop=True)
     treatments = g.treatments or tuple(spec.treatments.types)
     focal = g.focal_treatments or treatments
-    ctx = EngineContext(raw=raw, spec=spec, treatments=tuple(treatments), focal=tuple(focal))
-    context_hash = _hash([vintage_signature(raw), spec.sha256, __version__])
+    ctx = EngineContext(raw=raw, spec=spec, treatments=tuple(treatments), focal=tuple(focal),
+                        code_treatments=panel is None)
+    context_hash = _hash([vintage_signature(raw), panel_fingerprint(raw), spec.sha256, repr(spec.data), repr(spec.treatments),
+                          repr(spec.filters), __version__])
     table, counters = run_specifications(ctx, specs, backend=backend, n_jobs=n_jobs, address=address,
                                          checkpoint=checkpoint, seed=seed, progress=progress, context_hash=context_hash)
     from returnstudy.multiverse_result import add_percent_scale

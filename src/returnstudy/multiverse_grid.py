@@ -185,6 +185,10 @@ class Grid:
         return Specification(choices={d.name: choices[d.name] for d in self.dimensions}, treatments=treatments,
                              filters=filters, model=model)
 
+    def size(self, design: str = "full") -> int:
+        """Number of specifications of ``design`` (``"full"`` or ``"one_at_a_time"``) after the exclusions."""
+        return len(self._choices(design)[0])
+
     def specifications(self, design: str = "full", n: int | None = None, seed: int = 0) -> tuple[list[Specification], dict[str, int]]:
         """Specifications of ``design`` and the number excluded by each rule (reason -> count).
 
@@ -194,44 +198,57 @@ class Grid:
         ``"sample"``: ``n`` specifications drawn without replacement from the full design with
         ``numpy.random.default_rng(seed)``, in grid order.
         """
+        out, excluded = self._choices("full" if design == "sample" else design)
+        if design == "sample":
+            if n is None or n < 1:
+                raise ValueError("design='sample' needs n >= 1 (the number of specifications to draw)")
+            if n < len(out):
+                pick = np.sort(np.random.default_rng(seed).choice(len(out), size=n, replace=False))
+                out = [out[i] for i in pick]
+        return [self.resolve(c) for c in out], excluded
+
+    def _choices(self, design: str) -> tuple[list[dict[str, str]], dict[str, int]]:
         if design not in DESIGNS:
             raise ValueError(f"design={design!r}: expected one of {list(DESIGNS)}")
+        names = self.names
+        pos = {d: i for i, d in enumerate(names)}
+        # applicability and rules as checks on option-name tuples (fast enough for 10^6 combinations)
+        conds = [(i, [(pos[o], set(opts)) for o, opts in d.applies_to.items()]) for i, d in enumerate(self.dimensions) if d.applies_to]
+        rules = [(r.reason, [(pos[d], set(opts)) for d, opts in r.when.items()]) for r in self.exclude]
         excluded: dict[str, int] = {r.reason: 0 for r in self.exclude}
         seen: set[tuple[str, ...]] = set()
-        out: list[dict[str, str]] = []
+        out: list[tuple[str, ...]] = []
 
-        def add(choices: dict[str, str]) -> None:
-            choices = self._applicable(choices)
-            t = tuple(choices[d] for d in self.names)
-            if t in seen:
+        def add(combo: tuple[str, ...]) -> None:
+            if conds:
+                c = list(combo)
+                for i, cs in conds:
+                    if any(combo[j] not in opts for j, opts in cs):
+                        c[i] = NOT_APPLICABLE
+                combo = tuple(c)
+            if combo in seen:
                 return
-            seen.add(t)
-            for r in self.exclude:
-                if r.matches(choices):
-                    excluded[r.reason] += 1
+            seen.add(combo)
+            for reason, when in rules:
+                if all(combo[j] in opts for j, opts in when):
+                    excluded[reason] += 1
                     return
-            out.append(choices)
+            out.append(combo)
 
         if design == "one_at_a_time":
-            base = {d.name: d.baseline for d in self.dimensions}
-            add(base)
-            for d in self.dimensions:
+            base = [d.baseline for d in self.dimensions]
+            add(tuple(base))
+            for i, d in enumerate(self.dimensions):
                 for o in d.options:
                     if o.name != d.baseline:
-                        add({**base, d.name: o.name})
+                        add(tuple(base[:i] + [o.name] + base[i + 1:]))
         else:
             for combo in itertools.product(*[[o.name for o in d.options] for d in self.dimensions]):
-                add(dict(zip(self.names, combo)))
-            if design == "sample":
-                if n is None or n < 1:
-                    raise ValueError("design='sample' needs n >= 1 (the number of specifications to draw)")
-                if n < len(out):
-                    pick = np.sort(np.random.default_rng(seed).choice(len(out), size=n, replace=False))
-                    out = [out[i] for i in pick]
+                add(combo)
         for reason, k in excluded.items():
             if k:
                 log.info("grid %s: %d specifications excluded: %s", self.name, k, reason)
-        return [self.resolve(c) for c in out], excluded
+        return [dict(zip(names, c)) for c in out], excluded
 
     def describe(self) -> str:
         """One line per dimension: its options and rationale."""
@@ -314,6 +331,8 @@ def grid_from_dict(raw: Mapping[str, Any], source: Path | None = None, sha256: s
         dims.append(Dimension(name=name, options=tuple(opts), baseline=baseline, rationale=str(d["rationale"]),
                               applies_to={k: tuple(v) for k, v in d.get("applies_to", {}).items()},
                               optional=bool(d.get("optional", False))))
+    if not dims:
+        raise _err(source, "no [[dimensions]] entries left (every optional dimension is unavailable)")
     by_name = {d.name: d for d in dims}
     if len(by_name) != len(dims):
         raise _err(source, f"duplicate dimension names {[d.name for d in dims]}")

@@ -301,7 +301,6 @@ def _null_context(ctx: EngineContext, specs: list[Specification], treatment: str
     """Coded panels restricted to the union of the specifications' rows (the same rows, in the
     same order, under every coding, so one seeded draw is one permutation for all of them)."""
     from returnstudy.inference.randomization import _Permuter
-    from returnstudy.treatments import add_treatments
 
     filter_index = {}
     for s in specs:
@@ -318,7 +317,7 @@ def _null_context(ctx: EngineContext, specs: list[Specification], treatment: str
     for s in specs:
         key = s.coding_key()
         if key not in permuters:
-            permuters[key] = _Permuter(add_treatments(base, **_coding_kwargs(ctx.spec, s.treatments)), treatment)
+            permuters[key] = _Permuter(ctx.coded(base, s.treatments), treatment)
     return _NullContext(ctx=ctx, specs=tuple(specs), permuters=permuters, filter_index=filter_index)
 
 
