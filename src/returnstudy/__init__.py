@@ -39,6 +39,9 @@ _PUBLIC: dict[str, str] = {
     "headline_comparison": "report",
     "sensitivity": "robustness",
     "Variation": "robustness",
+    "multiverse": "multiverse",
+    "load_grid": "multiverse_grid",
+    "MultiverseResult": "multiverse_result",
     # models
     "twfe": "models.twfe",
     "ppml": "models.ppml",

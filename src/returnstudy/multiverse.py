@@ -514,6 +514,17 @@ def tidy_rows(rows: list[dict[str, Any]], choice_columns: Sequence[str], hashes:
     return t.reset_index(drop=True)
 
 
+def spec_grid_path(spec: StudySpec) -> Path | None:
+    """The grid named by the spec's ``[report] multiverse`` (relative to the spec file), else None (the shipped grid)."""
+    ref = spec.report.get("multiverse")
+    if not ref:
+        return None
+    p = Path(str(ref))
+    if not p.is_absolute() and spec.path is not None:
+        p = spec.path.parent / p
+    return p
+
+
 def headline_check(grid: Grid, spec: StudySpec) -> list[str]:
     """Where the grid's baseline differs from the spec's treatment coding (listed, not fatal)."""
     base = grid.resolve(grid.baseline())
@@ -537,7 +548,8 @@ def multiverse(
     progress: bool | None = False,
     panel: pd.DataFrame | None = None,
 ) -> Any:
-    """Estimate every specification of ``grid`` (default ``data/specs/multiverse.toml``) on ``spec``.
+    """Estimate every specification of ``grid`` on ``spec`` (default: the grid named by the spec's
+    ``[report] multiverse``, else ``data/specs/multiverse.toml``).
 
     ``design``: ``"full"`` (every combination), ``"one_at_a_time"`` (baseline and each option
     alone) or ``"sample"`` (``n`` specifications drawn with ``seed``); None takes the grid's
@@ -555,9 +567,9 @@ def multiverse(
 
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
-    g = grid if isinstance(grid, Grid) else load_grid(grid)
     if not isinstance(spec, StudySpec):
-        spec = load_spec(spec if spec is not None else g.spec)
+        spec = load_spec(spec)
+    g = grid if isinstance(grid, Grid) else load_grid(grid if grid is not None else spec_grid_path(spec))
     if design is None:
         design, n, seed = g.default_design, (n if n is not None else g.default_n), (seed or g.default_seed)
     specs, excluded = g.specifications(design, n=n, seed=seed)
