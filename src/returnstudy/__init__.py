@@ -29,6 +29,9 @@ _PUBLIC: dict[str, str] = {
     "load_agreements": "treatments",
     "add_treatments": "treatments",
     "treatment_summary": "treatments",
+    "coverage_shares": "treatments",
+    "nonabsorbing_corridors": "treatments",
+    "switching_counts": "identification",
     # filters and Part 1 diagnostics
     "apply_filters": "filters",
     "quality_report": "quality",

@@ -317,7 +317,8 @@ def _cmd_treatments(args: argparse.Namespace) -> int:
                 print(f"  {line}")
             status = EXIT_ERROR
         else:
-            print("data/agreements: all tables pass the checks (dates, order, codes, sources, duplicates)")
+            print("data/agreements: all tables pass the checks (dates, order, codes, sources, duplicates, "
+                  "vocabularies, start basis, spells)")
     if args.summary:
         import dataclasses
 
