@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ LOCK = ".returnstudy.lock"
 JOURNAL = ".commit-pending.json"
 CORRUPT_SUFFIX = ".corrupt-"
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+STALE_AFTER_SECONDS = 24 * 3600.0
+"""Where process ids cannot be probed (Windows), a temporary file older than this is stale."""
 LOCK_TIMEOUT = 600.0
 """Seconds a process waits for another one's write to the cache before giving up."""
 
@@ -308,7 +311,10 @@ def clean_stale_parts(cache: Path) -> list[Path]:
     removed = []
     for p in cache.glob(".*.part"):
         m = _PART_RE.match(p.name)
-        if m and _pid_alive(int(m.group("pid"))):
+        if os.name == "nt":  # no safe liveness probe there (os.kill terminates): go by age
+            if m and time.time() - p.stat().st_mtime < STALE_AFTER_SECONDS:
+                continue
+        elif m and _pid_alive(int(m.group("pid"))):
             continue  # a download in progress in another process
         p.unlink(missing_ok=True)
         removed.append(p)
