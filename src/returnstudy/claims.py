@@ -279,8 +279,11 @@ def _claim1(sample: pd.DataFrame, quality: Any, spec: Any, vint: str, reps: int,
                            "switching_citizenships": _switching(keep, t)[1], "error": ""})
     det = pd.DataFrame(detail)
     details["headline_without_failing"] = det
+    per = f"{params.get('outcome', 'returns')} per {params.get('exposure', 'orders')}"
+    det["unit"] = det["unit"].str.replace("returns per order", per, regex=False)
     for t in targets:
         e_full, lo_full, hi_full, unit = _effect(full, t)
+        unit = unit.replace("returns per order", per)
         d = det[det["treatment"] == t].set_index("left_out")
         e_sub, lo, hi = (d.at["any check", c] for c in ("estimate", "ci_low", "ci_high"))
         singles = d.drop(index="any check")["estimate"].dropna()
@@ -579,7 +582,9 @@ def policy_claims(
 
     panel, sample, treated = sample_of(spec)
     vint = vintage_label(panel.attrs.get("vintage"))
-    designs: dict[str, tuple[pd.DataFrame, dict[str, Any]]] = {"main": (sample, {"outcome": "returns", "exposure": "orders"})}
+    _, _, mparams = _headline_params(spec)
+    designs: dict[str, tuple[pd.DataFrame, dict[str, Any]]] = {
+        "main": (sample, {"outcome": mparams.get("outcome", "returns"), "exposure": mparams.get("exposure", "orders")})}
     if proxy_spec is not None:
         psp = proxy_spec if isinstance(proxy_spec, StudySpec) else load_spec(proxy_spec)
         _, psample, ptreated = sample_of(psp)
