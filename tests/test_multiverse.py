@@ -249,3 +249,21 @@ def test_null_test_size_under_no_effect() -> None:
     # valid permutation p-values: about 10% of 12 panels at the 10% level; P(>= 5 | n=12, p=0.1) < 0.005
     assert sum(p <= 0.10 for p in pvals) <= 4
     assert np.mean(pvals) > 0.3
+
+
+def test_report_section_states_its_numbers(serial: MultiverseResult) -> None:
+    from returnstudy.multiverse_report import multiverse_section
+
+    sec = multiverse_section(result=serial, draws=4, null_specs=3, seed=5, treatments=("eu_agreement",))
+    text = "\n".join(sec.lines)
+    s = serial.shares("eu_agreement")
+    assert sec.lines[0] == "## How far do the conclusions survive?"
+    assert f"median {s['median_effect_pct']:+.1f}%" in text
+    assert f"includes zero in {100 * s['includes_zero']:.0f}%" in text
+    share_row = sec.tables["multiverse_shares"].iloc[0]
+    assert share_row["estimated"] == s["n_estimated"]
+    nt = sec.null_tests["eu_agreement"]
+    assert nt.info["draws"] == 4 and nt.info["n_specifications"] == 3 and nt.info["level"] == "citizen"
+    assert nt.statistics["p_value"].between(1 / 5, 1).all()
+    assert "4 draws over 3 specifications" in text
+    assert set(sec.figures) == {"multiverse_curve_eu_agreement"}

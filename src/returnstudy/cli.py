@@ -187,6 +187,27 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sensitivity)
 
     p = _command(
+        sub, "multiverse", "estimate every combination of analytic choices (the multiverse grid) and summarise the curve",
+        ["--data ../shared/data/eurostat --design one_at_a_time",
+         "--data ../shared/data/eurostat --design sample --n 500 --backend joblib --jobs 2 --checkpoint mv/ --out mv/",
+         "--data ../shared/data/eurostat --design full --backend dask --address tcp://scheduler:8786 --checkpoint mv/"],
+        note="The grid (default: the spec's [report] multiverse, data/specs/multiverse.toml) lists every choice and its reason.",
+    )
+    _add_data_args(p)
+    _add_spec_arg(p)
+    p.add_argument("--grid", type=Path, metavar="FILE", help="multiverse grid TOML (default: the spec's)")
+    p.add_argument("--design", choices=["full", "one_at_a_time", "sample"], help="default: the grid's default_design")
+    p.add_argument("--n", type=int, metavar="N", help="specifications to draw with --design sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample design (default 0: the grid's)")
+    p.add_argument("--backend", choices=["serial", "joblib", "dask", "ray"], default="serial", help="where to run (default serial)")
+    p.add_argument("--jobs", type=int, metavar="N", help="workers (joblib; a Dask LocalCluster when no --address)")
+    p.add_argument("--address", metavar="URL", help="Dask scheduler (tcp://host:8786) or Ray cluster address")
+    p.add_argument("--checkpoint", type=Path, metavar="DIR", help="Parquet checkpoint directory: a rerun resumes from it")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write multiverse.csv, summary.txt and the curve figures to DIR")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="stdout: summary table, JSON rows or CSV rows")
+    p.set_defaults(func=_cmd_multiverse)
+
+    p = _command(
         sub, "honest", "pre-trends of each event study in words, pre-test power and robust intervals "
         "under violations of parallel trends (Rambachan-Roth relative magnitudes, C-LF)",
         ["--data ../shared/data/eurostat",
@@ -524,6 +545,28 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     print(result.summary())
     if args.out:
         _write_output(args.out, result.table.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    return EXIT_OK
+
+
+def _cmd_multiverse(args: argparse.Namespace) -> int:
+    from returnstudy.multiverse import multiverse
+
+    spec = _load_spec(args.spec)
+    result = multiverse(spec, args.data, args.grid, design=args.design, n=args.n, backend=args.backend, n_jobs=args.jobs,
+                        address=args.address, checkpoint=args.checkpoint, seed=args.seed, progress=not args.quiet)
+    if args.format == "csv":
+        print(result.table.to_csv(index=False, lineterminator="\n"), end="")
+    elif args.format == "json":
+        print(result.table.to_json(orient="records", double_precision=15))
+    else:
+        print(result.summary())
+    if args.out:
+        _write_output(args.out / "multiverse.csv", result.table.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+        _write_output(args.out / "summary.txt", (result.summary() + "\n").encode("utf-8"))
+        for t in result.table.loc[result.table["status"] == "ok", "treatment"].unique():
+            fig = result.curve(t)
+            args.out.mkdir(parents=True, exist_ok=True)
+            fig.savefig(args.out / f"curve_{t}.png", dpi=110)
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ input recomputes exactly the affected specifications.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -154,6 +155,19 @@ def _fit_calls(ctx: EngineContext, model: Mapping[str, Any]) -> tuple[Callable[.
     return fn, [([t], {**params, "treatment": t}) for t in ctx.focal], ""
 
 
+@contextlib.contextmanager
+def _quiet_estimators() -> Iterator[None]:
+    """Estimator notes (collinear regressors dropped, separated rows) are per-fit detail; across
+    thousands of specifications they go to DEBUG, and the outcome is in each row's status."""
+    lg = logging.getLogger("returnstudy.models")
+    old = lg.level
+    lg.setLevel(logging.ERROR if log.getEffectiveLevel() > logging.DEBUG else old)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
+
+
 def _result_row(res: Any, t: str) -> dict[str, Any]:
     row: dict[str, Any] = {c: np.nan for c in FIT_COLUMNS}
     if t in res.table.index:
@@ -178,7 +192,7 @@ def fit_specification(ctx: EngineContext, spec: Specification, sample: pd.DataFr
         if "seed" in inspect.signature(fn).parameters and "seed" not in params:
             params = {**params, "seed": seed}
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_estimators():
                 warnings.simplefilter("ignore")
                 res = fn(sample, **params)
         except FIT_ERRORS as exc:

@@ -138,8 +138,12 @@ class MultiverseResult:
         data = pd.DataFrame({f"d{i}": t[d].astype(str).to_numpy() for i, d in enumerate(dims)})
         data["y"] = t["effect_pct"].to_numpy(dtype=float)
         formula = "y ~ " + " + ".join(f"C(d{i})" for i in range(len(dims)))
-        fit = smf.ols(formula, data=data).fit()
-        aov = anova_lm(fit, typ=1)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank-deficient dummies of dimensions that only apply to some estimators
+            fit = smf.ols(formula, data=data).fit()
+            aov = anova_lm(fit, typ=1)
         total = float(((data["y"] - data["y"].mean()) ** 2).sum())
         rows = [{"term": d, "kind": "main", "sum_sq": float(aov.loc[f"C(d{i})", "sum_sq"]),
                  "df": int(aov.loc[f"C(d{i})", "df"])} for i, d in enumerate(dims)]
@@ -225,6 +229,9 @@ class MultiverseResult:
         for k, (d, o) in enumerate(labels):
             on = (t[d] == o).to_numpy()
             bottom.scatter(x[on], np.full(on.sum(), k), marker="|", s=30, color="C0", lw=0.8)
+        if not labels:
+            bottom.set_axis_off()
+            return fig
         bottom.set_yticks(range(len(labels)))
         bottom.set_yticklabels([f"{d}: {o}" for d, o in labels], fontsize=6)
         bottom.set_ylim(len(labels) - 0.5, -0.5)
@@ -372,13 +379,14 @@ class NullTestResult:
         e0 = observed["estimate"].to_numpy(dtype=float)
         s0 = observed["std_error"].to_numpy(dtype=float)
         p0 = observed["p_value"].to_numpy(dtype=float)
-        med = float(np.median(e0))
+        to_pct = _percent_transform(observed)
+        med = float(np.median(to_pct(e0[None, :])))
         dom = 1.0 if med >= 0 else -1.0
-        obs = _curve_stats(e0[None, :], p0[None, :], dom, alpha)[0]
-        null = _curve_stats(est, pv, dom, alpha)
+        obs = _curve_stats(to_pct(e0[None, :]), p0[None, :], dom, alpha)[0]
+        null = _curve_stats(to_pct(est), pv, dom, alpha)
         valid = np.isfinite(null).all(axis=1)
         R = int(valid.sum())
-        names = ["median effect (dominant direction)", f"share significant at {alpha:g} in the dominant direction",
+        names = ["median effect in % (dominant direction)", f"share significant at {alpha:g} in the dominant direction",
                  "Stouffer Z (dominant direction)"]
         stats = pd.DataFrame({"statistic": names, "observed": [dom * obs[0], obs[1], obs[2]],
                               "null_mean": np.nanmean(null, axis=0) * np.array([dom, 1, 1]),
@@ -427,6 +435,19 @@ class NullTestResult:
 
     def _repr_html_(self) -> str:
         return f"<div><strong>{html.escape(self.summary().splitlines()[0])}</strong>{self.statistics.to_html(index=False)}</div>"
+
+
+def _percent_transform(observed: pd.DataFrame) -> Any:
+    """Estimates -> percent effects per specification (column-wise), as ``effect_pct``: the
+    outcome mean of a linear model's sample does not change under permutation."""
+    poisson = (observed["scale"] == "log rate ratio").to_numpy() if "scale" in observed else np.ones(len(observed), bool)
+    mean = observed["outcome_mean"].to_numpy(dtype=float) if "outcome_mean" in observed else np.ones(len(observed))
+
+    def f(b: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(poisson[None, :], 100.0 * np.expm1(b), 100.0 * b / mean[None, :])
+
+    return f
 
 
 def _curve_stats(est: np.ndarray, pv: np.ndarray, dom: float, alpha: float) -> np.ndarray:
