@@ -267,3 +267,41 @@ def test_report_section_states_its_numbers(serial: MultiverseResult) -> None:
     assert nt.statistics["p_value"].between(1 / 5, 1).all()
     assert "4 draws over 3 specifications" in text
     assert set(sec.figures) == {"multiverse_curve_eu_agreement"}
+
+
+TINY_GRID_TOML = """
+[grid]
+name = "tiny"
+treatments = ["eu_agreement"]
+focal_treatments = ["eu_agreement"]
+
+[[dimensions]]
+name = "min_orders"
+rationale = "rounding"
+options = [
+  { name = "50", rationale = "spec", filters = { min_orders = { n = 50 } } },
+  { name = "200", rationale = "larger", filters = { min_orders = { n = 200 } } },
+]
+
+[[dimensions]]
+name = "estimator"
+rationale = "model"
+options = [{ name = "ppml", rationale = "Poisson", model = { estimator = "ppml" } }]
+"""
+
+
+def test_cli_multiverse_csv_equals_library(eurostat_dir: Path, tmp_path: Path, capsys) -> None:
+    import io
+
+    from returnstudy.cli import main
+
+    grid_file = tmp_path / "tiny.toml"
+    grid_file.write_text(TINY_GRID_TOML)
+    code = main(["multiverse", "--spec", str(SPEC), "--data", str(eurostat_dir), "--grid", str(grid_file), "--design", "full",
+                 "--format", "csv", "-q", "--out", str(tmp_path / "out")])
+    assert code == 0
+    printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    lib = multiverse(SPEC, eurostat_dir, grid_file, design="full").table
+    assert printed["estimate"].tolist() == pytest.approx(lib["estimate"].tolist(), rel=1e-12)
+    assert printed["min_orders"].astype(str).tolist() == ["50", "200"]
+    assert (tmp_path / "out" / "multiverse.csv").is_file() and (tmp_path / "out" / "curve_eu_agreement.png").is_file()

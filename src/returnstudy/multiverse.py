@@ -325,9 +325,15 @@ def execute(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any], backe
         for t in tasks:
             yield fn(ctx, t)
     elif backend == "joblib":
-        from joblib import Parallel, delayed
+        from joblib import Parallel, cpu_count, delayed
 
-        yield from Parallel(n_jobs=n_jobs or -1, return_as="generator_unordered")(delayed(fn)(ctx, t) for t in tasks)
+        # batches, so that the context is pickled a few times per worker rather than once per task
+        workers = n_jobs if n_jobs and n_jobs > 0 else cpu_count()
+        n_batches = min(len(tasks), 4 * workers)
+        bounds = np.linspace(0, len(tasks), n_batches + 1).round().astype(int)  # contiguous: a coding's tasks stay together
+        batches = [list(tasks[bounds[b]:bounds[b + 1]]) for b in range(n_batches)]
+        for outs in Parallel(n_jobs=workers, return_as="generator_unordered")(delayed(_batch)(fn, ctx, b) for b in batches):
+            yield from outs
     elif backend == "dask":
         try:
             from distributed import Client, LocalCluster, as_completed
@@ -360,6 +366,10 @@ def execute(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any], backe
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
+
+
+def _batch(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any]) -> list[Any]:
+    return [fn(ctx, t) for t in tasks]
 
 
 # ----------------------------------------------------------------------------- checkpoint
