@@ -66,7 +66,11 @@ class EngineContext:
             return panel
         from returnstudy.treatments import add_treatments
 
-        return add_treatments(panel, **_coding_kwargs(self.spec, overrides))
+        coded = add_treatments(panel, **_coding_kwargs(self.spec, overrides))
+        if len(coded) != len(panel):  # samples are taken by row position: coding must keep every row
+            raise ValueError(f"add_treatments({dict(overrides)}) returned {len(coded)} rows for a panel of {len(panel)}; "
+                             "the multiverse needs codings that keep every row (mark dropped corridors with NaN)")
+        return coded
 
 
 @dataclass(frozen=True)
@@ -407,9 +411,8 @@ class Checkpoint:
         target = self.dir / f"part-{out.task_hash[:24]}.parquet"
         tmp = target.with_suffix(".tmp")
         frame = pd.DataFrame(out.rows)
-        for c in frame.columns:
-            if frame[c].dtype == object:
-                frame[c] = frame[c].astype(str) if c in ("status", "reason", "treatment") else frame[c]
+        for c in ("status", "reason", "treatment"):
+            frame[c] = frame[c].fillna("").astype(str)
         frame.to_parquet(tmp, index=False)
         tmp.replace(target)
 

@@ -140,7 +140,8 @@ def multiverse_section(
         rw = int((nt.per_spec["p_fwer_romano_wolf"] < 0.05).sum())
         lines.append(
             f"Null test ({nt.info['draws']} permutations of adoption dates across {nt.info['level']}s over "
-            f"{nt.info['n_specifications']} randomly chosen specifications, {1000 * nt.info['seconds_per_fit']:.0f} ms per fit): "
+            f"{nt.info['n_specifications']} randomly chosen specifications, {1000 * nt.info['seconds_per_fit']:.0f} ms per fit), "
+            f"dominant direction {'positive' if st['direction'].iloc[0] == '+' else 'negative'}: "
             + "; ".join(f"{r.statistic} {r.observed:.3g} (p = {r.p_value:.2f})" for r in st.itertuples())
             + f". With family-wise adjustment (Romano-Wolf) {rw} of {len(nt.per_spec)} specifications stay significant at 5%."
         )

@@ -382,16 +382,17 @@ class NullTestResult:
         to_pct = _percent_transform(observed)
         med = float(np.median(to_pct(e0[None, :])))
         dom = 1.0 if med >= 0 else -1.0
-        obs = _curve_stats(to_pct(e0[None, :]), p0[None, :], dom, alpha)[0]
-        null = _curve_stats(to_pct(est), pv, dom, alpha)
+        # each curve (observed and every null draw) in its own dominant direction: the direction is
+        # chosen by the data, so the null statistics must choose it the same way (two-sided test)
+        obs = _curve_stats(to_pct(e0[None, :]), p0[None, :], alpha)[0]
+        null = _curve_stats(to_pct(est), pv, alpha)
         valid = np.isfinite(null).all(axis=1)
         R = int(valid.sum())
-        names = ["median effect in % (dominant direction)", f"share significant at {alpha:g} in the dominant direction",
-                 "Stouffer Z (dominant direction)"]
-        stats = pd.DataFrame({"statistic": names, "observed": [dom * obs[0], obs[1], obs[2]],
-                              "null_mean": np.nanmean(null, axis=0) * np.array([dom, 1, 1]),
+        names = ["|median effect| in %", f"share significant at {alpha:g} in the dominant direction",
+                 "Stouffer Z in the dominant direction"]
+        stats = pd.DataFrame({"statistic": names, "observed": obs, "null_mean": np.nanmean(null[valid], axis=0),
                               "p_value": [(1 + np.sum(null[valid, k] >= obs[k] - 1e-12)) / (1 + R) for k in range(3)]})
-        stats.loc[0, "null_mean"] = dom * np.nanmean(null[:, 0])
+        stats["direction"] = "+" if dom > 0 else "-"
         tobs = np.abs(e0 / s0)
         tnull = np.abs(est / se)
         tnull_f = np.where(np.isfinite(tnull), tnull, -np.inf)
@@ -450,8 +451,10 @@ def _percent_transform(observed: pd.DataFrame) -> Any:
     return f
 
 
-def _curve_stats(est: np.ndarray, pv: np.ndarray, dom: float, alpha: float) -> np.ndarray:
-    """Per row (draw): dominant-direction median, share significant in that direction, Stouffer Z."""
+def _curve_stats(est: np.ndarray, pv: np.ndarray, alpha: float) -> np.ndarray:
+    """Per row (a curve): |median|, share significant at ``alpha`` in the row's dominant direction
+    (the sign of its median) and Stouffer's Z of the one-sided p-values in that direction
+    (Simonsohn, Simmons & Nelson 2020)."""
     from scipy.stats import norm
 
     out = np.full((est.shape[0], 3), np.nan)
@@ -461,8 +464,10 @@ def _curve_stats(est: np.ndarray, pv: np.ndarray, dom: float, alpha: float) -> n
             if not ok.any():
                 continue
             e, p = est[r, ok], np.clip(pv[r, ok], 1e-300, 1.0)
+            med = np.median(e)
+            dom = 1.0 if med >= 0 else -1.0
             same = np.sign(e) == dom
-            out[r, 0] = dom * np.median(e)
+            out[r, 0] = abs(med)
             out[r, 1] = np.mean((p < alpha) & same)
             one_sided = np.where(same, p / 2.0, 1.0 - p / 2.0)
             z = norm.isf(np.clip(one_sided, 1e-300, 1 - 1e-16))
