@@ -10,7 +10,7 @@ import pytest
 
 import returnstudy as rs
 from returnstudy.multiverse import multiverse
-from returnstudy.multiverse_grid import Dimension, ExcludeRule, GridError, Option, grid_from_dict, load_grid
+from returnstudy.multiverse_grid import GridError, grid_from_dict, load_grid
 from returnstudy.multiverse_result import MultiverseResult
 from returnstudy.spec import spec_from_dict
 

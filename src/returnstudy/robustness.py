@@ -10,7 +10,6 @@ matters. Nothing is re-weighted or selected: every variation is reported.
 from __future__ import annotations
 
 import html
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from returnstudy._progress import progress as _progress
 from returnstudy.runner import _model_runs, model_context
 from returnstudy.spec import StudySpec, load_spec
 
