@@ -118,3 +118,24 @@ def rs_honest(result, m):
     from returnstudy.inference.honest_did import honest_did
 
     return honest_did(result, m=m)
+
+
+def test_pretrend_report_separates_no_effect_from_fragile_effect() -> None:
+    """A post-period estimate whose own CI includes zero is 'no significant effect', not 'not robust'."""
+    from returnstudy.honest_report import pretrend_report
+
+    class Flat:
+        model = "event_study_twfe"
+        is_poisson = False
+        design = {"outcome": "return_rate"}
+        info: dict = {}
+        extra: dict = {}
+        params = pd.Series([0.001, -0.001, 0.01, 0.0], index=[-3, -2, 0, 1])
+        vcov = pd.DataFrame(np.diag([1e-4, 1e-4, 4e-4, 4e-4]), index=params.index, columns=params.index)
+
+    rep = pretrend_report(Flat(), "flat")
+    sens = rep.sensitivity.iloc[0]
+    assert sens["original_lb"] < 0 < sens["original_ub"]          # 0.01 +- 1.96 * 0.02
+    assert rep.breakdown.value == 0
+    assert rep.verdict == "pre-trends not rejected; no significant effect to begin with"
+    assert "not significant even under exact parallel trends" in rep.paragraph

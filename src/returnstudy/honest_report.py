@@ -164,7 +164,11 @@ def pretrend_report(
                        f"{_effect_text(float(first_bias['bias']), unit)}")
         parts.append(f"The joint test of the leads does not reject parallel pre-trends ({test_txt}){caution}.")
     orig = _interval_text(olb, oub, unit)
-    if bd.value == 0:
+    if bd.value == 0 and olb <= 0 <= oub:
+        robust = (f"{what[0].upper() + what[1:]} ({_effect_text(est, unit)}, 95% CI {orig}) is not significant even "
+                  "under exact parallel trends, so there is no conclusion for violations of them to overturn")
+        verdict = ("pre-trends reject; " if rejects else "pre-trends not rejected; ") + "no significant effect to begin with"
+    elif bd.value == 0:
         robust = (f"Allowing any post-period violation of parallel trends no larger than the largest pre-period "
                   f"change (Rambachan-Roth relative magnitudes), {what} ({_effect_text(est, unit)}, 95% CI {orig}) "
                   f"is not significant even at Mbar = 0")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy.artifacts import write_figure, write_table
+from returnstudy.honest_report import study_pretrend_reports
 from returnstudy.identification import switching_counts
 from returnstudy.paths import project_data_dir
 from returnstudy.robustness import DEFAULT_VARIATIONS, sensitivity
@@ -230,6 +231,7 @@ def build_report(
     report = Report(out_dir=out)
     runs = [run_study(load_spec(p), data_dir, progress=progress) for p in spec_paths]
     report.runs = runs
+    pretrends = {run.name: study_pretrend_reports(run) for run in runs}
 
     md: list[str] = [
         "# Readmission agreements and return: results",
@@ -252,9 +254,14 @@ def build_report(
         if not model:
             continue
         comp = headline_comparison(run, model)
+        comp["pre_trends"] = _pretrend_verdicts(run, pretrends[run.name], comp["treatment"])
         write_table(comp, out / "tables" / f"headline_{run.name}.csv")
         report.files.append(f"tables/headline_{run.name}.csv")
         md += [f"Spec `{run.name}`, model `{model}` (percent change in returns, 95% CI):", "", markdown_table(comp, 1), ""]
+    md += ["`pre_trends` is the verdict of the event study of the same treatment (joint test of the leads, then the "
+           "Rambachan-Roth relative-magnitudes analysis of the first post-period effect: \"robust at Mbar <= x\" means "
+           "the 95% robust interval excludes zero as long as the post-period violation of parallel trends is at most x "
+           "times the largest one between consecutive pre-periods); see the event-study section.", ""]
 
     # results
     eff = _effects_for_report(runs)
@@ -280,8 +287,16 @@ def build_report(
                 report.files += _save_figure(fig, out / "figures", f"coefficients_{treatment}")
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
-    # sensitivity of the headline model to analytic choices
-    md += ["## How far do the conclusions survive?", "",
+    # every combination of choices (the multiverse), then one choice at a time
+    mv_run = next((r for r in runs if r.spec.report.get("multiverse")), None)
+    if mv_run is not None:
+        from returnstudy.multiverse_report import multiverse_section
+
+        section = multiverse_section(mv_run.spec, data_dir)
+        md += _write_section(report, out, section.lines, section.tables, section.figures)
+    else:
+        md += ["## How far do the conclusions survive?", ""]
+    md += ["### One choice at a time", "",
            "The headline model of each spec re-estimated under alternative analytic choices, one at a time "
            "(percent change in returns, 95% CI). `failed` means the model could not be estimated under that choice; "
            "`not identified`, that the treatment has no variation left.", ""]
@@ -341,6 +356,7 @@ def build_report(
                 coh = ", ".join(f"{k}: {n}" for k, n in sorted(info["treated_corridors_by_cohort"].items()))
                 md += [f"Treated corridors by adoption year: {coh}."]
             md += [""]
+            md += _pretrend_material(report, out, run.name, m.name, pretrends[run.name].get(m.name))
 
     # filters
     md += ["## Sample filters", ""]
@@ -361,11 +377,75 @@ def build_report(
            "![rates](figures/quality_return_rate_boxplot.png)", "",
            "![totals](figures/quality_national_totals.png)", ""]
 
+    for section in _part3_and_claims(runs, data_dir):
+        md += _write_section(report, out, section.lines, section.tables, section.figures)
+
     md += ["## What these data can and cannot show", ""] + _honest_reading(runs)
     (out / "REPORT.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     report.files.append("REPORT.md")
     log.info(report.summary())
     return report
+
+
+def _write_section(report: Report, out: Path, lines: Sequence[str], tables: dict[str, pd.DataFrame],
+                   figures: dict[str, Any]) -> list[str]:
+    """Write a section's tables and figures (stem -> object) and return its markdown, figures linked at the end."""
+    for stem, table in tables.items():
+        write_table(table, out / "tables" / f"{stem}.csv")
+        report.files.append(f"tables/{stem}.csv")
+    md = list(lines)
+    if md and md[-1] != "":
+        md.append("")
+    for stem, fig in figures.items():
+        report.files += _save_figure(fig, out / "figures", stem)
+        if f"figures/{stem}.png" not in "\n".join(md):
+            md += [f"![{stem}](figures/{stem}.png)", ""]
+    return md
+
+
+def _pretrend_verdicts(run: StudyRun, reports: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """Per headline row, the pre-trend verdict of the spec's event study of that treatment."""
+    by_treatment: dict[str, str] = {}
+    for m in run.event_studies():
+        rep = reports.get(m.name)
+        t = str(m.params.get("treatment", ""))
+        if t and t not in by_treatment:
+            by_treatment[t] = rep.verdict if hasattr(rep, "verdict") else f"no sensitivity analysis ({rep})"
+    types = {label: t for t, label in TREATMENT_LABELS.items()}
+    return [by_treatment.get(types.get(label, ""), "no event study in this spec") for label in labels]
+
+
+def _pretrend_material(report: Report, out: Path, spec_name: str, model: str, rep: Any) -> list[str]:
+    """The pre-trend paragraph, robust intervals and figures of one event study."""
+    from returnstudy.honest_report import sensitivity_frame
+
+    if rep is None:
+        return []
+    if isinstance(rep, str):
+        return [f"No sensitivity analysis of the pre-trends: {rep}", ""]
+    stem = f"pretrends_{spec_name}_{model}"
+    tables = {stem: sensitivity_frame({model: rep}), f"{stem}_power": rep.power.table}
+    lo, hi = rep.pct_interval_at_1 or rep.interval_at_1
+    unit = "%" if rep.poisson else ""
+    lines = [f"**Pre-trends: {rep.verdict}.** {rep.paragraph}", "",
+             f"Breakdown value: Mbar = {rep.breakdown.value:.2f} (to {rep.breakdown.tol:g}); robust 95% interval at "
+             f"Mbar = 1: [{lo:.1f}{unit}, {hi:.1f}{unit}]." if np.isfinite(rep.breakdown.value) else
+             f"No breakdown value: the robust interval includes zero already at Mbar = 0; robust 95% interval at "
+             f"Mbar = 1: [{lo:.1f}{unit}, {hi:.1f}{unit}].", ""]
+    lines += [f"Note: {n}" for n in rep.notes] + ([""] if rep.notes else [])
+    return _write_section(report, out, lines, tables, {stem: rep.figure, f"{stem}_power": rep.power_figure})
+
+
+def _part3_and_claims(runs: Sequence[StudyRun], data_dir: str | Path | None) -> list[Any]:
+    """Part 3 (the Netherlands and Norway) and the policy response's claims, from the first spec."""
+    from returnstudy.claims import policy_claims
+    from returnstudy.compare import compare_countries
+    from returnstudy.report_part3 import claims_section, part3_section
+
+    run = runs[0]
+    where = data_dir if data_dir is not None else run.spec.data.data_dir
+    return [part3_section(compare_countries(run.panel, data_dir=where)),
+            claims_section(policy_claims(run.spec, where))]
 
 
 def _inference_checks(runs: Sequence[StudyRun], progress: bool) -> pd.DataFrame:
