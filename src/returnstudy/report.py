@@ -425,13 +425,7 @@ def _pretrend_material(report: Report, out: Path, spec_name: str, model: str, re
         return [f"No sensitivity analysis of the pre-trends: {rep}", ""]
     stem = f"pretrends_{spec_name}_{model}"
     tables = {stem: sensitivity_frame({model: rep}), f"{stem}_power": rep.power.table}
-    lo, hi = rep.pct_interval_at_1 or rep.interval_at_1
-    unit = "%" if rep.poisson else ""
-    lines = [f"**Pre-trends: {rep.verdict}.** {rep.paragraph}", "",
-             f"Breakdown value: Mbar = {rep.breakdown.value:.2f} (to {rep.breakdown.tol:g}); robust 95% interval at "
-             f"Mbar = 1: [{lo:.1f}{unit}, {hi:.1f}{unit}]." if np.isfinite(rep.breakdown.value) else
-             f"No breakdown value: the robust interval includes zero already at Mbar = 0; robust 95% interval at "
-             f"Mbar = 1: [{lo:.1f}{unit}, {hi:.1f}{unit}].", ""]
+    lines = [f"**Pre-trend verdict: {rep.verdict}.** {rep.paragraph}", ""]
     lines += [f"Note: {n}" for n in rep.notes] + ([""] if rep.notes else [])
     return _write_section(report, out, lines, tables, {stem: rep.figure, f"{stem}_power": rep.power_figure})
 

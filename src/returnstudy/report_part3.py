@@ -50,7 +50,7 @@ def part3_section(comparison: Any, *, figures: bool = True, prefix: str = "part3
     lines.append(
         f"Return of {', '.join(c.citizens)} nationals from {' and '.join(c.geos)}, year by year, against the median and "
         "interquartile range of the other EU+ countries (Eurostat). Frontex figures are charter operations coordinated by "
-        "Frontex only, by destination country. " + c.causal_reading
+        "Frontex only, by destination country. Causal reading: " + c.causal_reading
     )
     lines += ["", "Data vintage: " + " | ".join(c.vintage_lines()), ""]
     if c.absent_tables:
