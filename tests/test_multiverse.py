@@ -133,6 +133,12 @@ def test_identical_tables_on_every_backend(serial: MultiverseResult, eurostat_di
         pd.testing.assert_frame_equal(other.table, serial.table, check_exact=True)
 
 
+def test_ray_backend_identical_when_installed(serial: MultiverseResult, eurostat_dir: Path) -> None:
+    pytest.importorskip("ray")  # optional extra 'ray'
+    other = multiverse(SPEC, eurostat_dir, small_grid(), design="full", backend="ray", n_jobs=2)
+    pd.testing.assert_frame_equal(other.table, serial.table, check_exact=True)
+
+
 def test_resume_recomputes_nothing(serial: MultiverseResult, eurostat_dir: Path, tmp_path: Path, monkeypatch) -> None:
     import returnstudy.multiverse as engine
 

@@ -91,6 +91,7 @@ class TaskOutput:
     codings: int = 0
     seconds: float = 0.0
     task_hash: str = ""
+    n_specs: int = 0
 
 
 # ----------------------------------------------------------------------------- building samples
@@ -253,7 +254,7 @@ def run_task(ctx: EngineContext, task: Task) -> TaskOutput:
     from returnstudy.verdict import switching_units
 
     t0 = time.perf_counter()
-    out = TaskOutput(rows=[], task_hash=_hash(sorted(h for _, _, h, _ in task.items)))
+    out = TaskOutput(rows=[], task_hash=_hash(sorted(h for _, _, h, _ in task.items)), n_specs=len(task.items))
     try:
         key = (ctx.token, _canonical_coding(task.coding))
         coded = _CODED.get(key) if ctx.token else None
@@ -363,13 +364,23 @@ def execute(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any], backe
             import ray
         except ImportError as exc:  # pragma: no cover - optional extra
             raise ImportError("backend='ray' needs ray: pip install 'returnstudy[ray]'") from exc
-        ray.init(address=address, num_cpus=None if address else n_jobs, ignore_reinit_error=True, log_to_driver=False)
-        shared = ray.put(ctx)
-        remote = ray.remote(fn)
-        pending = [remote.remote(shared, t) for t in tasks]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=address, num_cpus=None if address else n_jobs, log_to_driver=False)
+        try:
+            shared = ray.put(ctx)
+            remote = ray.remote(_call)
+            pending = [remote.remote(fn, shared, t) for t in tasks]
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _call(fn: Callable[[Any, Any], Any], ctx: Any, task: Any) -> Any:
+    return fn(ctx, task)
 
 
 def _batch(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any]) -> list[Any]:
@@ -490,7 +501,8 @@ def run_specifications(
                 "samples": 0, "fits": 0, "tasks": len(tasks), "backend": backend, "workers": workers}
     new_rows: list[dict[str, Any]] = []
     results = execute(run_task, ctx, tasks, backend, n_jobs, address)
-    for out in _progress(results, f"multiverse ({backend})", progress, total=len(tasks)):
+    for out in _per_specification(_progress(_spread(results), f"multiverse ({backend}), specifications", progress,
+                                            total=len(todo))):
         new_rows += out.rows
         counters["codings"] += out.codings
         counters["samples"] += out.samples
@@ -504,6 +516,21 @@ def run_specifications(
     old = done.to_dict("records") if len(done) else []
     table = tidy_rows(old + new_rows, [s.choices for s in specs][0].keys() if specs else [], hashes)
     return table, counters
+
+
+def _spread(results: Iterator[TaskOutput]) -> Iterator[TaskOutput | None]:
+    """One item per specification (the task's output, then None for its other specifications),
+    so that the progress display counts specifications, their rate and the time left."""
+    for out in results:
+        yield out
+        for _ in range(max(out.n_specs - 1, 0)):
+            yield None
+
+
+def _per_specification(items: Iterator[TaskOutput | None]) -> Iterator[TaskOutput]:
+    for it in items:
+        if it is not None:
+            yield it
 
 
 def _indexed(fn: Callable[[Any, Any], Any]) -> Callable[[Any, tuple[int, Any]], tuple[int, Any]]:
