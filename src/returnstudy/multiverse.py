@@ -316,67 +316,105 @@ def _hash(obj: Any) -> str:
 # ----------------------------------------------------------------------------- backends
 
 
-def execute(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any], backend: str = "serial",
-            n_jobs: int | None = None, address: str | None = None) -> Iterator[Any]:
-    """Yield ``fn(ctx, task)`` for every task (in completion order) on ``backend``.
+class Session:
+    """A backend held open for several rounds of tasks (a Dask cluster or Ray started once).
 
-    ``ctx`` is sent once per worker (Dask ``scatter(broadcast=True)``, Ray ``put``); joblib
-    pickles it with each task. ``n_jobs``: workers (joblib, a Dask LocalCluster); ``address``:
-    a Dask scheduler (``tcp://host:8786``) or a Ray cluster.
+    ``map(fn, ctx, tasks)`` yields ``fn(ctx, task)`` for every task in completion order.
+    ``ctx`` is sent once per worker and session (Dask ``scatter(broadcast=True)``, Ray
+    ``put``); joblib pickles it once per batch of tasks. ``n_jobs``: workers (joblib, a Dask
+    LocalCluster, a local Ray); ``address``: a Dask scheduler (``tcp://host:8786``) or a Ray
+    cluster.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
-    if backend == "serial" or not tasks:
-        for t in tasks:
-            yield fn(ctx, t)
-    elif backend == "joblib":
-        from joblib import Parallel, cpu_count, delayed
 
-        # batches, so that the context is pickled a few times per worker rather than once per task
-        workers = n_jobs if n_jobs and n_jobs > 0 else cpu_count()
-        n_batches = min(len(tasks), 4 * workers)
-        bounds = np.linspace(0, len(tasks), n_batches + 1).round().astype(int)  # contiguous: a coding's tasks stay together
-        batches = [list(tasks[bounds[b]:bounds[b + 1]]) for b in range(n_batches)]
-        for outs in Parallel(n_jobs=workers, return_as="generator_unordered")(delayed(_batch)(fn, ctx, b) for b in batches):
-            yield from outs
-    elif backend == "dask":
-        try:
-            from distributed import Client, LocalCluster, as_completed
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("backend='dask' needs dask.distributed: pip install 'returnstudy[cluster]'") from exc
-        cluster = None
-        if address is None:
-            cluster = LocalCluster(n_workers=n_jobs or 2, threads_per_worker=1, processes=True, dashboard_address=None)
-            client = Client(cluster)
-        else:
-            client = Client(address)
-        try:
-            shared = client.scatter(ctx, broadcast=True)
-            futures = [client.submit(fn, shared, t, pure=False) for t in tasks]
+    def __init__(self, backend: str = "serial", n_jobs: int | None = None, address: str | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
+        self.backend, self.n_jobs, self.address = backend, n_jobs, address
+        self._client: Any = None
+        self._cluster: Any = None
+        self._ray_started = False
+        self._shared: dict[int, Any] = {}
+
+    def __enter__(self) -> Session:
+        if self.backend == "dask":
+            try:
+                from distributed import Client, LocalCluster
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise ImportError("backend='dask' needs dask.distributed: pip install 'returnstudy[cluster]'") from exc
+            if self.address is None:
+                self._cluster = LocalCluster(n_workers=self.n_jobs or 2, threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+                self._client = Client(self._cluster)
+            else:
+                self._client = Client(self.address)
+        elif self.backend == "ray":
+            try:
+                import ray
+            except ImportError as exc:  # pragma: no cover - optional extra
+                raise ImportError("backend='ray' needs ray: pip install 'returnstudy[ray]'") from exc
+            if not ray.is_initialized():
+                ray.init(address=self.address, num_cpus=None if self.address else self.n_jobs, log_to_driver=False)
+                self._ray_started = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        if self._ray_started:
+            import ray
+
+            ray.shutdown()
+        self._shared.clear()
+
+    def _share(self, ctx: Any) -> Any:
+        if id(ctx) not in self._shared:
+            if self.backend == "dask":
+                self._shared[id(ctx)] = (ctx, self._client.scatter(ctx, broadcast=True))
+            else:
+                import ray
+
+                self._shared[id(ctx)] = (ctx, ray.put(ctx))
+        return self._shared[id(ctx)][1]
+
+    def map(self, fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any]) -> Iterator[Any]:
+        if self.backend == "serial" or not tasks:
+            for t in tasks:
+                yield fn(ctx, t)
+        elif self.backend == "joblib":
+            from joblib import Parallel, cpu_count, delayed
+
+            # contiguous batches: the context is pickled a few times per worker, a coding's tasks stay together
+            workers = self.n_jobs if self.n_jobs and self.n_jobs > 0 else cpu_count()
+            n_batches = min(len(tasks), 4 * workers)
+            bounds = np.linspace(0, len(tasks), n_batches + 1).round().astype(int)
+            batches = [list(tasks[bounds[b]:bounds[b + 1]]) for b in range(n_batches)]
+            for outs in Parallel(n_jobs=workers, return_as="generator_unordered")(delayed(_batch)(fn, ctx, b) for b in batches):
+                yield from outs
+        elif self.backend == "dask":
+            from distributed import as_completed
+
+            shared = self._share(ctx)
+            futures = [self._client.submit(fn, shared, t, pure=False) for t in tasks]
             for fut in as_completed(futures):
                 yield fut.result()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    else:
-        try:
+        else:
             import ray
-        except ImportError as exc:  # pragma: no cover - optional extra
-            raise ImportError("backend='ray' needs ray: pip install 'returnstudy[ray]'") from exc
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=address, num_cpus=None if address else n_jobs, log_to_driver=False)
-        try:
-            shared = ray.put(ctx)
+
+            shared = self._share(ctx)
             remote = ray.remote(_call)
             pending = [remote.remote(fn, shared, t) for t in tasks]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])
-        finally:
-            if started:
-                ray.shutdown()
+
+
+def execute(fn: Callable[[Any, Any], Any], ctx: Any, tasks: Sequence[Any], backend: str = "serial",
+            n_jobs: int | None = None, address: str | None = None) -> Iterator[Any]:
+    """Yield ``fn(ctx, task)`` for every task (in completion order) on ``backend`` (one :class:`Session`)."""
+    with Session(backend, n_jobs, address) as session:
+        yield from session.map(fn, ctx, tasks)
 
 
 def _call(fn: Callable[[Any, Any], Any], ctx: Any, task: Any) -> Any:
@@ -465,14 +503,14 @@ def run_specifications(
     n_jobs: int | None = None,
     address: str | None = None,
     checkpoint: str | Path | None = None,
-    seed: int = 0,
     progress: bool | None = False,
     context_hash: str = "",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Estimate ``specs`` (the one code path of :func:`multiverse` and ``sensitivity``).
 
     Returns the tidy rows (one per specification x treatment, in specification order) and
-    counters: fits, codings, filter runs, samples built, seconds, resumed specifications.
+    counters: fits, codings, filter runs, samples built, seconds, resumed specifications. Each
+    specification's seed (passed to estimators that take one) comes from its key alone.
     """
     import dataclasses
 
@@ -481,7 +519,7 @@ def run_specifications(
     for s in specs:  # unknown filter steps fail here, before any work
         varied_spec(ctx.spec, s.filters)
     hashes = [_hash([s.content(), context_hash, list(ctx.treatments), list(ctx.focal)]) for s in specs]
-    items = [(i, s, h, s.seed(seed)) for i, (s, h) in enumerate(zip(specs, hashes))]
+    items = [(i, s, h, s.seed()) for i, (s, h) in enumerate(zip(specs, hashes))]
     store = Checkpoint(checkpoint) if checkpoint is not None else None
     done = store.load(set(hashes)) if store is not None else pd.DataFrame(columns=["spec_hash"])
     done_hashes = set(done["spec_hash"])
@@ -494,21 +532,22 @@ def run_specifications(
     for _, s, _, _ in todo:
         filter_sets.setdefault(s.filter_key(), s.filters)
     keys = list(filter_sets)
-    indices = list(execute(_indexed(_filter_task), ctx, list(enumerate(filter_sets[k] for k in keys)), backend, n_jobs, address)) if keys else []
-    filter_index = {keys[i]: idx for i, idx in indices}
-    tasks = plan_tasks(todo, filter_index, workers)
-    counters = {"specifications": len(specs), "resumed": len(items) - len(todo), "filter_runs": len(keys), "codings": 0,
-                "samples": 0, "fits": 0, "tasks": len(tasks), "backend": backend, "workers": workers}
     new_rows: list[dict[str, Any]] = []
-    results = execute(run_task, ctx, tasks, backend, n_jobs, address)
-    for out in _per_specification(_progress(_spread(results), f"multiverse ({backend}), specifications", progress,
-                                            total=len(todo))):
-        new_rows += out.rows
-        counters["codings"] += out.codings
-        counters["samples"] += out.samples
-        counters["fits"] += out.fits
-        if store is not None:
-            store.write(out)
+    with Session(backend, n_jobs, address) as session:
+        indices = list(session.map(_indexed(_filter_task), ctx, list(enumerate(filter_sets[k] for k in keys)))) if keys else []
+        filter_index = {keys[i]: idx for i, idx in indices}
+        tasks = plan_tasks(todo, filter_index, workers)
+        counters = {"specifications": len(specs), "resumed": len(items) - len(todo), "filter_runs": len(keys), "codings": 0,
+                    "samples": 0, "fits": 0, "tasks": len(tasks), "backend": backend, "workers": workers}
+        results = session.map(run_task, ctx, tasks)
+        for out in _per_specification(_progress(_spread(results), f"multiverse ({backend}), specifications", progress,
+                                                total=len(todo))):
+            new_rows += out.rows
+            counters["codings"] += out.codings
+            counters["samples"] += out.samples
+            counters["fits"] += out.fits
+            if store is not None:
+                store.write(out)
     counters["seconds"] = time.perf_counter() - t0
     log.info("multiverse: panel loaded once (%d rows); %d codings, %d filter runs, %d samples built for %d specifications "
              "(%d fits, %d resumed from checkpoint) in %.1f s on %s", len(ctx.raw), counters["codings"], counters["filter_runs"],
@@ -644,7 +683,7 @@ def multiverse(
     context_hash = _hash([vintage_signature(raw), panel_fingerprint(raw), spec.sha256, repr(spec.data), repr(spec.treatments),
                           repr(spec.filters), __version__])
     table, counters = run_specifications(ctx, specs, backend=backend, n_jobs=n_jobs, address=address,
-                                         checkpoint=checkpoint, seed=seed, progress=progress, context_hash=context_hash)
+                                         checkpoint=checkpoint, progress=progress, context_hash=context_hash)
     from returnstudy.multiverse_result import add_percent_scale
 
     table = add_percent_scale(table, specs)
