@@ -532,10 +532,15 @@ def default_spec_path() -> Path:
 
 
 def shipped_specs() -> dict[str, Path]:
-    """The specs shipped with the package, by name (file name without ``.toml``)."""
+    """The study specs shipped with the package, by name (file name without ``.toml``).
+
+    Multiverse grids (files with a top-level ``[grid]`` table, e.g. ``multiverse.toml``) live
+    beside the specs but are not specs; they are left out.
+    """
     from returnstudy.paths import project_data_dir
 
-    return {f.stem: f for f in sorted((project_data_dir() / "specs").glob("*.toml"))}
+    files = sorted((project_data_dir() / "specs").glob("*.toml"))
+    return {f.stem: f for f in files if not any(line.strip() == "[grid]" for line in f.read_text(encoding="utf-8").splitlines())}
 
 
 def resolve_spec_path(path: str | Path | None = None) -> Path:
