@@ -123,7 +123,12 @@ def test_compare_countries_known_answers(covariates):
     ev = res.event_time[(res.event_time.design == "main")].set_index("year")
     assert ev.loc[2015, "event_time"] == 0 and ev.loc[2015, "log_ratio"] == pytest.approx(np.log(0.5))
     assert "hand-made" in res.summary()
-    assert set(res.figures()) == {"rates", "counts", "event_time", "synthetic"}
+    figs = res.figures()
+    assert set(figs) == {"rates", "counts", "event_time", "synthetic"}
+    import matplotlib.pyplot as plt
+
+    # figures draw themselves in a notebook cell and stay out of pyplot's global state
+    assert all(f._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n" for f in figs.values()) and plt.get_fignums() == []
 
 
 def test_compare_countries_errors(covariates, tmp_path):

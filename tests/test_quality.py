@@ -218,6 +218,14 @@ def test_vintage_is_carried(synth):
     assert "<table" in synth._repr_html_()
 
 
+def test_figures_display_in_a_notebook(synth):
+    import matplotlib.pyplot as plt
+
+    figs = synth.figures()
+    assert len(figs) == 3 and all(f._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n" for f in figs.values())
+    assert plt.get_fignums() == []
+
+
 def test_save_is_deterministic(tmp_path, synth):
     a = synth.save(tmp_path / "a")
     b = quality_report(tables=synthetic_tables()).save(tmp_path / "b")

@@ -43,6 +43,7 @@ from returnstudy.covariates import (
     vintage_text,
 )
 from returnstudy.instruments import corridor_instruments, load_instrument_tables
+from returnstudy.plots import new_figure
 from returnstudy.results import vintage_label
 from returnstudy.synthetic import synthetic_control
 
@@ -166,10 +167,10 @@ class CountryComparison:
         return t.reindex(range(int(t.index.min()), int(t.index.max()) + 1))
 
     def _fig_rates(self) -> Any:
-        import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
 
-        fig, axes = plt.subplots(2, len(self.citizens), figsize=(4.2 * len(self.citizens), 6.4), squeeze=False, sharex="row")
+        fig = new_figure((4.2 * len(self.citizens), 6.4))
+        axes = fig.subplots(2, len(self.citizens), squeeze=False, sharex="row")
         for row, design in enumerate(("main", "proxy")):
             col = "return_rate" if design == "main" else "proxy_rate"
             for j, c in enumerate(self.citizens):
@@ -202,17 +203,15 @@ class CountryComparison:
                 ax.tick_params(labelsize=7)
         axes[0][0].legend(fontsize=6)
         fig.suptitle("Return rates, EU+ benchmark (other EU+ countries) and instruments (dotted)", fontsize=10)
-        fig.tight_layout()
         return fig
 
     def _fig_counts(self) -> Any:
-        import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
 
         measures = ["orders", "returns", "returns_third_country", "found_illegal", "asylum_first_time", "frontex_returnees"]
         labels = {"frontex_returnees": "Frontex charter returnees (by destination)", "asylum_first_time": "first-time asylum applicants"}
-        fig, axes = plt.subplots(len(measures), len(self.citizens), figsize=(4.2 * len(self.citizens), 2.0 * len(measures)),
-                                 squeeze=False, sharex=True)
+        fig = new_figure((4.2 * len(self.citizens), 2.0 * len(measures)))
+        axes = fig.subplots(len(measures), len(self.citizens), squeeze=False, sharex=True)
         for i, m in enumerate(measures):
             for j, c in enumerate(self.citizens):
                 ax = axes[i][j]
@@ -224,15 +223,14 @@ class CountryComparison:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0][0].legend(fontsize=6)
         fig.suptitle("Persons per year by reporting country (Eurostat; asylum: migr_asyappctza; Frontex: charters only)", fontsize=9)
-        fig.tight_layout()
         return fig
 
     def _fig_event_time(self) -> Any:
-        import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
 
         groups = list(self.event_time.groupby(["instrument_id", "geo", "design"], sort=True))
-        fig, axes = plt.subplots(1, len(groups), figsize=(4.0 * len(groups), 3.4), squeeze=False)
+        fig = new_figure((4.0 * len(groups), 3.4))
+        axes = fig.subplots(1, len(groups), squeeze=False)
         for ax, ((iid, g, design), e) in zip(axes[0], groups):
             ok = e.dropna(subset=["log_ratio"])
             ax.errorbar(ok["event_time"], ok["log_ratio"], yerr=[ok["log_ratio"] - ok["ci_low"], ok["ci_high"] - ok["log_ratio"]],
@@ -244,14 +242,13 @@ class CountryComparison:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("log rate ratio (95% CI, Poisson counts)", fontsize=7)
             ax.tick_params(labelsize=7)
-        fig.tight_layout()
         return fig
 
     def _fig_synthetic(self) -> Any:
-        import matplotlib.pyplot as plt
 
         fits = list(self.synthetic_fits.items())
-        fig, axes = plt.subplots(1, len(fits), figsize=(4.2 * len(fits), 3.4), squeeze=False)
+        fig = new_figure((4.2 * len(fits), 3.4))
+        axes = fig.subplots(1, len(fits), squeeze=False)
         for ax, (key, sc) in zip(axes[0], fits):
             s = sc.series
             ax.plot(s.index, s["treated"], marker="o", label="observed")
@@ -260,7 +257,6 @@ class CountryComparison:
             ax.axvline(last_pre + 0.5, color="0.5", ls=":")
             ax.set_title(f"{key} (pre RMSPE {sc.pre_rmspe:.3g})", fontsize=8)
             ax.legend(fontsize=6)
-        fig.tight_layout()
         return fig
 
     def save(self, out_dir: str | Path, *, figures: bool = True, prefix: str = "compare_") -> list[Path]:

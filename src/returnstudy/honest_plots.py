@@ -20,9 +20,9 @@ __all__ = ["plot_honest_did", "plot_pretest_power"]
 def _axes(ax: Any, size: tuple[float, float] = (6.5, 4.0)) -> tuple[Any, Any]:
     if ax is not None:
         return ax.figure, ax
-    from matplotlib.figure import Figure
+    from returnstudy.plots import new_figure
 
-    fig = Figure(figsize=size, layout="constrained")
+    fig = new_figure(size)
     return fig, fig.add_subplot()
 
 

@@ -203,7 +203,7 @@ class MultiverseResult:
         """Specification curve (Simonsohn, Simmons & Nelson 2020): the estimated effects in
         percent, ranked, with 95% CIs (filled where the CI excludes zero) above; below, one row
         per option of each varying dimension, marked where a specification uses it."""
-        from matplotlib.figure import Figure
+        from returnstudy.plots import new_figure
 
         t = self.rows(treatment)
         t = t[np.isfinite(t["effect_pct"])].sort_values("effect_pct", kind="stable").reset_index(drop=True)
@@ -212,7 +212,7 @@ class MultiverseResult:
         dims = [d for d in self.dimensions if t[d].nunique() > 1][:max_dims]
         labels = [(d, o) for d in dims for o in [o.name for o in self.grid.dimension(d).options] + [NOT_APPLICABLE]
                   if (t[d] == o).any()]
-        fig = Figure(figsize=(10, 3.2 + 0.16 * len(labels)), layout="constrained")
+        fig = new_figure((10, 3.2 + 0.16 * len(labels)))
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3.0, max(1.0, 0.16 * len(labels))])
         x = np.arange(len(t))
         sig = (t["effect_pct_low"] > 0) | (t["effect_pct_high"] < 0)

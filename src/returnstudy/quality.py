@@ -245,12 +245,12 @@ class QualityReport:
         }
 
     def _fig_coverage(self) -> Any:
-        from matplotlib.figure import Figure
+        from returnstudy.plots import new_figure
 
         cov = self.tables["coverage"]
         variables = list(dict.fromkeys(cov["variable"]))
         geos = sorted(cov["geo"].unique())
-        fig = Figure(figsize=(3.2 * max(len(variables), 1) + 1.5, 0.28 * len(geos) + 1.6), layout="constrained")
+        fig = new_figure((3.2 * max(len(variables), 1) + 1.5, 0.28 * len(geos) + 1.6))
         axes = fig.subplots(1, max(len(variables), 1), squeeze=False)[0]
         im = None
         for ax, var in zip(axes, variables):
@@ -264,10 +264,10 @@ class QualityReport:
         return fig
 
     def _fig_rates(self) -> Any:
-        from matplotlib.figure import Figure
+        from returnstudy.plots import new_figure
 
         rates = self.tables.get("return_rates_cells")
-        fig = Figure(figsize=(10, 4.5), layout="constrained")
+        fig = new_figure((10, 4.5))
         ax = fig.subplots()
         if rates is None or rates.empty:
             ax.text(0.5, 0.5, "no corridor-years with orders and returns", ha="center", va="center")
@@ -286,14 +286,14 @@ class QualityReport:
         return fig
 
     def _fig_totals(self) -> Any:
-        from matplotlib.figure import Figure
+        from returnstudy.plots import new_figure
         from matplotlib.ticker import MaxNLocator
 
         tot = self.tables["national_totals"]
         geos = sorted(tot["geo"].unique())
         ncol = 6
         nrow = max(1, int(np.ceil(len(geos) / ncol)))
-        fig = Figure(figsize=(2.2 * ncol, 1.7 * nrow + 0.6), layout="constrained")
+        fig = new_figure((2.2 * ncol, 1.7 * nrow + 0.6))
         axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
         variables = list(dict.fromkeys(tot["variable"]))
         colors = dict(zip(variables, ["C0", "C1", "C2", "C3", "C4"]))
