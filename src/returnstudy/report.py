@@ -489,6 +489,51 @@ def _sensitivity_sentences(sens: Any) -> list[str]:
     return lines
 
 
+def _identifying_corridors(run: StudyRun, treatment: str, most: int = 12) -> str:
+    """The corridors whose ``treatment`` varies among the rows the headline model used, with their switch-on year."""
+    from returnstudy.identification import rows_used
+
+    result = _headline_result(run)
+    rows = rows_used(result, run.sample) if result is not None else None
+    rows = run.sample if rows is None else rows
+    if treatment not in rows.columns or rows.empty:
+        return "none"
+    varies = rows.groupby("corridor")[treatment].nunique(dropna=True) > 1
+    corridors = sorted(varies.index[varies.to_numpy()])
+    if not corridors:
+        return "none"
+    cohort = run.sample.groupby("corridor")[f"{treatment}_cohort"].first() if f"{treatment}_cohort" in run.sample else None
+    named = [f"{c} ({int(cohort[c])})" if cohort is not None and pd.notna(cohort.get(c)) else c for c in corridors]
+    more = f" and {len(named) - most} more" if len(named) > most else ""
+    return ", ".join(named[:most]) + more
+
+
+def _coverage_text(run: StudyRun) -> str:
+    from returnstudy.treatments import coverage_shares
+
+    try:
+        cov = coverage_shares(run.sample, weight="orders")
+    except KeyError as exc:
+        return f"`{run.name}`: not computed ({exc})"
+    share = cov["share_researched"]
+    return (f"`{run.name}` {100 * share['all']:.0f}% of orders to leave in researched corridors, "
+            f"{100 * share['never_treated']:.0f}% of the never-treated comparison group's orders")
+
+
+def _start_date_line() -> str:
+    """How many binding bilateral instruments have a start date, and how many of those were checked at the source."""
+    from returnstudy.treatments import load_agreements
+
+    b = load_agreements()["bilateral_frameworks"]
+    binding = b[b["legal_form"].isin(["agreement", "implementing_protocol"]) & b["binding"].astype(str).str.lower().eq("true")]
+    dated = binding["in_force"].notna() | binding["provisional_from"].notna()
+    checked = dated & binding["verified"].astype(str).str.lower().eq("true")
+    return (f"- Start dates: of {len(binding)} binding bilateral instruments (agreements and implementing protocols), "
+            f"{int(dated.sum())} have an entry into force or provisional application in the table, {int(checked.sum())} of them "
+            f"checked against the cited source; {int((~dated).sum())} have none found and are not treated under the default "
+            "coding (`unknown_start`), so a corridor they cover counts as untreated.")
+
+
 def _honest_reading(runs: Sequence[StudyRun]) -> list[str]:
     lines = []
     for run in runs:
@@ -503,13 +548,15 @@ def _honest_reading(runs: Sequence[StudyRun]) -> list[str]:
                 by_year = ", ".join(f"{int(y)}: {n}" for y, n in inside.groupby(c)["corridor"].nunique().items())
                 n_corr, n_cit = switching_units(s, t, _headline_result(run))
                 switchers[t] = (n_corr, n_cit, by_year)
+        ident = "; ".join(f"{t}: {_identifying_corridors(run, t)}" for t in ("bilateral_binding", "bilateral_protocol", "eu_agreement")
+                          if t in s)
         lines.append(
             f"- `{run.name}` covers {years[0]}-{years[-1]}. Corridor-years treated: "
             + ", ".join(f"{t} {n}" for t, n in treated.items())
             + ". Under corridor fixed effects only corridors whose treatment switches on inside the window identify "
             + "an effect: "
             + "; ".join(f"{t} {n} corridors in {c} citizenships ({detail or 'none'})" for t, (n, c, detail) in switchers.items())
-            + "."
+            + f". The corridors that identify the headline model's effects (treatment varies among the rows it used): {ident}."
         )
     lines += [
         "- With errors clustered by citizenship, a treatment that switches on for the corridors of only one or a "
@@ -526,8 +573,11 @@ def _honest_reading(runs: Sequence[StudyRun]) -> list[str]:
         "- The third-country spec is a proxy design: returns to third countries per person found illegally present. "
         "It covers the EU non-binding arrangements of 2016-2018 and the 2020 Belarus agreement, but it is not the "
         "study's return rate, and its source dropped zeros (filled and flagged, see `*_imputed_zero`).",
+        _start_date_line(),
         "- Bilateral agreements are coded from `data/agreements/bilateral_frameworks.csv`; corridors not researched "
-        "there are coded as untreated, which biases bilateral effects toward zero if they hold unlisted agreements.",
+        "there (`data/agreements/bilateral_coverage.csv`) are coded as untreated, which biases bilateral effects toward "
+        "zero if they hold unlisted agreements. Research coverage of each estimation sample: "
+        + "; ".join(_coverage_text(run) for run in runs) + ".",
         "- No synthetic data enter this report.",
     ]
     return lines
