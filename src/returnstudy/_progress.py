@@ -59,8 +59,10 @@ def progress(
 
 
 def _interactive() -> bool:
-    """stderr is a terminal, or the code runs in a Jupyter kernel."""
-    if "ipykernel" in sys.modules:
+    """stderr is a terminal, or the code runs in a Jupyter kernel (not merely with ipykernel imported)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is not None and getattr(shell, "kernel", None) is not None:
         return True
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty())
