@@ -114,4 +114,5 @@ def test_figures_render_in_a_notebook_cell_without_matplotlib_inline(panel) -> N
     # not registered with pyplot: a loop of plots does not accumulate open figures
     assert plt.get_fignums() == []
     coef = plot_coefficients({"a": res, "b": res}, term=0)
-    assert mpimg.imread(io.BytesIO(_png_from_notebook_formatter(coef))).shape[:2] == (round(100 * (1.4 + 0.45 * 2)), 900)
+    height, width = mpimg.imread(io.BytesIO(_png_from_notebook_formatter(coef))).shape[:2]
+    assert abs(height - 100 * (1.4 + 0.45 * 2)) <= 1 and width == 900  # matplotlib versions round 229.99... differently

@@ -79,7 +79,7 @@ def test_report_comparison_sees_a_changed_number_and_ignores_rounding(fresh_repo
     fig = Figure(figsize=(7, 4.2))
     fig.add_subplot().plot([0, 1], [1, 0])
     fig.savefig(png, dpi=110)
-    assert any(png.name in p and "RMS" in p for p in compare_reports(fresh_report.out_dir, copy, image_tol=IMAGE_TOL))
+    assert any(png.name in p and "image differs" in p for p in compare_reports(fresh_report.out_dir, copy, image_tol=IMAGE_TOL))
 
 
 def test_compare_frames_by_hand() -> None:
@@ -152,7 +152,8 @@ def test_few_switching_citizenships_are_flagged() -> None:
     for c, cohort in (("AF", 2015), ("IQ", 2015), ("MA", np.nan)):
         for g in ("NL", "DE"):
             for y in (2013, 2014, 2015, 2016):
-                rows.append({"geo": g, "citizen": c, "corridor": f"{g}-{c}", "year": y, "eu_agreement_cohort": cohort})
+                rows.append({"geo": g, "citizen": c, "corridor": f"{g}-{c}", "year": y, "eu_agreement_cohort": cohort,
+                             "eu_agreement": float(y >= cohort) if cohort == cohort else 0.0})
     sample = pd.DataFrame(rows)
     run = _Run([_row("eu_agreement", 30.0, 10.0, 50.0)])
     run.sample = sample  # type: ignore[attr-defined]
