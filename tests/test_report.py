@@ -79,7 +79,9 @@ def test_report_comparison_sees_a_changed_number_and_ignores_rounding(fresh_repo
     fig = Figure(figsize=(7, 4.2))
     fig.add_subplot().plot([0, 1], [1, 0])
     fig.savefig(png, dpi=110)
+    before = sorted(copy.rglob("*"))
     assert any(png.name in p and "image differs" in p for p in compare_reports(fresh_report.out_dir, copy, image_tol=IMAGE_TOL))
+    assert sorted(copy.rglob("*")) == before  # no difference images left in the report directory
 
 
 def test_compare_frames_by_hand() -> None:

@@ -377,8 +377,10 @@ def build_report(
            "![rates](figures/quality_return_rate_boxplot.png)", "",
            "![totals](figures/quality_national_totals.png)", ""]
 
-    for section in _part3_and_claims(runs, data_dir):
-        md += _write_section(report, out, section.lines, section.tables, section.figures)
+    part3_run = next((r for r in runs if r.spec.report.get("part3_and_claims")), None)
+    if part3_run is not None:
+        for section in _part3_and_claims(part3_run, data_dir):
+            md += _write_section(report, out, section.lines, section.tables, section.figures)
 
     md += ["## What these data can and cannot show", ""] + _honest_reading(runs)
     (out / "REPORT.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -430,13 +432,13 @@ def _pretrend_material(report: Report, out: Path, spec_name: str, model: str, re
     return _write_section(report, out, lines, tables, {stem: rep.figure, f"{stem}_power": rep.power_figure})
 
 
-def _part3_and_claims(runs: Sequence[StudyRun], data_dir: str | Path | None) -> list[Any]:
-    """Part 3 (the Netherlands and Norway) and the policy response's claims, from the first spec."""
+def _part3_and_claims(run: StudyRun, data_dir: str | Path | None) -> list[Any]:
+    """Part 3 (the Netherlands and Norway) and the policy response's claims, on the spec that asks for them
+    (``[report] part3_and_claims = true``)."""
     from returnstudy.claims import policy_claims
     from returnstudy.compare import compare_countries
     from returnstudy.report_part3 import claims_section, part3_section
 
-    run = runs[0]
     where = data_dir if data_dir is not None else run.spec.data.data_dir
     return [part3_section(compare_countries(run.panel, data_dir=where)),
             claims_section(policy_claims(run.spec, where))]

@@ -105,8 +105,15 @@ def compare_reports(committed: str | Path, fresh: str | Path, *, rtol: float = R
             from matplotlib.testing.compare import compare_images
             from matplotlib.testing.exceptions import ImageComparisonFailure
 
+            # matplotlib writes the difference image beside the compared file: compare a copy in a
+            # scratch directory so that neither report directory gains files
+            import shutil
+            import tempfile
+
+            scratch = Path(tempfile.mkdtemp(prefix="report-compare-"))
+            shutil.copyfile(new, scratch / new.name)
             try:
-                diff = compare_images(str(old), str(new), tol=image_tol, in_decorator=True)
+                diff = compare_images(str(old), str(scratch / new.name), tol=image_tol, in_decorator=True)
             except ImageComparisonFailure as exc:  # e.g. a different pixel size
                 problems.append(f"{f}: image differs: {exc}")
                 continue
