@@ -225,7 +225,9 @@ def test_verified_dates(frameworks: pd.DataFrame, geo: str, citizen: str, type_:
                         signed: str, in_force: str) -> None:
     row = _one(frameworks, geo, citizen, type_, signed)
     assert row["in_force"] == in_force
-    assert row["verified"] == "true"
+    # Austria-Kosovo was re-read (2026) in a mirror of the Austrian legal information system, not
+    # the official site: the date is confirmed, the row no longer counts as verified
+    assert row["verified"] == ("false" if (geo, citizen) == ("AT", "XK") else "true")
 
 
 def test_spot_check_undated_in_force_and_corrections(frameworks: pd.DataFrame) -> None:
@@ -233,7 +235,8 @@ def test_spot_check_undated_in_force_and_corrections(frameworks: pd.DataFrame) -
     assert _one(frameworks, "SE", "AF", "mou", "2016-10-05")["in_force"] == ""
     assert _one(frameworks, "IT", "EG", "agreement", "2007-01-09")["verified"] == "true"
     # Benelux-Georgia implementing protocol: 2013, not the 2023 of the unverified starting list
-    ge = frameworks[(frameworks["citizen"] == "GE") & (frameworks["legal_form"] == "implementing_protocol")]
+    ge = frameworks[(frameworks["citizen"] == "GE") & (frameworks["legal_form"] == "implementing_protocol")
+                    & frameworks["notes"].str.contains("Benelux joint instrument")]
     assert set(ge["geo"]) == {"BE", "LU", "NL"} and set(ge["signed"]) == {"2013-09-05"}
     # Benelux-Bosnia agreement: one signature, entry into force differing by state
     ba = frameworks[(frameworks["citizen"] == "BA") & (frameworks["signed"] == "2006-07-19")]
@@ -248,7 +251,8 @@ def test_spot_check_second_round_corrections(frameworks: pd.DataFrame) -> None:
     assert dict(zip(kz["geo"], kz["in_force"])) == {"BE": "", "LU": "", "NL": "2017-06-01"}
     # Poland-Ukraine implementing protocol: signed in Warsaw on 24 Apr 2017, not 27 Apr
     pl_ua = frameworks[(frameworks["geo"] == "PL") & (frameworks["citizen"] == "UA")]
-    assert pl_ua["signed"].tolist() == ["2017-04-24"] and pl_ua["verified"].tolist() == ["true"]
+    # (ratification act seen only in a copy of the journal: not verified; entry into force not found)
+    assert pl_ua["signed"].tolist() == ["2017-04-24"] and pl_ua["start_basis"].str.startswith("in_force_unknown:").all()
     # Germany-Guinea is a ratified treaty
     assert _one(frameworks, "DE", "GN", "agreement", "2018-01-05")["binding"] == "true"
     # starting-list entry-into-force dates not found in any source stay out of the column
