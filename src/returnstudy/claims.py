@@ -207,7 +207,7 @@ def _ppml_term(res: Any, term: str) -> tuple[float, float, float, float]:
 
 
 def _switching(sample: pd.DataFrame, treatment: str) -> tuple[int, int]:
-    from returnstudy.verdict import switching_units
+    from returnstudy.identification import switching_units
 
     return switching_units(sample, treatment)
 

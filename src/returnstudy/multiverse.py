@@ -251,7 +251,7 @@ def _accepted(model: Mapping[str, Any]) -> set[str]:
 def run_task(ctx: EngineContext, task: Task) -> TaskOutput:
     """Code the treatments once, build each sample once, fit every specification of the task."""
     from returnstudy.filters import apply_filters
-    from returnstudy.verdict import switching_units
+    from returnstudy.identification import switching_units
 
     t0 = time.perf_counter()
     out = TaskOutput(rows=[], task_hash=_hash(sorted(h for _, _, h, _ in task.items)), n_specs=len(task.items))

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 
-__all__ = ["STUDY_HEADLINE", "NOT_IDENTIFIED", "switching_units", "verdict"]
+__all__ = ["STUDY_HEADLINE", "NOT_IDENTIFIED", "verdict"]
 
 #: The study's published conclusion per treatment type: (wording, effect band in percent or None).
 STUDY_HEADLINE: dict[str, tuple[str, tuple[float, float] | None]] = {
@@ -25,21 +24,6 @@ STUDY_HEADLINE: dict[str, tuple[str, tuple[float, float] | None]] = {
 }
 
 NOT_IDENTIFIED = "not identified in this sample"
-
-
-def switching_units(sample: pd.DataFrame, treatment: str) -> tuple[int, int]:
-    """Corridors and citizenships whose ``treatment`` switches on inside the sample's years.
-
-    Under corridor fixed effects only these corridors identify an effect; with standard
-    errors clustered by citizenship, the number of such citizenships is the number of
-    clusters that carry the identifying variation.
-    """
-    col = f"{treatment}_cohort"
-    if col not in sample.columns or sample.empty:
-        return 0, 0
-    y0, y1 = int(sample["year"].min()), int(sample["year"].max())
-    inside = sample[sample[col].notna() & sample[col].between(y0 + 1, y1)]
-    return int(inside["corridor"].nunique()), int(inside["citizen"].nunique())
 
 
 def verdict(

@@ -74,7 +74,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["event_study", "TREATMENT_TYPES", "relative_period_dummies"]
 
-TREATMENT_TYPES = ("eu_agreement", "eu_nonbinding", "bilateral_binding", "bilateral_nonbinding")
+TREATMENT_TYPES = ("eu_agreement", "eu_nonbinding", "bilateral_binding", "bilateral_protocol", "bilateral_nonbinding")
 
 
 def _term(k: int) -> str:
