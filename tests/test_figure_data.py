@@ -44,9 +44,12 @@ def test_every_mark_and_text_is_recorded() -> None:
     texts = d[d.kind == "text"].set_index("artist")["label"]
     assert texts["title"] == "Effect" and texts["xlabel"] == "year relative" and texts["suptitle"] == "Two panels"
     assert texts["text0"] == "note" and texts["legend"] == "estimate"
-    bars = d[(d.subplot == 1) & (d.kind == "bar")]
-    assert bars["height"].tolist() == [3.0, 4.0] and bars["width"].tolist() == pytest.approx([0.8, 0.8])
-    assert bars["x"].tolist() == pytest.approx([-0.4, 0.6])
+    bars = d[(d.subplot == 1) & (d.kind == "patch")]
+    assert bars["artist"].nunique() == 2
+    first = bars[bars.artist == "patch0"][["x", "y"]].to_numpy()
+    np.testing.assert_allclose(first, [[-0.4, 0.0], [-0.4, 3.0], [0.4, 0.0], [0.4, 3.0]])
+    second = bars[bars.artist == "patch1"][["x", "y"]].to_numpy()
+    np.testing.assert_allclose(second, [[0.6, 0.0], [0.6, 4.0], [1.4, 0.0], [1.4, 4.0]])
     ticks = d[(d.subplot == 1) & (d.artist == "xtick")]
     assert ticks["label"].tolist() == ["NL", "NO"] and ticks["x"].tolist() == [0.0, 1.0]
     img = d[(d.subplot == 1) & (d.kind == "image")]["value"].to_numpy()
@@ -72,6 +75,22 @@ def test_a_changed_number_changes_the_table() -> None:
     assert len(a) == len(b)
     diff = ~np.isclose(a["y"], b["y"], equal_nan=True)
     assert diff.sum() == 1 and b.loc[diff, "y"].item() == 2.001
+
+
+def test_a_span_is_its_corners_whether_drawn_as_rectangle_or_polygon() -> None:
+    from matplotlib.patches import Polygon, Rectangle
+
+    def shown(patch) -> pd.DataFrame:
+        fig = Figure()
+        ax = fig.subplots()
+        ax.add_patch(patch)
+        return figure_data(fig).query("kind == 'patch'")[["x", "y", "label"]].reset_index(drop=True)
+
+    # axhspan(5, 10) is a Rectangle in recent matplotlib and a Polygon in older releases
+    rect = shown(Rectangle((0.0, 5.0), 1.0, 5.0, label="study"))
+    poly = shown(Polygon([[0.0, 5.0], [0.0, 10.0], [1.0, 10.0], [1.0, 5.0], [0.0, 5.0]], label="study"))
+    pd.testing.assert_frame_equal(rect, poly)
+    assert rect[["x", "y"]].to_numpy().tolist() == [[0, 5], [0, 10], [1, 5], [1, 10]]
 
 
 def test_same_figure_same_table() -> None:

@@ -21,13 +21,13 @@ import pandas as pd
 
 __all__ = ["figure_data", "FIGURE_DATA_COLUMNS"]
 
-FIGURE_DATA_COLUMNS = ["subplot", "artist", "kind", "label", "i", "x", "y", "width", "height", "value"]
+FIGURE_DATA_COLUMNS = ["subplot", "artist", "kind", "label", "i", "x", "y", "value"]
 
 
 def _row(axes: int, artist: str, kind: str, label: str = "", i: int = 0, x: float = np.nan, y: float = np.nan,
-         width: float = np.nan, height: float = np.nan, value: float = np.nan) -> dict[str, Any]:
+         value: float = np.nan) -> dict[str, Any]:
     return {"subplot": axes, "artist": artist, "kind": kind, "label": label, "i": i, "x": x, "y": y,
-            "width": width, "height": height, "value": value}
+            "value": value}
 
 
 def _float(v: Any) -> float:
@@ -44,6 +44,19 @@ def _sorted_vertices(vertices: np.ndarray) -> np.ndarray:
     if v.size == 0:
         return v
     return np.unique(v, axis=0)
+
+
+def _patch_vertices(patch: Any) -> np.ndarray:
+    """A patch's outline in its own coordinates (data, or axes for spans): bars and spans are
+    rectangles in one matplotlib version and polygons in another, so both become their corners."""
+    from matplotlib.patches import Rectangle
+
+    if isinstance(patch, Rectangle):
+        x, y, w, h = (_float(v) for v in (patch.get_x(), patch.get_y(), patch.get_width(), patch.get_height()))
+        return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+    if hasattr(patch, "get_xy"):
+        return np.asarray(patch.get_xy(), dtype=float)
+    return patch.get_patch_transform().transform(patch.get_path().vertices)
 
 
 def _text_rows(ax_i: int, ax: Any) -> list[dict[str, Any]]:
@@ -111,14 +124,14 @@ def figure_data(fig: Any) -> pd.DataFrame:
     """One row per plotted point or code-set text of ``fig`` (a matplotlib Figure).
 
     Columns: ``subplot`` (index of the axes in the figure, -1 for the figure itself), ``artist`` (which mark within
-    the axes), ``kind`` (line, points, bar, polygon, segments, image, mesh, text),
+    the axes), ``kind`` (line, points, patch, polygon, segments, image, mesh, text),
     ``label`` (the artist's label or the text itself), ``i`` (point index within the
-    artist), ``x``/``y`` (data coordinates; for bars the anchor corner), ``width`` and
-    ``height`` (bars), ``value`` (image and mesh cells, row-major). Polygons list their
-    distinct vertices in sorted order, so the drawing order of a filled band does not matter.
+    artist), ``x``/``y`` (the artist's coordinates, data or axes fraction), ``value`` (image
+    and mesh cells, row-major). Polygons and patches (bars, spans) list their distinct corners
+    in sorted order, so neither the drawing order nor whether a matplotlib version draws a span
+    as a rectangle or a polygon matters.
     """
     from matplotlib.image import AxesImage
-    from matplotlib.patches import Rectangle
 
     rows: list[dict[str, Any]] = []
     suptitle = getattr(fig, "_suptitle", None)
@@ -132,14 +145,11 @@ def figure_data(fig: Any) -> pd.DataFrame:
             rows += [_row(ax_i, f"line{j}", "line", label, k, x, y) for k, (x, y) in enumerate(xy)]
         for j, coll in enumerate(ax.collections):
             rows += _collection_rows(ax_i, j, coll)
-        k = 0
-        for patch in ax.patches:
-            if isinstance(patch, Rectangle):
-                label = str(patch.get_label() or "")
-                label = "" if label.startswith("_") else label
-                rows.append(_row(ax_i, "bars", "bar", label, k, _float(patch.get_x()), _float(patch.get_y()),
-                                 _float(patch.get_width()), _float(patch.get_height())))
-                k += 1
+        for j, patch in enumerate(ax.patches):
+            label = str(patch.get_label() or "")
+            label = "" if label.startswith("_") else label
+            corners = _sorted_vertices(_patch_vertices(patch))
+            rows += [_row(ax_i, f"patch{j}", "patch", label, m, x, y) for m, (x, y) in enumerate(corners)]
         for j, image in enumerate(ax.get_images()):
             if isinstance(image, AxesImage):
                 values = np.ma.filled(np.ma.asarray(image.get_array(), dtype=float), np.nan).ravel()
