@@ -275,6 +275,10 @@ def test_report_section_states_its_numbers(serial: MultiverseResult) -> None:
     assert nt.statistics["p_value"].between(1 / 5, 1).all()
     assert "4 draws over 3 specifications" in text
     assert set(sec.figures) == {"multiverse_curve_eu_agreement"}
+    # the report is a pure function of its inputs: the same section twice gives the same text
+    # (no wall-clock times, which belong to the benchmarks)
+    again = multiverse_section(result=serial, draws=4, null_specs=3, seed=5, treatments=("eu_agreement",))
+    assert again.lines == sec.lines and " ms per fit" not in text
 
 
 TINY_GRID_TOML = """
