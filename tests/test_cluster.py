@@ -132,3 +132,48 @@ def test_unidentified_variance_nan_or_raise() -> None:
     np.testing.assert_array_equal(V1, V2)
     assert d1.identified and variance_not_identified(10, 3, [3]) is None
     assert variance_not_identified(10, 10, []) is not None and variance_not_identified(10, 3, [2, 1]) is not None
+
+
+def test_two_way_clipping_is_recorded_hand_case() -> None:
+    # scores (1,-1,-1,1) and (1,1,1,1); clusters g = (0,0,1,1), h = (0,1,0,1), every g x h cell a
+    # singleton, bread = I, no small-sample factor. First coefficient: V_g = 0^2 + 0^2 = 0,
+    # V_h = 0^2 + 0^2 = 0, V_gh = 4 x 1^2 = 4 -> V = -4. Second: 8 + 8 - 4 = 12. Cross terms are 0.
+    scores = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [1.0, 1.0]])
+    g, h = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    raw, d0 = vcov_details(scores, None, [g, h], np.eye(2), small_sample="none", eigen_fix=False)
+    np.testing.assert_allclose(raw, np.diag([-4.0, 12.0]), atol=1e-14)
+    assert not d0.eigen_fix and d0.n_clipped == 0 and d0.eigen_fix_note() == ""
+    V, d = vcov_details(scores, None, [g, h], np.eye(2), small_sample="none")
+    np.testing.assert_allclose(V, np.diag([0.0, 12.0]), atol=1e-14)
+    assert d.eigen_fix and d.n_clipped == 1
+    assert d.min_eigenvalue == pytest.approx(-4.0, abs=1e-12)
+    assert d.negative_variances == [0]
+    note = d.eigen_fix_note(["a", "b"])
+    assert "1 negative eigenvalue(s) set to zero (smallest -4)" in note and "unclipped variance of a was negative" in note
+    assert "1 negative eigenvalue(s) set to 0 (smallest -4)" in d.describe()
+    # one-way clustering never clips
+    _, d1 = vcov_details(scores, None, [g], np.eye(2), small_sample="none")
+    assert not d1.eigen_fix and d1.n_clipped == 0
+
+
+def test_two_way_clipping_reported_by_estimator_and_estimates_unchanged(snapshot_dir) -> None:
+    """The shipped two-way-clustered PPML (wodc spec) on the snapshot: the note and info say
+    what was clipped; estimates equal the one-way fit, SEs equal the clipped CGM matrix."""
+    import returnstudy as rs
+
+    run = rs.run_study("wodc", snapshot_dir / "eurostat", models=False)
+    treatments = ["eu_agreement", "eu_nonbinding", "bilateral_binding", "bilateral_protocol", "bilateral_nonbinding"]
+    two = rs.ppml(run.sample, treatments=treatments, cluster=["citizen", "geo"])
+    one = rs.ppml(run.sample, treatments=treatments, cluster="citizen")
+    np.testing.assert_allclose(two.params, one.params, rtol=0, atol=1e-14)
+    fit, design = two.extra["fit"], two.extra["design"]
+    raw, _ = vcov_details(fit.scores, None, design.clusters, fit.bread, df_k=two.info["df_k"], eigen_fix=False)
+    vals, vecs = np.linalg.eigh(raw)
+    clipped = (vecs * np.clip(vals, 0, None)) @ vecs.T
+    np.testing.assert_allclose(two.table["std_error"], np.sqrt(np.diag(clipped)), rtol=1e-10)
+    fix = two.info["vcov_eigen_fix"]
+    assert fix["n_clipped"] == int((vals < 0).sum()) >= 1
+    assert fix["min_eigenvalue"] == pytest.approx(vals.min(), rel=1e-10)
+    assert fix["negative_variances"] == [t for t, v in zip(two.params.index, np.diag(raw)) if v < 0]
+    assert any("not positive semi-definite" in n for n in two.info["notes"])
+    assert "vcov_eigen_fix" not in one.info

@@ -8,7 +8,10 @@ Multi-way clustering follows Cameron, Gelbach & Miller (2011): with cluster vari
 ``c_1..c_m`` the estimator adds the one-way estimators of every intersection of an odd
 number of variables and subtracts those of an even number (two-way: V_1 + V_2 - V_12).
 If the result is not positive semi-definite its negative eigenvalues are set to zero
-(CGM's fix) and this is reported.
+(CGM's fix) and this is reported: :class:`VcovDetails` records how many eigenvalues were
+clipped, the smallest eigenvalue before clipping and the coefficients whose unclipped
+variance was negative (their clipped standard errors are an artefact of the fix), and
+estimation results carry this in a note and in ``info["vcov_eigen_fix"]``.
 
 Small-sample corrections (``small_sample``):
 
@@ -96,6 +99,29 @@ class VcovDetails:
     eigen_fix: bool = False
     identified: bool = True
     note: str = ""
+    #: multi-way only, when ``eigen_fix``: negative eigenvalues set to zero, the smallest
+    #: eigenvalue before clipping, and the coefficients (positions) whose variance before
+    #: clipping was negative (their standard errors exist only because of the clipping)
+    n_clipped: int = 0
+    min_eigenvalue: float = float("nan")
+    negative_variances: list[int] = field(default_factory=list)
+
+    def eigen_fix_note(self, names: Sequence[str] | None = None) -> str:
+        """Sentence for a result's notes when the multi-way variance was clipped ('' otherwise).
+
+        ``names`` label the coefficients (default: their positions).
+        """
+        if not self.eigen_fix:
+            return ""
+        s = (f"two-way (CGM) cluster covariance V_1 + V_2 - V_12 was not positive semi-definite: "
+             f"{self.n_clipped} negative eigenvalue(s) set to zero (smallest {self.min_eigenvalue:.3g})")
+        if self.negative_variances:
+            lab = [str(names[i]) if names is not None else str(i) for i in self.negative_variances]
+            s += (f"; the unclipped variance of {', '.join(lab)} was negative, so its standard error "
+                  "comes from the clipping alone and is not a reliable measure of uncertainty")
+        else:
+            s += "; standard errors are those of the clipped matrix"
+        return s
 
     def describe(self) -> str:
         """One-line human-readable description of the variance estimator."""
@@ -108,7 +134,7 @@ class VcovDetails:
             s = f"cluster-robust {way}, clusters={self.n_clusters}"
         s += f"; small-sample: {self.small_sample}"
         if self.eigen_fix:
-            s += "; negative eigenvalues set to 0"
+            s += f"; {self.n_clipped} negative eigenvalue(s) set to 0 (smallest {self.min_eigenvalue:.3g})"
         if not self.identified:
             s += "; NOT IDENTIFIED (see notes)"
         return s
@@ -272,7 +298,11 @@ def vcov_details(
         vals, vecs = np.linalg.eigh(V)
         if vals.min() < 0:
             details.eigen_fix = True
-            logger.info("multi-way cluster variance not PSD; setting %d negative eigenvalue(s) to 0", (vals < 0).sum())
+            details.n_clipped = int((vals < 0).sum())
+            details.min_eigenvalue = float(vals.min())
+            details.negative_variances = [int(i) for i in np.flatnonzero(np.diag(V) < 0)]
+            logger.info("multi-way cluster variance not PSD; setting %d negative eigenvalue(s) to 0 (smallest %.3g)",
+                        details.n_clipped, details.min_eigenvalue)
             V = (vecs * np.clip(vals, 0, None)) @ vecs.T
     return V, details
 

@@ -205,7 +205,11 @@ def result_from_fit(
     if out.dropped_regressors:
         notes.append(f"regressors collinear with fixed effects dropped: {', '.join(out.dropped_regressors)}")
     if out.details.eigen_fix:
-        notes.append("multi-way cluster covariance was not PSD; negative eigenvalues set to zero")
+        notes.append(out.details.eigen_fix_note(out.names))
+        full_info["vcov_eigen_fix"] = {
+            "n_clipped": out.details.n_clipped, "min_eigenvalue": out.details.min_eigenvalue,
+            "negative_variances": [out.names[i] for i in out.details.negative_variances],
+        }
     if not out.details.identified:
         notes.append(out.details.note)
     fit = out.fit
