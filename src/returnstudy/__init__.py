@@ -56,6 +56,8 @@ _PUBLIC: dict[str, str] = {
     # inference
     "wild_bootstrap": "inference.bootstrap",
     "randomization_inference": "inference.randomization",
+    "influence": "inference.influence",
+    "without_most_influential": "inference.influence",
     "sup_t_bands": "inference.bands",
     "honest_did": "inference.honest_did",
     "breakdown": "inference.honest_did",

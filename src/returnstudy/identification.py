@@ -18,7 +18,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["rows_used", "switching_units", "switching_counts"]
+__all__ = ["rows_used", "switching_corridors", "switching_units", "switching_counts"]
 
 
 def rows_used(result: Any, sample: pd.DataFrame) -> pd.DataFrame | None:
@@ -57,11 +57,24 @@ def switching_units(rows: pd.DataFrame, treatment: str) -> tuple[int, int]:
     """
     if treatment not in rows.columns or rows.empty:
         return 0, 0
-    corridor = rows["corridor"] if "corridor" in rows.columns else rows["geo"].astype(str) + "-" + rows["citizen"].astype(str)
-    varies = rows[treatment].groupby(corridor.to_numpy()).nunique(dropna=True) > 1
-    switching = set(varies.index[varies.to_numpy()])
+    switching = set(switching_corridors(rows, treatment))
+    corridor = _corridor_labels(rows)
     citizens = rows.loc[corridor.isin(switching).to_numpy(), "citizen"]
     return len(switching), int(citizens.nunique())
+
+
+def _corridor_labels(rows: pd.DataFrame) -> pd.Series:
+    return rows["corridor"] if "corridor" in rows.columns else rows["geo"].astype(str) + "-" + rows["citizen"].astype(str)
+
+
+def switching_corridors(rows: pd.DataFrame, treatment: str) -> list:
+    """The corridors whose ``treatment`` takes at least two distinct non-missing values among
+    ``rows`` (sorted; empty if the column is absent): those that identify its effect under
+    corridor fixed effects (see :func:`switching_units`)."""
+    if treatment not in rows.columns or rows.empty:
+        return []
+    varies = rows[treatment].groupby(_corridor_labels(rows).to_numpy()).nunique(dropna=True) > 1
+    return sorted(varies.index[varies.to_numpy()])
 
 
 def switching_counts(result: Any, sample: pd.DataFrame, treatment: str) -> tuple[int, int, str]:

@@ -1,0 +1,145 @@
+"""Leave-one-cluster-out influence (returnstudy.influence) against refits by hand,
+a simulated panel with one planted outlier citizenship, and the real snapshot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import returnstudy as rs
+from returnstudy.inference.influence import influence, without_most_influential
+from tests._simpanel import make_panel
+
+TREATMENTS = ["eu_agreement", "bilateral_binding"]
+
+
+@pytest.fixture(scope="module")
+def small_panel() -> pd.DataFrame:
+    return make_panel(seed=5, n_geo=6, n_citizen=14, years=(2008, 2016), cohorts=(2011, 2013))
+
+
+def _row(inf, dropped, term) -> pd.Series:
+    t = inf.table
+    sel = t[(t["dropped"] == dropped) & (t["term"] == term)]
+    assert len(sel) == 1
+    return sel.iloc[0]
+
+
+def test_ppml_leave_one_citizen_out_equals_refit_by_hand(small_panel: pd.DataFrame) -> None:
+    full = rs.ppml(small_panel, treatments=TREATMENTS, cluster="citizen")
+    inf = influence(full, by="citizen", panel=small_panel, progress=False)
+    assert sorted(inf.table["dropped"].unique()) == sorted(small_panel["citizen"].unique())
+    treated = small_panel.loc[small_panel["eu_agreement"] > 0, "citizen"].unique()
+    for c in (treated[0], sorted(set(small_panel["citizen"]) - set(treated))[0]):
+        by_hand = rs.ppml(small_panel[small_panel["citizen"] != c], treatments=TREATMENTS, cluster="citizen")
+        for term in TREATMENTS:
+            r = _row(inf, c, term)
+            h = by_hand.table.loc[term]
+            for col in ("estimate", "std_error", "ci_low", "ci_high", "pct_effect"):
+                assert r[col] == pytest.approx(h[col], abs=1e-10, rel=1e-10), (c, term, col)
+            assert r["change"] == pytest.approx(h["estimate"] - full.table.loc[term, "estimate"], abs=1e-10)
+            assert r["pct_change"] == pytest.approx(h["pct_effect"] - full.table.loc[term, "pct_effect"], abs=1e-8)
+            assert r["n_obs"] == by_hand.info["n_obs"]
+            assert bool(r["identified"])
+        assert bool(_row(inf, c, "eu_agreement")["unit_switches"]) == (c in treated)
+    np.testing.assert_allclose(inf.full["estimate"], full.table.loc[TREATMENTS, "estimate"], rtol=0, atol=0)
+
+
+def test_twfe_leave_one_switching_corridor_out_equals_refit_by_hand(small_panel: pd.DataFrame) -> None:
+    full = rs.twfe(small_panel, outcome="return_rate", treatments=["eu_agreement"], cluster="citizen", weights="orders")
+    inf = influence(full, by="switching", panel=small_panel, progress=False)
+    # the switching corridors: every corridor of a treated citizenship adopted inside the window
+    d = small_panel.groupby("corridor")["eu_agreement"].nunique()
+    assert sorted(inf.table["dropped"]) == sorted(d.index[d > 1])
+    corridor = inf.table["dropped"].iloc[3]
+    by_hand = rs.twfe(small_panel[small_panel["corridor"] != corridor], outcome="return_rate",
+                      treatments=["eu_agreement"], cluster="citizen", weights="orders")
+    r = _row(inf, corridor, "eu_agreement")
+    assert r["estimate"] == pytest.approx(by_hand.table.loc["eu_agreement", "estimate"], abs=1e-10)
+    assert r["std_error"] == pytest.approx(by_hand.table.loc["eu_agreement", "std_error"], abs=1e-10)
+    assert r["switching_corridors"] == len(d.index[d > 1]) - 1
+    assert "pct_effect" not in inf.table.columns
+
+
+def test_planted_outlier_citizenship_is_the_most_influential() -> None:
+    panel = make_panel(seed=9, n_geo=8, n_citizen=24, effect=0.3, years=(2008, 2018), cohorts=(2011, 2014))
+    treated = sorted(panel.loc[panel["eu_agreement"] > 0, "citizen"].unique())
+    outlier = treated[2]
+    # the outlier's returns are 4 times higher in its treated years: exp(0.3) x 4 instead of exp(0.3)
+    hit = (panel["citizen"] == outlier) & (panel["eu_agreement"] > 0)
+    panel.loc[hit, "returns"] *= 4.0
+    full = rs.ppml(panel, treatments=["eu_agreement"], cluster="citizen")
+    top = without_most_influential(full, panel, by="citizen", progress=False).set_index("term").loc["eu_agreement"]
+    assert top["dropped"] == outlier
+    # the full sample is pulled up by the outlier; without it the estimate is back near the true 0.3
+    assert full.table.loc["eu_agreement", "estimate"] > 0.45
+    assert abs(top["estimate_without"] - 0.3) < 2 * top["std_error_without"]
+    assert top["change"] < -0.15
+
+
+def test_dropping_the_only_treated_citizenship_leaves_the_treatment_unidentified(small_panel: pd.DataFrame) -> None:
+    panel = small_panel.copy()
+    only = sorted(panel.loc[panel["bilateral_binding"] > 0, "citizen"].unique())[0]
+    panel.loc[panel["citizen"] != only, "bilateral_binding"] = 0.0
+    full = rs.ppml(panel, treatments=TREATMENTS, cluster="citizen")
+    inf = influence(full, by="citizen", panel=panel, progress=False)
+    r = _row(inf, only, "bilateral_binding")
+    assert not r["identified"] and np.isnan(r["estimate"]) and r["switching_corridors"] == 0
+    assert bool(_row(inf, only, "eu_agreement")["identified"])
+    top = inf.most_influential(["bilateral_binding"]).iloc[0]
+    assert top["n_unidentified"] == 1 and top["dropped"] != only
+
+
+def test_robust_estimator_replays_its_recorded_call(small_panel: pd.DataFrame) -> None:
+    full = rs.did_imputation(small_panel, treatment="eu_agreement", model="poisson", cluster="citizen")
+    inf = influence(full, by="citizen", progress=False)
+    c = sorted(small_panel.loc[small_panel["eu_agreement"] > 0, "citizen"].unique())[1]
+    by_hand = rs.did_imputation(small_panel[small_panel["citizen"] != c], treatment="eu_agreement", model="poisson",
+                                cluster="citizen")
+    r = _row(inf, c, "eu_agreement")
+    assert r["estimate"] == pytest.approx(by_hand.table.loc["eu_agreement", "estimate"], abs=1e-10)
+    assert r["pct_effect"] == pytest.approx(by_hand.table.loc["eu_agreement", "pct_effect"], abs=1e-8)
+
+
+def test_bad_input_is_refused(small_panel: pd.DataFrame) -> None:
+    full = rs.ppml(small_panel, treatments=TREATMENTS, cluster="citizen")
+    with pytest.raises(KeyError, match="not a panel column.*citizen"):
+        influence(full, by="nationality", panel=small_panel)
+    with pytest.raises(ValueError, match="pass the panel the model was fitted on"):
+        influence(full, panel=small_panel.iloc[10:])
+    with pytest.raises(ValueError, match="pass panel="):
+        influence(full)
+    with pytest.raises(KeyError, match="terms"):
+        influence(full, panel=small_panel, terms=["nope"])
+
+
+def test_plot_draws_one_panel_per_term_with_the_top_units(small_panel: pd.DataFrame) -> None:
+    full = rs.ppml(small_panel, treatments=TREATMENTS, cluster="citizen")
+    inf = influence(full, by="citizen", panel=small_panel, progress=False)
+    fig = inf.plot(top=5)
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    sub = inf.table[inf.table["term"] == "eu_agreement"]
+    top5 = set(sub.loc[sub["change"].abs().sort_values(ascending=False).index[:5], "dropped"])
+    assert set(labels) == top5
+    assert axes[0].lines[0].get_xdata()[0] == pytest.approx(full.table.loc["eu_agreement", "pct_effect"])
+    with pytest.raises(ValueError, match="scale"):
+        inf.plot(scale="irr")
+    assert repr(inf).startswith("<InfluenceResult ppml: 14 citizen units")
+    assert "eu_agreement" in inf.summary()
+
+
+def test_real_snapshot_eu_agreement_without_turkey(eurostat_dir) -> None:
+    """The headline PPML of the wodc spec: the EU-agreement estimate is carried by one citizenship."""
+    run = rs.run_study("wodc", eurostat_dir, models=False)
+    sample = run.sample
+    treatments = ["eu_agreement", "eu_nonbinding", "bilateral_binding", "bilateral_protocol", "bilateral_nonbinding"]
+    full = rs.ppml(sample, treatments=treatments, cluster="citizen")
+    top = without_most_influential(full, sample, by="citizen", progress=False).set_index("term")
+    eu = top.loc["eu_agreement"]
+    assert eu["dropped"] == "TR"
+    by_hand = rs.ppml(sample[sample["citizen"] != "TR"], treatments=treatments, cluster="citizen")
+    assert eu["pct_effect_without"] == pytest.approx(by_hand.table.loc["eu_agreement", "pct_effect"], abs=1e-8)
+    assert abs(eu["full_pct_effect"]) < 2 and eu["pct_effect_without"] > 10
