@@ -240,3 +240,104 @@ def test_duplicated_corridor_years_raise() -> None:
     with pytest.raises(ValueError, match=r"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: corridor='X-B', "
                                          r"year=2001 \(rows \[4, 9\]\)"):
         did_imputation(p, treatment="D", cluster=None)
+
+
+# ----------------------------------------------------------------- rank of the fixed effects
+def _dummy_blocks(codes: list[np.ndarray], fit: np.ndarray) -> np.ndarray:
+    """Dense ``[D_1, D_2 without its first level, ...]`` over the levels present in ``fit`` rows
+    (the design SparseFE builds before removing redundant levels), on the fit rows."""
+    blocks = []
+    for d, c in enumerate(codes):
+        present = np.unique(c[fit])
+        D = (c[fit][:, None] == present[None, :]).astype(float)
+        blocks.append(D[:, 1:] if d > 0 else D)
+    return np.column_stack(blocks)
+
+
+def _collinear_panels() -> dict[str, tuple[list[np.ndarray], np.ndarray, int]]:
+    """Fixed-effect designs with a known number of redundant levels: (codes, fit rows, redundant)."""
+    rng = np.random.default_rng(11)
+    out: dict[str, tuple[list[np.ndarray], np.ndarray, int]] = {}
+    # three blocks of corridors x years that share no row: two extra components
+    u = np.r_[np.repeat(np.arange(10), 5), np.repeat(np.arange(10, 20), 5), np.repeat([20, 21, 22], 2)]
+    t = np.r_[np.tile(np.arange(5), 10), np.tile(np.arange(5, 10), 10), np.tile([10, 11], 3)]
+    out["disconnected"] = ([u, t], np.ones(u.size, dtype=bool), 2)
+    # year codes with a gap (year 2 never occurs) and a year (6) seen only on treated rows;
+    # one corridor observed only in year 6 is then unpredictable, the rest is connected
+    uu, tt = np.meshgrid(np.arange(12), np.array([0, 1, 3, 4, 5, 6]), indexing="ij")
+    uu, tt = uu.ravel(), tt.ravel()
+    keep = rng.random(uu.size) < 0.8
+    keep[tt == 0] = True
+    uu, tt = uu[keep], tt[keep]
+    out["absent year"] = ([uu, tt], tt != 6, 0)
+    # the same fixed effect twice: every level of the copy is redundant but its reference
+    g = rng.integers(0, 7, 60)
+    g[:7] = np.arange(7)
+    out["duplicated"] = ([g, g], np.ones(g.size, dtype=bool), 6)
+    # corridor, year and geo x year, corridors nested in 4 geos, unbalanced:
+    # geo x year absorbs the year effects (year: all levels but the reference redundant,
+    # 7 of 8) and one geo x year level per geo but the first is redundant with the corridors (3)
+    cu, cy = np.meshgrid(np.arange(40), np.arange(8), indexing="ij")
+    cu, cy = cu.ravel(), cy.ravel()
+    m = rng.random(cu.size) < 0.75
+    m[cy == 0] = True
+    cu, cy = cu[m], cy[m]
+    geo = cu % 4
+    out["three-way"] = ([cu, cy, geo * 8 + cy], np.ones(cu.size, dtype=bool), 7 + 3)
+    # two-way corridor + geo x year (the shipped spec's alternative): one redundant level per geo but one
+    out["geo x year"] = ([cu, geo * 8 + cy], np.ones(cu.size, dtype=bool), 3)
+    return out
+
+
+@pytest.mark.parametrize("case", ["disconnected", "absent year", "duplicated", "three-way", "geo x year"])
+def test_redundant_fixed_effect_levels_match_dense_rank_and_old_ordering(case: str) -> None:
+    """SparseFE drops exactly the rank deficiency of the dummy design (dense SVD rank), keeps a
+    full-rank basis of the same column space, and flags as many levels as the previous
+    MMD-ordered LU (the levels flagged within a dependent set may differ; the fit does not)."""
+    import scipy.sparse as sp
+
+    from returnstudy.models.imputation import SparseFE, dependent_columns
+
+    codes, fit, redundant = _collinear_panels()[case]
+    full = _dummy_blocks(codes, fit)
+    rank = np.linalg.matrix_rank(full)
+    assert full.shape[1] - rank == redundant  # the construction is what the test says
+    fe = SparseFE(codes, fit)  # raw codes: gaps (a year that never occurs) are allowed
+    assert fe.n_redundant == redundant
+    assert fe.p == rank
+    Zf = fe.Z[np.flatnonzero(fit)].toarray()
+    assert np.linalg.matrix_rank(Zf) == rank  # kept columns independent ...
+    assert np.linalg.matrix_rank(np.column_stack([Zf, full])) == rank  # ... spanning every dummy
+    G = sp.csc_matrix(full.T @ full)
+    for ordering in ("MMD_AT_PLUS_A", "COLAMD"):
+        dep = dependent_columns(G, ordering=ordering)
+        assert dep.sum() == redundant, ordering
+        assert np.linalg.matrix_rank(full[:, ~dep]) == rank, ordering
+
+
+def test_two_way_dependent_columns_flags_first_year_of_each_extra_component() -> None:
+    """Corridors {0,1} x years {0,1} and corridors {2,3} x years {2,3}: columns are 4 corridors and
+    years 1..3 (year 0 is the reference); the second block's first year (2, column 5) is redundant."""
+    from returnstudy.models.imputation import two_way_dependent_columns
+
+    a = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    b = np.array([0, 1, 0, 1, 2, 3, 2, 3])
+    dep = two_way_dependent_columns(a, b, 4, 4)
+    assert dep.tolist() == [False, False, False, False, False, True, False]
+    # connected panel: nothing redundant
+    assert not two_way_dependent_columns(np.array([0, 0, 1]), np.array([0, 1, 1]), 2, 2).any()
+
+
+def test_imputation_on_disconnected_blocks_equals_dummy_ols() -> None:
+    """Two groups of corridors observed in disjoint years (a redundant level the rank check must
+    find): the imputed effect equals the dummy regression on the untreated rows."""
+    p = _sim(n_geo=4, n_citizen=20, bilateral_share=0.3, years=(2010, 2017), seed=5)
+    q = p.dropna(subset=["return_rate"])
+    early = q["corridor"].astype(str).str.len() % 2 == 0  # an arbitrary split of corridors
+    q = q[(early & (q["year"] <= 2013)) | (~early & (q["year"] >= 2014))]
+    r = did_imputation(q, "bilateral_binding", cluster=None)
+    u, t = q[q["bilateral_binding"] == 0], q[q["bilateral_binding"] == 1]
+    t = t.loc[r.extra["sample_index"].intersection(t.index)]
+    with np.errstate(all="ignore"):
+        m = smf.ols("return_rate ~ C(corridor) + C(year)", data=u).fit()
+    assert r.coef("bilateral_binding") == pytest.approx((t["return_rate"] - m.predict(t)).mean(), abs=1e-9)

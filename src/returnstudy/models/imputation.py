@@ -47,7 +47,8 @@ from returnstudy.results import EstimationResult, make_table, panel_info
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["did_imputation", "DidSample", "did_sample", "SparseFE", "SparseFit", "dependent_columns", "sparse_fit"]
+__all__ = ["did_imputation", "DidSample", "did_sample", "SparseFE", "SparseFit", "dependent_columns", "sparse_fit",
+           "two_way_dependent_columns"]
 
 
 # --------------------------------------------------------------------------- sample
@@ -187,20 +188,51 @@ def did_sample(
 
 
 # --------------------------------------------------------------------------- sparse FE
-def dependent_columns(G: sp.csc_matrix, tol: float = 1e-7) -> np.ndarray:
+def dependent_columns(G: sp.csc_matrix, tol: float = 1e-7, ordering: str = "COLAMD") -> np.ndarray:
     """Columns of a positive semi-definite Gram matrix that depend linearly on the others.
 
-    A symmetric sparse LU (no row pivoting) of ``G + eps I`` leaves a pivot of order
+    A symmetric sparse LU (diagonal pivots only) of ``G + eps I`` leaves a pivot of order
     ``eps`` exactly at each column that adds no new direction; those columns are flagged.
+    Which of a dependent set is flagged depends on the elimination order; the number
+    flagged is the rank deficiency of ``G``. ``ordering`` is SuperLU's column ordering:
+    ``"COLAMD"`` (default) scales to millions of rows; ``"MMD_AT_PLUS_A"`` gives
+    smaller factors on some matrices but its ordering time grows quadratically with
+    the number of fixed-effect levels.
     """
     n = G.shape[0]
     scale = float(np.mean(G.diagonal())) if n else 1.0
     eps = 1e-10 * scale
-    lu = spla.splu((G + eps * sp.identity(n, format="csc")).tocsc(), permc_spec="MMD_AT_PLUS_A",
+    lu = spla.splu((G + eps * sp.identity(n, format="csc")).tocsc(), permc_spec=ordering,
                    diag_pivot_thresh=0.0, options={"SymmetricMode": True})
     piv = np.abs(lu.U.diagonal())
     tiny = piv < tol * scale
     return tiny[lu.perm_c]
+
+
+def two_way_dependent_columns(a: np.ndarray, b: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
+    """Redundant columns of the dummy design ``[D_a, D_b without level 0]`` of two fixed effects.
+
+    ``a`` and ``b`` are the level codes (0..n_a-1, 0..n_b-1, every level occurring) of
+    the rows. Exact and linear in rows: the full dummies ``[D_a, D_b]`` have rank
+    ``n_a + n_b - C`` where ``C`` is the number of connected components of the bipartite
+    graph of levels linked by rows (a set of corridors and years that share no row with
+    the rest of the panel has its own level). Dropping level 0 of ``b`` removes the
+    dependency of its component; every other component's first ``b`` level is flagged.
+    Returns a mask over the ``n_a + n_b - 1`` columns.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    n_nodes = n_a + n_b
+    graph = sp.csr_matrix((np.ones(a.size, dtype=np.int8), (a, n_a + b)), shape=(n_nodes, n_nodes))
+    _, label = connected_components(graph, directed=True, connection="weak")
+    label_b = label[n_a:]
+    first_b = np.unique(label_b, return_index=True)[1]  # lowest b level of each component
+    first_b = first_b[label_b[first_b] != label_b[0]]  # level 0's component already has its reference
+    dep = np.zeros(n_a + n_b - 1, dtype=bool)
+    dep[n_a + first_b - 1] = True
+    return dep
 
 
 class SparseFE:
@@ -218,6 +250,8 @@ class SparseFE:
         cols: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         offset = 0
+        levels: list[np.ndarray] = []
+        n_levels: list[int] = []
         for d, c in enumerate(codes):
             c = np.asarray(c)
             present = np.unique(c[fit])
@@ -225,6 +259,8 @@ class SparseFE:
             mapping[present] = np.arange(present.size)
             m = mapping[c]
             self.ok &= m >= 0
+            levels.append(m)
+            n_levels.append(int(present.size))
             if d > 0:
                 m = m - 1  # drop the first level as reference
             use = m >= 0
@@ -235,14 +271,18 @@ class SparseFE:
         cc = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
         Z = sp.csr_matrix((np.ones(r.size), (r, cc)), shape=(n, offset))
         self.n_redundant = 0
-        if len(codes) > 1 and offset:
+        if len(codes) == 2 and offset:
+            dep = two_way_dependent_columns(levels[0][fit], levels[1][fit], n_levels[0], n_levels[1])
+        elif len(codes) > 2 and offset:
             Zf = Z[np.flatnonzero(fit)]
             dep = dependent_columns((Zf.T @ Zf).tocsc())
-            if dep.any():
-                # e.g. corridor and geo x year effects: one redundant level per reporting country
-                self.n_redundant = int(dep.sum())
-                logger.info("dropping %d redundant fixed-effect levels", self.n_redundant)
-                Z = Z[:, np.flatnonzero(~dep)]
+        else:
+            dep = np.zeros(offset, dtype=bool)
+        if dep.any():
+            # e.g. corridor and geo x year effects: one redundant level per reporting country
+            self.n_redundant = int(dep.sum())
+            logger.info("dropping %d redundant fixed-effect levels", self.n_redundant)
+            Z = Z[:, np.flatnonzero(~dep)]
         self.Z = Z.tocsr()
         self.fit = fit
         self.p = self.Z.shape[1]
