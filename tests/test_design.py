@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from returnstudy.models._design import check_unique_keys, panel_keys, parse_cluster, prepare
+from returnstudy.models._design import (
+    check_column_arguments,
+    check_unique_keys,
+    panel_keys,
+    parse_cluster,
+    prepare,
+    resolve_panel_ids,
+)
 
 
 def _panel() -> pd.DataFrame:
@@ -104,3 +111,33 @@ def test_panel_keys_follow_the_fixed_effects() -> None:
     with pytest.raises(ValueError, match=r"\(unit, period\) key"):
         check_unique_keys(q, ("unit", "period"))
     check_unique_keys(q.iloc[:4], ("unit", "period"))
+
+
+def test_resolve_panel_ids_named_unit_and_time_or_inferred_from_fe() -> None:
+    cols = ["geo", "citizen", "year", "corridor", "county", "t"]
+    # named: the key is (unit, time) and the fixed effects default to them
+    assert resolve_panel_ids(cols, "county", "t", None) == (("county", "t"), ("county", "t"))
+    assert resolve_panel_ids(cols, "county", "t", ("county", "geo^t")) == (("county", "t"), ("county", "geo^t"))
+    assert resolve_panel_ids(cols, "county", None, None) == (("county", "year"), ("county", "year"))
+    # not named: corridor-year defaults, key inferred from fe as before
+    assert resolve_panel_ids(cols, None, None, None) == (("corridor", "year"), ("corridor", "year"))
+    assert resolve_panel_ids(["unit", "period", "y"], None, None, ("unit", "period")) == (("unit", "period"), ("unit", "period"))
+    # corridor is built from geo and citizen: it counts as present
+    assert resolve_panel_ids(["geo", "citizen", "year"], "corridor", "year", None)[0] == ("corridor", "year")
+    with pytest.raises(KeyError, match=r"unit='county_id' \('county_id'\); the panel's columns are: \['geo'"):
+        resolve_panel_ids(cols, "county_id", "t", None)
+    with pytest.raises(ValueError, match="different columns"):
+        resolve_panel_ids(cols, "t", "t", None)
+
+
+def test_check_column_arguments_names_every_missing_argument() -> None:
+    q = pd.DataFrame({"u": [1, 2], "t": [1, 1], "y": [0.0, 1.0]})
+    check_column_arguments(q, unit="u", time="t", fe=("u", "t"), cluster=None, outcome="y")
+    with pytest.raises(KeyError) as exc:
+        check_column_arguments(q, outcome="z", fe=("u", "g^t"), cluster="hetero", regressors=["x^2"])
+    msg = str(exc.value)
+    assert "outcome='z' ('z')" in msg and "fe=('u', 'g^t') ('g')" in msg and "regressors=['x^2'] ('x^2')" in msg
+    assert "cluster" not in msg and "the panel's columns are: ['u', 't', 'y']" in msg
+    # prepare names the argument too
+    with pytest.raises(KeyError, match=r"cluster=\('c',\) \('c'\)"):
+        prepare(q, "y", [], fe=("u", "t"), cluster="c", keys=("u", "t"))

@@ -93,7 +93,7 @@ def test_event_study_arguments() -> None:
         event_study(df, window=(-2, 2), reference=-4)
     with pytest.raises(ValueError, match="window"):
         event_study(df, window=(1, 3))
-    with pytest.raises(KeyError, match="bilateral_nonbinding_years_since"):
+    with pytest.raises(KeyError, match="bilateral_nonbinding_cohort"):
         event_study(df, treatment="bilateral_nonbinding")
     with pytest.raises(ValueError, match="control"):
         event_study(df, control="all")
@@ -146,3 +146,18 @@ def test_duplicated_corridor_years_raise() -> None:
     for model in ("ppml", "twfe"):
         with pytest.raises(ValueError, match=rf"1 duplicated \(corridor, year\) key\(s\) in 2 rows; first: corridor='{c}', year={y}"):
             event_study(dup, model=model)
+
+
+def test_cohort_zero_means_never_treated_and_event_time_is_time_minus_cohort() -> None:
+    df = make_panel(9, n_geo=3, n_citizen=10)
+    base = event_study(df, treatment="eu_agreement", model="twfe", window=(-2, 2))
+    # the first treated period in a column of one's own, 0 for never treated, no years_since column
+    q = df.drop(columns=[c for c in df.columns if c.endswith("_years_since")])
+    q["adopted"] = q["eu_agreement_cohort"].astype("Float64").fillna(0)
+    other = event_study(q, treatment="eu_agreement", cohort="adopted", model="twfe", window=(-2, 2))
+    np.testing.assert_array_equal(base.table["estimate"].to_numpy(float), other.table["estimate"].to_numpy(float))
+    np.testing.assert_array_equal(base.table["std_error"].to_numpy(float), other.table["std_error"].to_numpy(float))
+    assert other.design["cohort"] == "adopted" and other.design["unit"] == "corridor"
+    q["adopted"] = q["adopted"] + 0.5
+    with pytest.raises(ValueError, match="not a whole number of periods"):
+        event_study(q, treatment="eu_agreement", cohort="adopted", model="twfe", window=(-2, 2))

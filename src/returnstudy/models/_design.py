@@ -10,9 +10,11 @@ Fixed-effect specifications: any panel column (``"corridor"``, ``"year"``, ``"ge
 column is absent. Cluster specifications: a column name, a tuple of names (multi-way),
 or None / ``"hetero"`` / ``"iid"`` (no clustering).
 
-Every estimator assumes one row per unit and year. :func:`check_unique_keys` rejects
-panels with duplicated (unit, time) keys; :func:`panel_keys` decides which columns form
-the key (``corridor`` and ``year`` for the corridor-year panel).
+Every estimator assumes one row per unit and period. :func:`check_unique_keys` rejects
+panels with duplicated (unit, time) keys. The key is the estimator's ``unit=`` and
+``time=`` columns when the caller names them (:func:`resolve_panel_ids`, any panel:
+e.g. ``unit="countyreal", time="year"``); otherwise :func:`panel_keys` infers it from the
+fixed effects (``corridor`` and ``year`` for the corridor-year panel).
 """
 
 from __future__ import annotations
@@ -28,10 +30,18 @@ from ._fe import FixedEffects, singleton_mask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Design", "check_unique_keys", "fe_codes", "panel_keys", "parse_cluster", "prepare"]
+__all__ = [
+    "DEFAULT_CLUSTER", "DEFAULT_TIME", "DEFAULT_UNIT", "Design", "check_column_arguments", "check_unique_keys",
+    "fe_codes", "panel_keys", "parse_cluster", "prepare", "resolve_panel_ids",
+]
 
 NO_CLUSTER = (None, "hetero", "iid", "none")
 _STANDARD_IDS = frozenset({"corridor", "geo", "citizen", "year"})
+#: This package's panel: one row per corridor (reporting country x citizenship) and year,
+#: errors clustered by citizenship. Estimators default to these names.
+DEFAULT_UNIT = "corridor"
+DEFAULT_TIME = "year"
+DEFAULT_CLUSTER = "citizen"
 
 
 def parse_cluster(cluster: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -60,6 +70,77 @@ def _ensure_corridor(panel: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
         if {"geo", "citizen"} <= set(panel.columns):
             return panel.assign(corridor=panel["geo"].astype(str) + "-" + panel["citizen"].astype(str))
     return panel
+
+
+def _can_build_corridor(columns: Sequence[str]) -> bool:
+    return {"geo", "citizen"} <= set(columns)
+
+
+#: Arguments whose values may be ``"a^b"`` interactions of columns.
+_INTERACTION_ARGUMENTS = frozenset({"fe", "cluster"})
+
+
+def _spec_columns(value: str | Sequence[str] | None, interactions: bool) -> list[str]:
+    """Column names inside an argument value: a name or a sequence of names (with
+    ``interactions``, ``"a^b"`` stands for columns a and b)."""
+    if value is None or (interactions and isinstance(value, str) and value in NO_CLUSTER):
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for it in items:
+        if not isinstance(it, str):
+            raise TypeError(f"expected column names, got {it!r} in {value!r}")
+        out += _columns_of(it) if interactions else [it]
+    return out
+
+
+def check_column_arguments(panel: pd.DataFrame | Sequence[str], **arguments: str | Sequence[str] | None) -> None:
+    """Raise ``KeyError`` if a column named by an argument is not in the panel.
+
+    ``arguments`` maps argument names to their values (a column, an ``"a^b"``
+    interaction, a sequence of them or None). The message names the argument, its value
+    and lists the columns that exist. ``corridor`` counts as present when ``geo`` and
+    ``citizen`` are (it is built from them).
+    """
+    columns = list(panel.columns) if isinstance(panel, pd.DataFrame) else list(panel)
+    have = set(columns)
+    bad = []
+    for arg, value in arguments.items():
+        miss = [c for c in _spec_columns(value, arg in _INTERACTION_ARGUMENTS) if c not in have and not (c == "corridor" and _can_build_corridor(columns))]
+        if miss:
+            bad.append(f"{arg}={value!r} ({', '.join(repr(c) for c in dict.fromkeys(miss))})")
+    if bad:
+        raise KeyError(f"panel has no column for {'; '.join(bad)}; the panel's columns are: {columns}")
+
+
+def resolve_panel_ids(
+    columns: Sequence[str],
+    unit: str | None,
+    time: str | None,
+    fe: str | Sequence[str] | None,
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The panel key and the fixed effects of an estimator call.
+
+    * ``unit`` or ``time`` named (any panel): the key is ``(unit, time)`` (the other one
+      defaulting to ``corridor`` / ``year``), both must be columns (``KeyError`` naming
+      the argument otherwise), and ``fe=None`` means unit and time effects ``(unit, time)``.
+    * neither named (this package's corridor-year panel, and callers that name their
+      identifiers through ``fe`` only): ``fe=None`` means ``("corridor", "year")`` and the
+      key is inferred by :func:`panel_keys`, exactly as before ``unit``/``time`` existed.
+
+    Returns ``(key columns or None, fixed effects)``.
+    """
+    if fe is None:
+        fe_out: tuple[str, ...] = (unit or DEFAULT_UNIT, time or DEFAULT_TIME)
+    else:
+        fe_out = (fe,) if isinstance(fe, str) else tuple(fe)
+    if unit is None and time is None:
+        return panel_keys(columns, fe_out), fe_out
+    u, t = unit or DEFAULT_UNIT, time or DEFAULT_TIME
+    if u == t:
+        raise ValueError(f"unit and time must be different columns, both are {u!r}")
+    check_column_arguments(columns, unit=u, time=t)
+    return (u, t), fe_out
 
 
 def panel_keys(columns: Sequence[str], fe: Sequence[str] = ("corridor", "year")) -> tuple[str, ...] | None:
@@ -151,6 +232,7 @@ class Design:
     rows: np.ndarray
     dropped: dict[str, int] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    keys: tuple[str, ...] | None = None
 
     @property
     def n_obs(self) -> int:
@@ -194,6 +276,12 @@ class Design:
         from ..results import panel_info
 
         info = panel_info(self.frame, self.attrs)
+        if self.keys and len(self.keys) == 2 and all(k in self.frame.columns for k in self.keys):
+            unit, time = self.keys
+            info["unit"], info["time"] = unit, time
+            info["n_units"] = int(self.frame[unit].nunique())
+            if info.get("years") == (None, None) and len(self.frame) and pd.api.types.is_numeric_dtype(self.frame[time]):
+                info["years"] = (int(self.frame[time].min()), int(self.frame[time].max()))
         info["dropped"] = dict(self.dropped)
         info["fixed_effects"] = list(self.fe_names)
         info["cluster"] = " x ".join(self.cluster_names) if self.cluster_names else None
@@ -241,10 +329,10 @@ def prepare(
     else:
         key_cols = None if keys is None else tuple(keys)
     panel = _ensure_corridor(panel, needed)
+    check_column_arguments(
+        panel, outcome=outcome, regressors=regressors, fe=fe or None, cluster=cl_names or None, weights=weights,
+    )
     check_unique_keys(panel, key_cols)
-    missing = sorted(c for c in needed if c not in panel.columns)
-    if missing:
-        raise KeyError(f"panel has no column(s) {missing}; available: {list(panel.columns)}")
     if len(set(regressors)) != len(regressors):
         raise ValueError(f"duplicated regressor in {regressors}")
     if outcome in regressors:
@@ -302,10 +390,14 @@ def prepare(
                              "(check the sample filters' flow table and the years)")
         reasons = ", ".join(f"{k}: {v} rows" for k, v in dropped.items())
         raise ValueError(f"no rows left of {n}: every row was dropped ({reasons})")
-    frame_cols = list(dict.fromkeys([c for c in ("geo", "citizen", "year", "corridor") if c in panel.columns] + id_cols + numeric_cols + list(extra_columns)))
+    key_in_panel = [c for c in (key_cols or ()) if c in panel.columns]
+    frame_cols = list(dict.fromkeys(
+        [c for c in ("geo", "citizen", "year", "corridor") if c in panel.columns] + key_in_panel + id_cols
+        + numeric_cols + list(extra_columns)
+    ))
     bad_extra = [c for c in extra_columns if c not in panel.columns]
     if bad_extra:
-        raise KeyError(f"panel has no column(s) {bad_extra}")
+        raise KeyError(f"panel has no column(s) {bad_extra}; the panel's columns are: {list(panel.columns)}")
     frame = panel.iloc[rows][frame_cols]
     fe_list = [fe_codes(frame, s) for s in fe]
     fx = FixedEffects(fe_list, names=fe) if fe else None
@@ -328,4 +420,5 @@ def prepare(
         rows=rows,
         dropped=dropped,
         attrs=dict(panel.attrs) if panel.attrs else {},
+        keys=key_cols,
     )

@@ -27,6 +27,8 @@ import pandas as pd
 
 from returnstudy.results import EstimationResult
 
+from ._design import check_column_arguments
+
 logger = logging.getLogger(__name__)
 
 NEVER = "never treated"
@@ -40,9 +42,10 @@ TYPE_ALWAYS = "treated vs always treated"
 def _balanced_matrix(
     panel: pd.DataFrame, outcome: str, treatment: str, unit: str, time: str, balance: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    for col in (outcome, treatment, unit, time):
-        if col not in panel.columns:
-            raise KeyError(f"bacon_decomposition: column {col!r} not in panel")
+    check_column_arguments(panel, outcome=outcome, treatment=treatment, unit=unit, time=time)
+    if len({outcome, treatment, unit, time}) < 4:
+        raise ValueError(f"bacon_decomposition: outcome, treatment, unit and time must be four different columns, "
+                         f"got {outcome!r}, {treatment!r}, {unit!r}, {time!r}")
     df = panel[[unit, time, outcome, treatment]].copy()
     if df.duplicated([unit, time]).any():
         raise ValueError(f"bacon_decomposition: duplicate ({unit}, {time}) rows")
@@ -60,7 +63,9 @@ def _balanced_matrix(
             )
         if balance != "drop":
             raise ValueError(f"balance={balance!r}: expected 'drop' or 'error'")
-        dropped = {f"corridors with missing {outcome} or {treatment} in some year (balanced panel needed)": int(bad.sum())}
+        units = "corridors" if unit == "corridor" else f"units ({unit})"
+        dropped = {f"{units} with missing {outcome} or {treatment} in some {'year' if time == 'year' else 'period'} "
+                   f"(balanced panel needed)": int(bad.sum())}
         logger.info("bacon_decomposition: dropped %d units with missing values", bad.sum())
         y, d = y[~bad], d[~bad]
     if len(y) == 0:
@@ -92,10 +97,13 @@ def bacon_decomposition(
 
     Parameters
     ----------
-    panel : corridor-year panel with the treatment column (0/1, absorbing).
+    panel : a unit-period panel (this package's corridor-year panel by default) with the
+        treatment column (0/1, absorbing).
     outcome : outcome column (linear model), default ``return_rate``.
     treatment : binary treatment column.
-    unit, time : panel identifiers.
+    unit, time : the columns identifying a row (default ``corridor`` and ``year``; e.g.
+        ``unit="countyreal"`` for another panel). Unit and time effects are the model's
+        fixed effects. A missing column raises ``KeyError`` naming the argument.
     balance : ``"drop"`` drops units with any missing outcome/treatment (reported);
         ``"error"`` raises instead.
 
@@ -171,6 +179,9 @@ def bacon_decomposition(
         "treatment": treatment,
         "n_obs": int(N * T),
         "n_corridors": int(N),
+        "n_units": int(N),
+        "unit": unit,
+        "time": time,
         "years": (int(years[0]), int(years[-1])),
         "fixed_effects": [unit, time],
         "cluster": None,

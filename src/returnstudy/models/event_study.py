@@ -1,8 +1,11 @@
 """Dynamic (event-study) specification around the entry into force of an agreement.
 
-For corridors that ever adopt ``treatment`` (``<treatment>_cohort`` not missing) the
-relative period is ``<treatment>_years_since`` (year - adoption year; 0 = first year
-in force). The model is
+For units (corridors by default) that ever adopt ``treatment`` (cohort column, default
+``<treatment>_cohort``, set: the first treated period; missing or 0 = never treated) the
+relative period is time - cohort (0 = first year in force; this package's
+``<treatment>_years_since``, checked against it when present). ``unit=``, ``time=`` and
+``cohort=`` name the columns of any other panel (e.g. ``unit="countyreal",
+time="year", cohort="first.treat"``). The model is
 
 ``outcome_it = sum_{k in window, k != reference} beta_k 1[rel_it = k] + other + FE + e``
 
@@ -66,9 +69,9 @@ import pandas as pd
 
 from ..results import EstimationResult, make_table
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import check_unique_keys, panel_keys, prepare
+from ._design import DEFAULT_TIME, DEFAULT_UNIT, check_column_arguments, check_unique_keys, prepare, resolve_panel_ids
 from .ppml import prepare_ppml
-from .twfe import _as_list, build_outcome
+from .twfe import _as_list, _key_meta, _unit_period_word, build_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,55 @@ def _term(k: int) -> str:
     return f"rel_m{-k}" if k < 0 else f"rel_p{k}"
 
 
+def cohort_values(panel: pd.DataFrame, column: str) -> np.ndarray:
+    """First treated period per row as float; NaN for never treated (cohort missing or 0)."""
+    s = panel[column]
+    if s.dtype == bool or not pd.api.types.is_numeric_dtype(s):
+        raise ValueError(f"cohort column {column!r} must hold the first treated period (numeric), has dtype {s.dtype}")
+    c = pd.to_numeric(s).astype("float64").to_numpy(dtype=float, na_value=np.nan)
+    if np.isinf(c).any():
+        raise ValueError(f"cohort column {column!r} has infinite values; use 0 or missing for never treated")
+    return np.where(c == 0, np.nan, c)
+
+
+def _event_time(panel: pd.DataFrame, treatment: str, cohort: str | None, time: str) -> np.ndarray:
+    """time - cohort for ever-treated rows (NaN for never treated), checked to be whole periods
+    and, when this package's ``{treatment}_years_since`` is present, equal to it."""
+    coh_col = cohort or f"{treatment}_cohort"
+    if coh_col not in panel.columns:
+        valid = sorted(str(c)[: -len("_cohort")] for c in panel.columns if str(c).endswith("_cohort"))
+        what = f"cohort={cohort!r}" if cohort is not None else f"cohort column {coh_col!r} (default of cohort=, from add_treatments)"
+        raise KeyError(
+            f"event study needs {what} for treatment {treatment!r}; "
+            f"treatments with cohort columns in this panel: {valid or 'none (run add_treatments first)'}; "
+            f"the panel's columns are: {list(panel.columns)}"
+        )
+    check_column_arguments(panel, time=time)
+    if not pd.api.types.is_numeric_dtype(panel[time]) or panel[time].dtype == bool:
+        raise ValueError(f"time={time!r} must be a numeric period column, has dtype {panel[time].dtype}")
+    coh = cohort_values(panel, coh_col)
+    t = pd.to_numeric(panel[time]).astype("float64").to_numpy(dtype=float, na_value=np.nan)
+    rel = t - coh
+    ever = ~np.isnan(coh)
+    if np.any(ever & np.isnan(t)):
+        first = panel.index[np.flatnonzero(ever & np.isnan(t))[0]]
+        raise ValueError(f"time={time!r} is missing where cohort {coh_col!r} is set (first: row {first!r})")
+    frac = ever & ~np.isnan(rel) & (rel != np.round(rel))
+    if frac.any():
+        first = panel.index[np.flatnonzero(frac)[0]]
+        raise ValueError(f"time={time!r} minus cohort {coh_col!r} is not a whole number of periods (first: row {first!r})")
+    ys_col = f"{treatment}_years_since"
+    if cohort is None and ys_col in panel.columns:
+        ys = pd.array(panel[ys_col], dtype="Int64").to_numpy(dtype=float, na_value=np.nan)
+        if np.any(ever & np.isnan(ys)):
+            raise ValueError(f"{ys_col!r} missing where {coh_col!r} is set")
+        bad = ever & (ys != rel)
+        if bad.any():
+            first = panel.index[np.flatnonzero(bad)[0]]
+            raise ValueError(f"{ys_col!r} differs from {time} - {coh_col} in {int(bad.sum())} rows (first: row {first!r})")
+    return np.where(ever, rel, np.nan)
+
+
 def relative_period_dummies(
     panel: pd.DataFrame,
     treatment: str,
@@ -88,21 +140,17 @@ def relative_period_dummies(
     reference: int,
     control: str,
     bin_endpoints: bool,
+    *,
+    cohort: str | None = None,
+    time: str = DEFAULT_TIME,
 ) -> tuple[pd.DataFrame, list[int], dict[str, int]]:
     """Add event-time dummy columns ``rel_m3, ..., rel_p3`` (reference omitted) to ``panel``,
     plus ``rel_period`` (the binned relative period; NaN for control rows).
 
-    Returns (panel with dummies and rows outside the design removed, periods estimated,
-    dropped-row counts by reason).
+    The relative period is ``time - cohort`` (``cohort`` default ``<treatment>_cohort``;
+    missing or 0: never treated). Returns (panel with dummies and rows outside the design
+    removed, periods estimated, dropped-row counts by reason).
     """
-    ys_col, coh_col = f"{treatment}_years_since", f"{treatment}_cohort"
-    missing = [c for c in (ys_col, coh_col) if c not in panel.columns]
-    if missing:
-        valid = sorted(str(c)[: -len("_cohort")] for c in panel.columns if str(c).endswith("_cohort"))
-        raise KeyError(
-            f"event study needs column(s) {missing} (from add_treatments) for treatment {treatment!r}; "
-            f"treatments with cohort columns in this panel: {valid or 'none (run add_treatments first)'}"
-        )
     lo, hi = int(window[0]), int(window[1])
     if not lo < 0 <= hi:
         raise ValueError(f"window must satisfy window[0] < 0 <= window[1], got {window}")
@@ -110,11 +158,8 @@ def relative_period_dummies(
         raise ValueError(f"reference period {reference} outside window {window}")
     if control not in ("never", "notyet"):
         raise ValueError(f"control must be 'never' or 'notyet', got {control!r}")
-    ever = panel[coh_col].notna().to_numpy()
-    ys = pd.array(panel[ys_col], dtype="Int64")
-    if np.any(ever & pd.isna(ys)):
-        raise ValueError(f"{ys_col!r} missing where {coh_col!r} is set")
-    rel = np.where(ever, ys.to_numpy(dtype=float, na_value=np.nan), np.nan)
+    rel = _event_time(panel, treatment, cohort, time)
+    ever = ~np.isnan(rel)
     dropped: dict[str, int] = {}
     keep = np.ones(len(panel), dtype=bool)
     before, after = ever & (rel < lo), ever & (rel > hi)
@@ -141,6 +186,24 @@ def relative_period_dummies(
     return out, periods, dropped
 
 
+def _unit_series(frame: pd.DataFrame, unit: str) -> pd.Series:
+    """The unit column (``corridor`` is built from ``geo`` and ``citizen`` when absent)."""
+    if unit in frame.columns:
+        return frame[unit]
+    if unit == "corridor" and {"geo", "citizen"} <= set(frame.columns):
+        return frame["geo"].astype(str) + "-" + frame["citizen"].astype(str)
+    check_column_arguments(frame, unit=unit)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _period(value: Any) -> Any:
+    """A period for messages: integers without a trailing .0."""
+    try:
+        return int(value) if float(value).is_integer() else value
+    except (TypeError, ValueError):
+        return value
+
+
 def event_study(
     panel: pd.DataFrame,
     treatment: str = "eu_agreement",
@@ -152,7 +215,7 @@ def event_study(
     always_treated: str = "drop",
     other_treatments: str = "control",
     cluster: str | Sequence[str] | None = "citizen",
-    fe: Sequence[str] = ("corridor", "year"),
+    fe: Sequence[str] | None = None,
     outcome: str | None = None,
     exposure: str | None = "orders",
     weights: str | None = None,
@@ -161,6 +224,10 @@ def event_study(
     drop_singletons: bool = True,
     small_sample: str | Mapping[str, Any] = "fixest-default",
     alpha: float = 0.05,
+    *,
+    unit: str | None = None,
+    time: str | None = None,
+    cohort: str | None = None,
 ) -> EstimationResult:
     """Event-study estimates of the effect of ``treatment`` by year relative to entry into force.
 
@@ -170,6 +237,11 @@ def event_study(
     every sample year) and ``other_treatments``. Duplicated corridor-year rows raise
     ``ValueError``. The table is indexed by relative period
     (int) and includes the reference period with estimate 0 and missing standard error.
+
+    Any panel: ``unit``, ``time`` (default "corridor", "year") identify a row, ``cohort``
+    (default ``<treatment>_cohort``) holds each unit's first treated period (missing or 0:
+    never treated), ``cluster`` (default "citizen") the cluster column; ``fe=None`` means
+    unit and time effects. ``exposure`` applies to ``model="ppml"`` (None: no offset).
     """
     if model not in ("ppml", "twfe"):
         raise ValueError(f"model must be 'ppml' or 'twfe', got {model!r}")
@@ -177,8 +249,12 @@ def event_study(
         raise ValueError(f"other_treatments must be 'control', 'drop' or 'ignore', got {other_treatments!r}")
     if always_treated not in ("drop", "keep"):
         raise ValueError(f"always_treated must be 'drop' or 'keep', got {always_treated!r}")
-    keys = panel_keys(panel.columns, fe)
+    keys, fe = resolve_panel_ids(panel.columns, unit, time, fe)
     check_unique_keys(panel, keys)
+    unit_col, time_col = tuple(keys) if keys and len(keys) == 2 else (DEFAULT_UNIT, DEFAULT_TIME)
+    coh_col = cohort or f"{treatment}_cohort"
+    unit_word = "corridor" if unit_col == DEFAULT_UNIT else f"unit ({unit_col})"
+    units = "corridors" if unit_col == DEFAULT_UNIT else f"units ({unit_col})"
     ctrl = _as_list(controls)
     pre_dropped: dict[str, int] = {}
     work = panel
@@ -186,7 +262,7 @@ def event_study(
     if other_treatments == "control":
         ctrl = ctrl + [t for t in others if t not in ctrl]
     elif other_treatments == "drop" and others:
-        corr = work["corridor"] if "corridor" in work.columns else work["geo"].astype(str) + "-" + work["citizen"].astype(str)
+        corr = _unit_series(work, unit_col)
         other_any = np.zeros(len(work), dtype=bool)
         for t in others:
             other_any |= pd.to_numeric(work[t]).fillna(0).to_numpy() > 0
@@ -196,39 +272,43 @@ def event_study(
             pre_dropped[f"corridors ever treated by {', '.join(others)} ({len(bad_corr)} corridors)"] = int(m.sum())
             work = work.iloc[np.flatnonzero(~m)]
 
-    work, periods, rel_dropped = relative_period_dummies(work, treatment, window, reference, control, bin_endpoints)
+    work, periods, rel_dropped = relative_period_dummies(
+        work, treatment, window, reference, control, bin_endpoints, cohort=cohort, time=time_col
+    )
     pre_dropped.update(rel_dropped)
     vt = vcov_type_of(cluster)
     terms = [_term(k) for k in periods]
 
     def _design(frame: pd.DataFrame):
         if model == "ppml":
-            d, off, _ = prepare_ppml(frame, terms + ctrl, outcome or "returns", exposure, "offset", fe, cluster, weights)
+            d, off, _ = prepare_ppml(frame, terms + ctrl, outcome or "returns", exposure, "offset", fe, cluster, weights,
+                                     keys=keys)
             return frame, d, off
         y_name = outcome or "return_rate"
         y, _meta = build_outcome(frame, y_name, log_zero_rule)
         if y_name in ("log_return_rate", "ihs_return_rate") or y_name not in frame.columns:
             frame = frame.assign(**{y_name: y.to_numpy(dtype=float, na_value=np.nan)})
-        return frame, prepare(frame, y_name, terms + ctrl, fe=fe, cluster=cluster, weights=weights), None
+        return frame, prepare(frame, y_name, terms + ctrl, fe=fe, cluster=cluster, weights=weights, keys=keys), None
 
     work, design, offset = _design(work)
     n_always = 0
-    if "year" in design.frame.columns:
-        first_year = int(design.frame["year"].min())  # first year of the estimation sample
-        coh = pd.to_numeric(work[f"{treatment}_cohort"]).astype("float64").to_numpy()
+    if time_col in design.frame.columns:
+        first_year = design.frame[time_col].min()  # first period of the estimation sample
+        coh = cohort_values(work, coh_col)
         always = ~np.isnan(coh) & (coh <= first_year)
         in_sample = work.index.isin(design.frame.index) if work.index.is_unique else np.ones(len(work), dtype=bool)
-        corr = work["corridor"] if "corridor" in work.columns else work["geo"].astype(str) + "-" + work["citizen"].astype(str)
+        corr = _unit_series(work, unit_col)
         n_always = int(corr[always & in_sample].nunique())
         if (always & in_sample).any() and always_treated == "drop":
             pre_dropped[
-                f"always-treated corridors (adopted {first_year} or earlier: treated in every sample year; "
-                f"{n_always} corridors)"
+                f"always-treated {units} (adopted {_period(first_year)} or earlier: treated in every sample "
+                f"{'year' if time_col == DEFAULT_TIME else 'period'}; {n_always} {units})"
             ] = int((always & in_sample).sum())
             work, design, offset = _design(work.iloc[np.flatnonzero(~always)])
-    n_never = int(work.loc[work[f"{treatment}_cohort"].isna(), "corridor"].nunique()) if "corridor" in work else None
+    never_mask = np.isnan(cohort_values(work, coh_col))
+    n_never = int(_unit_series(work, unit_col)[never_mask].nunique())
     if control == "never" and not n_never:
-        raise ValueError(f"control='never' but no never-treated corridor for {treatment!r} in the sample")
+        raise ValueError(f"control='never' but no never-treated {unit_word} for {treatment!r} in the sample")
     if model == "ppml":
         out = fit_design(design, "ppml", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons, offset=offset)
     else:
@@ -258,13 +338,13 @@ def event_study(
     rel_in_sample = work["rel_period"].loc[out.design.frame.index] if work.index.is_unique else work["rel_period"]
     obs_by_period = {int(k): int((rel_in_sample == k).sum()) for k in table.index}
     fin = out.design.frame
-    if "corridor" in fin.columns:
-        n_never = int(fin.loc[fin.index.isin(work.index[work[f"{treatment}_cohort"].isna()]), "corridor"].nunique()) \
-            if work.index.is_unique else n_never
+    if unit_col in fin.columns and work.index.is_unique:
+        n_never = int(fin.loc[fin.index.isin(work.index[never_mask]), unit_col].nunique())
     info = dict(full.info)
     notes = list(info.get("notes", []))
     if always_treated == "keep" and n_always:
-        notes.append(f"{n_always} always-treated corridors kept (in the lags only; they help identify year effects)")
+        notes.append(f"{n_always} always-treated {units} kept (in the lags only; they help identify "
+                     f"{'year' if time_col == DEFAULT_TIME else 'period'} effects)")
     if missing_terms:
         notes.append(f"relative periods not estimable (collinear or empty): {[period_of[t] for t in missing_terms]}")
     info.update(
@@ -272,8 +352,8 @@ def event_study(
         window=(int(window[0]), int(window[1])),
         reference_period=f"{reference} (year {reference:+d} relative to entry into force; coefficients are changes from it)",
         control_group=(
-            f"never-treated corridors ({n_never})" if control == "never"
-            else f"never-treated ({n_never} corridors) and not-yet-treated corridor-years (before period {window[0]})"
+            f"never-treated {units} ({n_never})" if control == "never"
+            else f"never-treated ({n_never} {units}) and not-yet-treated {_unit_period_word(keys)} (before period {window[0]})"
         ),
         bin_endpoints=bin_endpoints,
         always_treated=always_treated,
@@ -283,12 +363,15 @@ def event_study(
         obs_by_period=obs_by_period,
         notes=notes,
     )
-    cohorts = work.loc[work[f"{treatment}_cohort"].notna()].groupby(f"{treatment}_cohort")["corridor"].nunique()
+    ever_rows = ~never_mask
+    cohorts = _unit_series(work, unit_col)[ever_rows].groupby(cohort_values(work, coh_col)[ever_rows]).nunique()
     info["treated_corridors_by_cohort"] = {int(k): int(v) for k, v in cohorts.items()}
+    info["cohort"] = coh_col
     res = EstimationResult(
         model=f"event_study_{model}", params=params, vcov=vcov, table=table, info=info,
         design={
-            **full.design, "treatment": treatment, "window": window, "reference": reference, "control": control,
+            **full.design, **_key_meta(keys), "cohort": coh_col,
+            "treatment": treatment, "window": window, "reference": reference, "control": control,
             "exposure": exposure if model == "ppml" else None,
         },
         df_t=full.df_t, alpha=alpha, extra={**full.extra, "full_result": full},

@@ -1,6 +1,9 @@
 """Poisson pseudo-maximum-likelihood (PPML) with absorbed fixed effects.
 
-``E[returns_it] = orders_it * exp(sum_T beta_T treatment_T,it + controls + alpha_corridor + lambda_year)``
+``E[returns_it] = orders_it * exp(sum_T beta_T treatment_T,it + controls + alpha_unit + lambda_time)``
+
+(units and periods: this package's corridors and years by default; ``unit=``/``time=``
+name them in any other panel, e.g. counties and years).
 
 With orders to leave as exposure (offset log(orders)), ``exp(beta)`` is the ratio of
 return rates (returns per order) with and without the treatment: ``irr`` in the
@@ -18,8 +21,8 @@ import pandas as pd
 
 from ..results import EstimationResult
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import check_unique_keys, panel_keys, prepare
-from .twfe import _as_list, _treatment_counts
+from ._design import check_unique_keys, panel_keys, prepare, resolve_panel_ids
+from .twfe import _as_list, _key_meta, _treatment_counts, _unit_of, _unit_period_word
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +38,23 @@ def prepare_ppml(
     fe: Sequence[str] = ("corridor", "year"),
     cluster: str | Sequence[str] | None = "citizen",
     weights: str | None = None,
+    *,
+    keys: Sequence[str] | str | None = "auto",
 ):
     """Design and offset for a PPML fit: rows with missing/non-positive exposure are dropped
     (counted), ``exposure_as="regressor"`` adds ``log_<exposure>`` as a regressor.
+    ``keys``: the (unit, time) columns, checked for duplicates on the whole panel
+    (``"auto"``: inferred from ``fe`` by :func:`~returnstudy.models._design.panel_keys`).
     Returns ``(design, offset or None, regressors used)``."""
     if exposure_as not in ("offset", "regressor"):
         raise ValueError(f"exposure_as must be 'offset' or 'regressor', got {exposure_as!r}")
     if outcome not in panel.columns:
         raise KeyError(f"outcome column {outcome!r} not in panel; available: {list(panel.columns)}")
     # before rows without exposure are removed: duplicates anywhere in the panel are an error
-    keys = panel_keys(panel.columns, fe)
+    if isinstance(keys, str):
+        if keys != "auto":
+            raise ValueError(f"keys must be 'auto', None or a sequence of column names, got {keys!r}")
+        keys = panel_keys(panel.columns, fe)
     check_unique_keys(panel, keys)
     y = pd.to_numeric(panel[outcome]).astype("float64")
     if (y < 0).any():
@@ -70,7 +80,7 @@ def prepare_ppml(
             regs = regs + [log_name]
     design = prepare(
         work, outcome, regs, fe=fe, cluster=cluster, weights=weights,
-        extra_columns=[log_name] if (log_name and exposure_as == "offset") else (),
+        extra_columns=[log_name] if (log_name and exposure_as == "offset") else (), keys=keys,
     )
     if pre_dropped:
         design.dropped = {**pre_dropped, **design.dropped}
@@ -86,7 +96,7 @@ def ppml(
     outcome: str = "returns",
     exposure: str | None = "orders",
     exposure_as: str = "offset",
-    fe: Sequence[str] = ("corridor", "year"),
+    fe: Sequence[str] | None = None,
     cluster: str | Sequence[str] | None = "citizen",
     controls: str | Sequence[str] | None = None,
     weights: str | None = None,
@@ -96,6 +106,9 @@ def ppml(
     alpha: float = 0.05,
     tol: float = 1e-10,
     maxiter: int = 100,
+    *,
+    unit: str | None = None,
+    time: str | None = None,
 ) -> EstimationResult:
     """PPML of a count ``outcome`` (returns) on ``treatments`` with absorbed fixed effects.
 
@@ -105,8 +118,8 @@ def ppml(
         Orders to leave enter as offset log(orders) (coefficient fixed at 1: effects on the
         return rate) or as a regressor log(orders) (elasticity estimated). Rows with
         exposure missing or <= 0 are dropped and counted. ``exposure=None``: no exposure.
-    fe, cluster, controls, weights
-        As in :func:`~returnstudy.models.twfe.twfe`.
+    fe, unit, time, cluster, controls, weights
+        As in :func:`~returnstudy.models.twfe.twfe` (``fe=None``: unit and time effects).
     separation
         "fe": drop fixed-effect groups (e.g. corridors) whose outcome is all zero;
         "ir": iterative-rectifier check for separation by the regressors. Counts are in
@@ -122,17 +135,22 @@ def ppml(
     ctrl = _as_list(controls)
     if not treat:
         raise ValueError("treatments must name at least one column")
-    design, offset, regs = prepare_ppml(panel, treat + ctrl, outcome, exposure, exposure_as, fe, cluster, weights)
+    keys, fe = resolve_panel_ids(panel.columns, unit, time, fe)
+    design, offset, regs = prepare_ppml(panel, treat + ctrl, outcome, exposure, exposure_as, fe, cluster, weights,
+                                        keys=keys)
     out = fit_design(
         design, "ppml", vcov_type=vcov_type_of(cluster), small_sample=small_sample,
         drop_singletons=drop_singletons, offset=offset, separation=separation, tol=tol, maxiter=maxiter,
     )
     info: dict[str, Any] = {
         "exposure": None if exposure is None else f"{exposure} ({'offset log(' + exposure + ')' if exposure_as == 'offset' else 'regressor log(' + exposure + ')'})",
-        "treatment_counts": _treatment_counts(out.design.frame, treat),
-        "control_group": "untreated corridor-years (never and not-yet treated; already treated years are treated)",
+        "treatment_counts": _treatment_counts(out.design.frame, treat, _unit_of(keys)),
+        "control_group": (
+            f"untreated {_unit_period_word(keys)} (never and not-yet treated; already treated years are treated)"
+        ),
     }
     return result_from_fit(
         out, "ppml", poisson=True, alpha=alpha, info=info,
-        design_meta={"treatments": treat, "controls": ctrl, "exposure": exposure, "exposure_as": exposure_as},
+        design_meta={"treatments": treat, "controls": ctrl, "exposure": exposure, "exposure_as": exposure_as,
+                     **_key_meta(keys)},
     )

@@ -1,6 +1,9 @@
-"""Two-way fixed-effects (TWFE) linear regression on the corridor-year panel.
+"""Two-way fixed-effects (TWFE) linear regression on a unit-period panel.
 
-``outcome_it = sum_T beta_T * treatment_T,it + controls + alpha_corridor + lambda_year + e_it``
+``outcome_it = sum_T beta_T * treatment_T,it + controls + alpha_unit + lambda_time + e_it``
+
+The unit and period are this package's corridor and year by default; ``unit=`` and
+``time=`` name them in any other panel (e.g. ``unit="countyreal", time="year"``).
 
 estimated by least squares with the fixed effects absorbed (within transformation),
 optionally weighted (e.g. by orders to leave, so that beta is an orders-weighted
@@ -17,7 +20,7 @@ import pandas as pd
 
 from ..results import EstimationResult
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import prepare
+from ._design import DEFAULT_UNIT, prepare, resolve_panel_ids
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def twfe(
     panel: pd.DataFrame,
     outcome: str = "return_rate",
     treatments: str | Sequence[str] = ("eu_agreement",),
-    fe: Sequence[str] = ("corridor", "year"),
+    fe: Sequence[str] | None = None,
     cluster: str | Sequence[str] | None = "citizen",
     controls: str | Sequence[str] | None = None,
     weights: str | None = None,
@@ -93,6 +96,9 @@ def twfe(
     drop_singletons: bool = True,
     small_sample: str | Mapping[str, Any] = "fixest-default",
     alpha: float = 0.05,
+    *,
+    unit: str | None = None,
+    time: str | None = None,
 ) -> EstimationResult:
     """Two-way fixed-effects least squares of ``outcome`` on ``treatments`` (+ ``controls``).
 
@@ -105,7 +111,13 @@ def twfe(
         Panel columns; the table reports all of them, treatments first.
     fe
         Absorbed fixed effects: "corridor", "year", "geo", "citizen", "geo^year",
-        "citizen^year" or any column / "a^b" interaction.
+        "citizen^year" or any column / "a^b" interaction. Default (None): unit and time
+        effects, ``(unit, time)``.
+    unit, time
+        Columns identifying a panel row (default "corridor" and "year"): one row per
+        (unit, time) is required, duplicates raise. Name them for any other panel; when
+        neither is named the key is inferred from ``fe`` (see
+        :func:`~returnstudy.models._design.resolve_panel_ids`).
     cluster
         "citizen" (default: errors correlated within a country of citizenship across
         reporting countries and years), "geo", "corridor", ("citizen", "geo") for
@@ -126,28 +138,52 @@ def twfe(
         work = panel.assign(**{outcome: y.to_numpy(dtype=float, na_value=np.nan)})
     else:
         work = panel
-    design = prepare(work, outcome, treat + ctrl, fe=fe, cluster=cluster, weights=weights)
+    keys, fe = resolve_panel_ids(panel.columns, unit, time, fe)
+    design = prepare(work, outcome, treat + ctrl, fe=fe, cluster=cluster, weights=weights, keys=keys)
     vt = vcov_type_of(cluster)
     out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
     info: dict[str, Any] = {}
     if "log_zero_rule" in meta:
         info["log_zero_rule"] = meta["log_zero_rule"]
-    info["treatment_counts"] = _treatment_counts(out.design.frame, treat)
-    info["control_group"] = "untreated corridor-years (never and not-yet treated; already treated years are treated)"
+    info["treatment_counts"] = _treatment_counts(out.design.frame, treat, _unit_of(keys))
+    info["control_group"] = (
+        f"untreated {_unit_period_word(keys)} (never and not-yet treated; already treated years are treated)"
+    )
     return result_from_fit(
         out, "twfe", poisson=False, alpha=alpha, info=info,
-        design_meta={"treatments": treat, "controls": ctrl, "outcome": outcome},
+        design_meta={"treatments": treat, "controls": ctrl, "outcome": outcome, **_key_meta(keys)},
     )
 
 
-def _treatment_counts(frame: pd.DataFrame, treatments: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Treated rows and treated corridors per treatment column in the estimation sample."""
+def _unit_of(keys: Sequence[str] | None) -> str:
+    """The unit column of a panel key (``corridor`` when the key is unknown)."""
+    return keys[0] if keys else DEFAULT_UNIT
+
+
+def _key_meta(keys: Sequence[str] | None) -> dict[str, str]:
+    """``{"unit": ..., "time": ...}`` of a two-column panel key (empty when unknown), for
+    ``EstimationResult.design`` (so a re-fit can name the same columns)."""
+    return {"unit": keys[0], "time": keys[1]} if keys and len(keys) == 2 else {}
+
+
+def _unit_period_word(keys: Sequence[str] | None) -> str:
+    """'corridor-years' for this package's panel, else '<unit>-<time> rows'."""
+    if not keys or tuple(keys) == ("corridor", "year"):
+        return "corridor-years"
+    return f"{keys[0]}-{keys[1]} rows"
+
+
+def _treatment_counts(
+    frame: pd.DataFrame, treatments: Sequence[str], unit: str = DEFAULT_UNIT
+) -> dict[str, dict[str, int]]:
+    """Treated rows and treated units (``treated_corridors``: distinct ``unit`` values) per
+    treatment column in the estimation sample."""
     out = {}
     for t in treatments:
         if t not in frame.columns:
             continue
         v = pd.to_numeric(frame[t]).astype("float64")
         treated = v.fillna(0).to_numpy() > 0
-        corr = int(frame.loc[treated, "corridor"].nunique()) if "corridor" in frame.columns else 0
+        corr = int(frame.loc[treated, unit].nunique()) if unit in frame.columns else 0
         out[t] = {"treated_rows": int(treated.sum()), "treated_corridors": corr}
     return out
