@@ -1,0 +1,273 @@
+"""Extended TWFE (Wooldridge): cell coefficients against pyfixest's saturated regression, the
+linear ATT against the imputation estimator, every aggregation against the R package etwfe's
+published mpdta numbers, and a simulated panel with a known proportional effect."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from returnstudy.models.etwfe import etwfe
+from returnstudy.models.imputation import did_imputation
+from returnstudy.simulate import _truth_log_ratio, simulate_panel
+
+
+def _balanced(seed: int = 3, **kw) -> pd.DataFrame:
+    p = simulate_panel(seed=seed, n_geo=6, n_citizen=40, zero_share=0.0, bilateral_share=0.3,
+                       years=(2008, 2017), **kw)
+    complete = p.groupby("corridor")["return_rate"].transform(lambda s: s.notna().all())
+    p = p[complete].reset_index(drop=True)
+    return p[p.groupby("corridor")["returns"].transform("sum") > 0].reset_index(drop=True)
+
+
+def _with_cells(p: pd.DataFrame, control: str = "notyet") -> tuple[pd.DataFrame, list[str], list[tuple[int, int]]]:
+    """The saturated design built independently: one dummy per treated (cohort, year) cell."""
+    q = p.copy()
+    g = q["bilateral_binding_cohort"].astype("float64").to_numpy()
+    t = q["year"].to_numpy()
+    if control == "notyet":
+        cell = np.isfinite(g) & (t >= np.nan_to_num(g, nan=np.inf))
+    else:
+        cell = np.isfinite(g) & (t != np.nan_to_num(g, nan=0) - 1)
+    keys = sorted({(int(a), int(b)) for a, b in zip(g[cell], t[cell])})
+    names = []
+    for a, b in keys:
+        nm = f"c{a}_{b}"
+        q[nm] = ((g == a) & (t == b)).astype(float)
+        names.append(nm)
+    for c in ("corridor", "citizen"):
+        q[c] = q[c].astype(object)
+    return q, names, keys
+
+
+@pytest.mark.parametrize("control", ["notyet", "never"])
+def test_linear_cells_equal_pyfixest_saturated_regression(control: str) -> None:
+    pf = pytest.importorskip("pyfixest")
+    p = _balanced()
+    r = etwfe(p, "bilateral_binding", control=control)
+    q, names, keys = _with_cells(p, control)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = pf.feols("return_rate ~ " + " + ".join(names) + " | corridor + year", data=q,
+                     vcov={"CRV1": "citizen"}, fixef_tol=1e-14)
+    cells = r.info["cells"]
+    assert list(cells.index) == keys
+    np.testing.assert_allclose(cells["estimate"].to_numpy(), m.coef()[names].to_numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(cells["std_error"].to_numpy(), m.se()[names].to_numpy(), rtol=1e-8)
+    # simple ATT: treated-cell-count weighted average of the post cells, its variance w' V w from pyfixest's vcov
+    post = cells["rel_period"].to_numpy() >= 0
+    w = np.where(post, cells["n_treated"].to_numpy(), 0) / cells.loc[post, "n_treated"].sum()
+    V = m._vcov if hasattr(m, "_vcov") else m.vcov
+    V = np.asarray(V)
+    b = m.coef()[names].to_numpy()
+    assert r.coef("bilateral_binding") == pytest.approx(float(w @ b), abs=1e-12)
+    assert r.table.loc["bilateral_binding", "std_error"] == pytest.approx(float(np.sqrt(w @ V @ w)), rel=1e-8)
+
+
+def test_poisson_cells_equal_pyfixest_fepois_with_offset() -> None:
+    pf = pytest.importorskip("pyfixest")
+    p = _balanced(seed=8, effect="growing", base_effect=0.2)
+    r = etwfe(p, "bilateral_binding", model="poisson", tol=1e-14)
+    q, names, keys = _with_cells(p)
+    q["log_orders"] = np.log(q["orders"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = pf.fepois("returns ~ " + " + ".join(names) + " | corridor + year", data=q, offset="log_orders",
+                      vcov={"CRV1": "citizen"}, iwls_tol=1e-14, fixef_tol=1e-14, iwls_maxiter=100)
+    cells = r.info["cells"]
+    assert r.info["dropped"].get("separated by the regressors (iterative rectifier)", 0) == 0
+    assert list(cells.index) == keys
+    b = m.coef()[names].to_numpy()
+    np.testing.assert_allclose(cells["estimate"].to_numpy(), b, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(cells["std_error"].to_numpy(), m.se()[names].to_numpy(), rtol=1e-8)
+    # the proportional ATT from its definition, log(sum mu / sum mu0) over the treated rows with the fitted
+    # means summing to the outcome within each cell (PPML score): mu0 = S_c exp(-b_c) per cell; delta method
+    # with the fixed effects (hence mu0) held at their estimates, by numerical differentiation of
+    # beta -> log(sum_c M0_c exp(beta_c) / sum_c M0_c) with pyfixest's covariance
+    S = np.array([q.loc[q[nm] == 1, "returns"].sum() for nm in names])
+    M0 = S * np.exp(-b)
+
+    def log_ratio(beta: np.ndarray) -> float:
+        return float(np.log(np.sum(M0 * np.exp(beta)) / M0.sum()))
+
+    assert r.coef("bilateral_binding") == pytest.approx(log_ratio(b), abs=1e-9)
+    assert r.coef("bilateral_binding") == pytest.approx(np.log(S.sum() / M0.sum()), abs=1e-9)
+    h = 1e-6
+    grad = np.array([(log_ratio(b + h * e) - log_ratio(b - h * e)) / (2 * h) for e in np.eye(b.size)])
+    se = float(np.sqrt(grad @ np.asarray(m._vcov) @ grad))
+    assert r.table.loc["bilateral_binding", "std_error"] == pytest.approx(se, rel=1e-6)
+    row = r.table.loc["bilateral_binding"]
+    assert row["pct_effect"] == pytest.approx(100 * (np.exp(log_ratio(b)) - 1), rel=1e-9)
+    assert row["pct_ci_low"] == pytest.approx(100 * np.expm1(row["estimate"] - 1.959963984540054 * se), rel=1e-6)
+
+
+def test_linear_equals_imputation_estimator_in_a_balanced_panel() -> None:
+    """Wooldridge (2021): with not-yet-treated controls and saturated cells, ETWFE = BJS imputation."""
+    p = _balanced(seed=4, effect="heterogeneous")
+    r = etwfe(p, "bilateral_binding")
+    imp = did_imputation(p, "bilateral_binding", model="linear")
+    assert r.coef("bilateral_binding") == pytest.approx(imp.coef("bilateral_binding"), abs=1e-8)
+    assert r.table.loc["bilateral_binding", "n_treated"] == imp.table.loc["bilateral_binding", "n_treated"]
+    ev = etwfe(p, "bilateral_binding", aggregation="event")
+    imp_ev = did_imputation(p, "bilateral_binding", model="linear", event_time=True)
+    np.testing.assert_allclose(ev.table["estimate"].to_numpy(), imp_ev.table["estimate"].to_numpy(), atol=1e-8)
+    # cohort dummies instead of unit effects: the same cell effects in a balanced panel
+    rc = etwfe(p, "bilateral_binding", fe_level="cohort")
+    np.testing.assert_allclose(rc.info["cells"]["estimate"], r.info["cells"]["estimate"], atol=1e-8)
+
+
+def test_hand_computed_heterogeneous_cells_and_aggregations() -> None:
+    """Outcome a_i + b_t + tau(g, t) without noise: every cell and aggregate is exact."""
+    p = _balanced(seed=5)
+    g = p["bilateral_binding_cohort"].astype("float64").to_numpy()
+    t = p["year"].to_numpy()
+    tau = np.where(np.isfinite(g) & (t >= np.nan_to_num(g, nan=np.inf)), 0.01 * (t - np.nan_to_num(g)) + 0.002 * (
+        np.nan_to_num(g) - 2000), 0.0)
+    a = pd.factorize(p["corridor"])[0] * 0.01
+    p = p.assign(return_rate=a + 0.05 * (t - 2008) + tau)
+    r = etwfe(p, "bilateral_binding", cluster=None)
+    treated = tau != 0
+    assert r.coef("bilateral_binding") == pytest.approx(tau[treated].mean(), abs=1e-10)
+    aggs = r.info["aggregations"]
+    for c, row in aggs["group"].iterrows():
+        assert row["estimate"] == pytest.approx(tau[treated & (g == c)].mean(), abs=1e-10)
+    for s, row in aggs["calendar"].iterrows():
+        assert row["estimate"] == pytest.approx(tau[treated & (t == s)].mean(), abs=1e-10)
+    for e, row in aggs["event"].iterrows():
+        assert row["estimate"] == pytest.approx(tau[treated & (t - g == e)].mean(), abs=1e-10)
+    # Poisson on an exact multiplicative mean: cells exact, ratio = sum mu1 / sum mu0 by hand
+    mu0 = p["orders"].to_numpy() * np.exp(-1 + a - 0.03 * (t - 2008))
+    q = p.assign(returns=mu0 * np.exp(tau))
+    rp = etwfe(q, "bilateral_binding", model="poisson", cluster=None, tol=1e-14)
+    cells = rp.info["cells"]
+    for (c, s), row in cells.iterrows():
+        assert row["estimate"] == pytest.approx(tau[(g == c) & (t == s)][0], abs=1e-7)
+    ratio = np.log(q["returns"].to_numpy()[treated].sum() / mu0[treated].sum())
+    assert rp.coef("bilateral_binding") == pytest.approx(ratio, abs=1e-7)
+    lm = etwfe(q, "bilateral_binding", model="poisson", cluster=None, tol=1e-14, poisson_scale="log_mean")
+    assert lm.coef("bilateral_binding") == pytest.approx(tau[treated].mean(), abs=1e-7)
+
+
+# ---------------------------------------------------------------- mpdta, R package etwfe
+# Published reference values: grantmcdermott/etwfe, inst/tinytest/test_emfx.R (lemp ~ lpop, tvar = year,
+# gvar = first.treat, vcov = ~countyreal; cohort and year effects with lpop slopes).
+ETWFE_SIMPLE = (-0.0506270331228907, 0.0124972546529842)
+ETWFE_CALENDAR = {2004: (-0.0212480022225509, 0.0217240109737018), 2005: (-0.0818499992698648, 0.0273693827216135),
+                  2006: (-0.0442655912990223, 0.0173733625406716), 2007: (-0.0524323095862384, 0.015015825012757)}
+ETWFE_GROUP = {2004: (-0.0876269608795944, 0.0230474099815232), 2006: (-0.0212783329358987, 0.0185912208081438),
+               2007: (-0.0459545277368072, 0.0179714452432232)}
+ETWFE_EVENT = {0: (-0.0332122037837542, 0.0133659635774059), 1: (-0.0573456479257483, 0.0171496442892364),
+               2: (-0.137870386660852, 0.0307883597041053), 3: (-0.10953945536511, 0.0323152785480507)}
+ETWFE_EVENT_NEVER = {-2: (0.0234649547538384, 0.0145314904277398), 0: (-0.0211467366918433, 0.0113935648352396),
+                     1: (-0.0533558653415615, 0.0157744281621729), 2: (-0.141080104628566, 0.0322891808795742),
+                     3: (-0.107544274673025, 0.0329231688783015)}
+# family = "poisson" on emp = exp(lemp): event effects on the link scale and in levels (response scale)
+ETWFE_POIS_LINK = {0: (-0.0325653634930092, 0.0128503810792558), 1: (-0.0675071046997911, 0.0183966910997271),
+                   2: (-0.132971344933511, 0.0237253182969748), 3: (-0.117022779216096, 0.0225005664705109)}
+ETWFE_POIS_LEVEL = {0: -25.3497484355494, 1: 1.09175116997388, 2: -75.1246321552693, 3: -101.823979344829}
+
+
+@pytest.fixture(scope="module")
+def mpdta() -> pd.DataFrame:
+    moderndid = pytest.importorskip("moderndid")
+    d = moderndid.load_mpdta()
+    d = d.to_pandas() if hasattr(d, "to_pandas") else pd.DataFrame(d)
+    return d.assign(emp=np.exp(d["lemp"]))
+
+
+MPDTA = dict(treatment=None, outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
+             cluster="countyreal", covariates=["lpop"], fe_level="cohort")
+
+
+def _check(table: pd.DataFrame, ref: dict, se_rel: float = 1e-6) -> None:
+    assert sorted(int(k) for k in table.index) == sorted(ref)
+    for k, (est, se) in ref.items():
+        assert table.loc[k, "estimate"] == pytest.approx(est, abs=1e-10)
+        assert table.loc[k, "std_error"] == pytest.approx(se, rel=se_rel)
+
+
+def test_mpdta_every_aggregation_equals_r_etwfe(mpdta: pd.DataFrame) -> None:
+    r = etwfe(mpdta, **MPDTA)
+    assert r.coef("att") == pytest.approx(ETWFE_SIMPLE[0], abs=1e-10)
+    assert r.table.loc["att", "std_error"] == pytest.approx(ETWFE_SIMPLE[1], rel=1e-6)
+    aggs = r.info["aggregations"]
+    _check(aggs["calendar"], ETWFE_CALENDAR)
+    _check(aggs["group"], ETWFE_GROUP)
+    _check(aggs["event"], ETWFE_EVENT)
+    never = etwfe(mpdta, **MPDTA, control="never", aggregation="event")
+    _check(never.table.loc[[-2, 0, 1, 2, 3]], ETWFE_EVENT_NEVER)
+    # unit fixed effects instead of cohort effects: same point estimate in this balanced panel
+    assert etwfe(mpdta, **{**MPDTA, "fe_level": "unit"}).coef("att") == pytest.approx(ETWFE_SIMPLE[0], abs=1e-10)
+
+
+def test_mpdta_poisson_link_and_level_effects_equal_r_etwfe(mpdta: pd.DataFrame) -> None:
+    kw = {**MPDTA, "outcome": "emp", "model": "poisson", "exposure": None, "aggregation": "event", "tol": 1e-13}
+    link = etwfe(mpdta, **kw, poisson_scale="log_mean")
+    _check(link.table, ETWFE_POIS_LINK, se_rel=1e-4)  # R's Poisson fit stops at fixest's glm tolerance 1e-8
+    ratio = etwfe(mpdta, **kw)
+    for k, v in ETWFE_POIS_LEVEL.items():
+        assert ratio.table.loc[k, "att_level"] == pytest.approx(v, rel=1e-8, abs=1e-6)
+
+
+def test_mpdta_without_covariates_never_treated_equals_callaway_santanna_simple(mpdta: pd.DataFrame) -> None:
+    """Never-treated controls, no covariates: each post cell is Callaway and Sant'Anna's long difference
+    (cohort g from g - 1 to t, minus the never treated), so the simple ATT is R did's simple aggregate
+    (published -0.0400), here computed by hand from cohort-year means."""
+    kw = {k: v for k, v in MPDTA.items() if k not in ("covariates", "fe_level")}
+    r = etwfe(mpdta, **kw, control="never")
+    m = mpdta.groupby(["first.treat", "year"])["lemp"].mean()
+    n_units = mpdta.groupby("first.treat")["countyreal"].nunique()
+    att, w = [], []
+    for g in (2004, 2006, 2007):
+        for t in range(g, 2008):
+            att.append((m[g, t] - m[g, g - 1]) - (m[0, t] - m[0, g - 1]))
+            w.append(n_units[g])
+    simple = float(np.average(att, weights=w))
+    assert r.coef("att") == pytest.approx(simple, abs=1e-12)
+    assert round(r.coef("att"), 4) == -0.0400
+
+
+def test_simulated_poisson_recovers_known_proportional_effect() -> None:
+    p = simulate_panel(seed=21, n_geo=15, n_citizen=80, bilateral_share=0.2, base_effect=0.25)
+    r = etwfe(p, "bilateral_binding", model="poisson")
+    truth = _truth_log_ratio(p, "bilateral_binding", r)
+    assert truth == pytest.approx(0.25, abs=1e-12)
+    row = r.table.loc["bilateral_binding"]
+    assert row["ci_low"] < truth < row["ci_high"]
+    assert row["pct_ci_low"] < 100 * np.expm1(truth) < row["pct_ci_high"]
+    assert abs(row["estimate"] - truth) < 0.05
+
+
+def test_anticipation_shifts_the_cells_and_keeps_them_out_of_the_post_aggregate() -> None:
+    p = _balanced(seed=6)
+    r = etwfe(p, "bilateral_binding", anticipation=1, aggregation="event", cluster=None)
+    cells = r.info["cells"]
+    assert cells["rel_period"].min() == -1
+    assert set(cells.loc[cells["rel_period"] == -1, "kind"]) == {"anticipation"}
+    post = cells[cells["rel_period"] >= 0]
+    w = post["n_treated"] / post["n_treated"].sum()
+    assert r.info["overall"]["estimate"] == pytest.approx(float((w * post["estimate"]).sum()), abs=1e-12)
+
+
+def test_bad_input_names_the_problem() -> None:
+    p = _balanced()
+    with pytest.raises(ValueError, match="control='everyone'.*notyet"):
+        etwfe(p, "bilateral_binding", control="everyone")
+    with pytest.raises(ValueError, match="model='logit'"):
+        etwfe(p, "bilateral_binding", model="logit")
+    with pytest.raises(KeyError, match="cohort column 'start'.*available"):
+        etwfe(p, "bilateral_binding", cohort="start")
+    with pytest.raises(KeyError, match="unit_id"):
+        etwfe(p, "bilateral_binding", unit="unit_id")
+    with pytest.raises(ValueError, match="varies within corridor"):
+        etwfe(p, "bilateral_binding", covariates=["orders"])
+    q = p.assign(bilateral_binding=1.0 - p["bilateral_binding"])
+    with pytest.raises(ValueError, match="not absorbing"):
+        etwfe(q, "bilateral_binding")
+    allt = p.assign(bilateral_binding_cohort=p["bilateral_binding_cohort"].fillna(2012),
+                    bilateral_binding=lambda d: (d["year"] >= d["bilateral_binding_cohort"]).astype(float))
+    with pytest.raises(ValueError, match="never-treated units"):
+        etwfe(allt, "bilateral_binding", control="never")
