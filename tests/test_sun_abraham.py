@@ -185,3 +185,52 @@ def test_pretrend_test_is_a_wald_test_on_the_leads() -> None:
     chi2 = float(b @ np.linalg.solve(V, b))
     assert test.statistic == pytest.approx(chi2, rel=1e-8)
     assert test.p_value == pytest.approx(stats.chi2.sf(chi2, len(leads)), rel=1e-6)
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_meat_without_score_matrix_equals_the_dense_scores(model: str) -> None:
+    """The cluster sums S' diag(r) W H^-1 E_k (and the unclustered A' W' diag(r^2) W A) equal
+    the meat built from the rows x cells score matrix, and the sandwich equals vcov_details on
+    those dense scores for every small-sample rule and when the variance is not identified."""
+    import scipy.sparse as sp
+
+    from returnstudy.inference.cluster import meat_clustered, vcov_details
+    from returnstudy.models.imputation import SparseFE, sparse_fit
+    from returnstudy.models.sun_abraham import _sandwich_from_meat
+
+    p = _balanced(seed=5)
+    q = _pf_frame(p)
+    y = q["returns"].to_numpy(float) if model == "poisson" else q["return_rate"].to_numpy(float)
+    cells = pd.factorize(np.where(q["g"] > 0, q["g"] * 100 + q["rel"] + 50, -1))[0]
+    ref = (q["g"] == 0) | (q["rel"] == -1)
+    keys = np.unique(cells[~ref])
+    rows = np.flatnonzero(~ref)
+    X = sp.csr_matrix((np.ones(rows.size), (rows, np.searchsorted(keys, cells[rows]))), shape=(y.size, keys.size))
+    fe = SparseFE([pd.factorize(q["corridor"])[0], pd.factorize(q["year"])[0]], np.ones(y.size, dtype=bool))
+    off = np.log(q["orders"].to_numpy(float)) if model == "poisson" else None
+    fit = sparse_fit(y, X, fe.Z, model=model, offset=off)
+    scores = fit.coef_scores()
+    cl = pd.factorize(q["citizen"])[0]
+    scale = np.max(np.abs(scores.T @ scores))
+    np.testing.assert_allclose(fit.coef_score_meat(cl), meat_clustered(scores, cl), rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(fit.coef_score_meat(None), scores.T @ scores, rtol=0, atol=1e-12 * scale)
+    n, k = scores.shape
+    df_k, df_resid = k + 50, n - k - fe.p
+    for ssc in ("fixest-default", "conventional", "none", {"k_adj": False, "G_adj": True}):
+        for clusters in ([cl], []):
+            vt = "cluster" if clusters else "hetero"
+            V0, d0 = vcov_details(scores, None, clusters, np.eye(k), ssc, vcov_type=vt, df_k=df_k,
+                                  df_resid=df_resid, on_unidentified="nan")
+            meat = fit.coef_score_meat(cl if clusters else None)
+            V1, d1 = _sandwich_from_meat(meat, n, df_k, df_resid, int(cl.max()) + 1 if clusters else None, ssc)
+            np.testing.assert_allclose(V1, V0, rtol=1e-10, atol=1e-14 * np.max(np.abs(V0)))
+            assert (d1.vcov_type, d1.df_t, d1.n_clusters, d1.small_sample) == (
+                d0.vcov_type, d0.df_t, d0.n_clusters, d0.small_sample)
+            np.testing.assert_allclose(d1.factors, d0.factors, rtol=1e-15)
+    # one cluster: not identified, NaN with the same note
+    one = np.zeros(n, dtype=int)
+    V0, d0 = vcov_details(scores, None, [one], np.eye(k), "fixest-default", df_k=df_k, df_resid=df_resid,
+                          on_unidentified="nan")
+    V1, d1 = _sandwich_from_meat(fit.coef_score_meat(one), n, df_k, df_resid, 1, "fixest-default")
+    assert np.isnan(V1).all() and np.isnan(V0).all()
+    assert (d1.identified, d1.note, d1.df_t) == (d0.identified, d0.note, d0.df_t)

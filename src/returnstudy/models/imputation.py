@@ -328,10 +328,34 @@ class SparseFit:
         With these as scores and an identity bread, any sandwich estimator of the X
         block follows (the fixed effects are profiled out exactly).
         """
+        return np.asarray(self.W @ self._coef_rows()) * self.resid[:, None]
+
+    def _coef_rows(self) -> np.ndarray:
+        """``H^-1 E_k`` (p, k): the columns of the inverse Hessian belonging to the X coefficients."""
         E = np.zeros((self.W.shape[1], self.k))
         E[np.arange(self.k), np.arange(self.k)] = 1.0
-        A = self.solve(E)
-        return np.asarray(self.W @ A) * self.resid[:, None]
+        return self.solve(E)
+
+    def coef_score_meat(self, cluster: np.ndarray | None = None) -> np.ndarray:
+        """Meat of the sandwich for the X coefficients, without the (n, k) score matrix.
+
+        With ``cluster`` (integer codes 0..G-1): ``sum_g s_g s_g'`` where ``s_g`` sums the
+        scores of :meth:`coef_scores` within cluster ``g``, computed as
+        ``(S' diag(resid) W) H^-1 E_k`` with ``S`` the sparse cluster indicator (G x p work);
+        without: ``sum_i s_i s_i' = A' (W' diag(resid^2) W) A`` with ``A = H^-1 E_k``
+        (p x k work). Memory grows with the number of parameters, not rows x coefficients.
+        """
+        A = self._coef_rows()
+        if cluster is None:
+            WrW = (self.W.T @ (sp.diags(self.resid**2) @ self.W)).tocsr()
+            return A.T @ np.asarray(WrW @ A)
+        codes = np.asarray(cluster)
+        if codes.size != self.resid.size:
+            raise ValueError(f"cluster has {codes.size} rows, the fit has {self.resid.size}")
+        n_groups = int(codes.max()) + 1 if codes.size else 0
+        S = sp.csr_matrix((self.resid, (codes, np.arange(codes.size))), shape=(n_groups, codes.size))
+        C = np.asarray((S @ self.W) @ A)
+        return C.T @ C
 
 
 def sparse_fit(

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from returnstudy.inference.cluster import vcov_details
+from returnstudy.inference.cluster import VcovDetails, _parse_ssc, variance_not_identified
 from returnstudy.models._fe import FixedEffects
 from returnstudy.models.imputation import SparseFE, did_sample, sparse_fit
 from returnstudy.results import EstimationResult, make_table
@@ -46,6 +46,49 @@ from returnstudy.results import EstimationResult, make_table
 logger = logging.getLogger(__name__)
 
 __all__ = ["sun_abraham"]
+
+
+def _sandwich_from_meat(
+    meat: np.ndarray,
+    n_obs: int,
+    df_k: int,
+    df_resid: int,
+    n_clusters: int | None,
+    small_sample: Any,
+) -> tuple[np.ndarray, VcovDetails]:
+    """One-way cluster-robust (CRV1) or heteroskedasticity-robust (HC1) variance from its meat.
+
+    ``meat`` is ``sum_g s_g s_g'`` of scores that already carry the inverse Hessian (identity
+    bread), summed within clusters (``n_clusters`` of them) or per observation (None). Same
+    small-sample factors, identification checks and record as
+    :func:`returnstudy.inference.cluster.vcov_details`, which needs the (n, k) score matrix.
+    """
+    k_adj, g_adj, _, label = _parse_ssc(small_sample)
+    vcov_type = "hetero" if n_clusters is None else "cluster"
+    g_all = [] if n_clusters is None else [int(n_clusters)]
+    k = meat.shape[0]
+    note = variance_not_identified(n_obs, n_obs - df_resid, g_all, df_k=df_k)
+    if note is not None:
+        logger.info(note)
+        if g_all and g_all[0] >= 2:
+            df_t = float(g_all[0] - 1)
+        else:
+            df_t = float(n_obs - df_k) if n_obs - df_k > 0 else np.nan
+        return np.full((k, k), np.nan), VcovDetails(
+            vcov_type=vcov_type, n_obs=n_obs, df_k=df_k, n_clusters=g_all, small_sample=label, df_t=df_t,
+            identified=False, note=note)
+    if df_k >= n_obs:
+        raise ValueError(f"degrees of freedom used ({df_k}) not below the number of observations ({n_obs})")
+    det = VcovDetails(vcov_type=vcov_type, n_obs=n_obs, df_k=df_k, small_sample=label)
+    if n_clusters is None:
+        adj = n_obs / (n_obs - df_k) if k_adj else 1.0
+        det.factors, det.df_t = [adj], n_obs - df_k
+        return adj * meat, det
+    g = int(n_clusters)
+    fac = (g / (g - 1) if g_adj and g > 1 else 1.0) * ((n_obs - 1) / (n_obs - df_k) if k_adj else 1.0)
+    V = fac * meat
+    det.n_clusters, det.cluster_terms, det.factors, det.df_t = [g], [(0,)], [fac], g - 1
+    return (V + V.T) / 2.0, det
 
 
 def sun_abraham(
@@ -161,9 +204,8 @@ def sun_abraham(
     keys = np.unique(cell_key[cell_key >= 0])
     if keys.size == 0:
         raise ValueError("no cohort x relative-period cells to estimate")
-    col_of = {int(k): j for j, k in enumerate(keys)}
     rows = np.flatnonzero(cell_key >= 0)
-    cols = np.array([col_of[int(k)] for k in cell_key[rows]])
+    cols = np.searchsorted(keys, cell_key[rows])  # keys are sorted and unique
     X = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(s.y.size, keys.size))
     cell_g = (keys // 1000).astype(int)
     cell_k = (keys % 1000 - 500).astype(int)
@@ -176,13 +218,14 @@ def sun_abraham(
     delta = fit.theta[: keys.size]
     if model == "poisson" and np.max(np.abs(fit.theta)) > 25:
         logger.warning("sun_abraham: coefficients beyond +/-25 on the log scale; possible undetected separation")
-    scores = fit.coef_scores()
     fx = FixedEffects(fe_codes, names=tuple(fe))
     clusters = [s.cluster] if s.cluster is not None else []
     df_k = keys.size + (fx.n_absorbed(clusters if clusters else None) if fx.n_dims else 0)
-    Vd, det = vcov_details(scores, None, clusters, np.eye(keys.size), small_sample,
-                           vcov_type="cluster" if clusters else "hetero", df_k=df_k,
-                           df_resid=s.y.size - keys.size - Zfe.shape[1], on_unidentified="nan")
+    # cluster sums of the cell-coefficient scores, never the rows x cells score matrix
+    cl_codes = None if s.cluster is None else pd.factorize(s.cluster)[0]
+    meat = fit.coef_score_meat(cl_codes)
+    Vd, det = _sandwich_from_meat(meat, s.y.size, df_k, s.y.size - keys.size - Zfe.shape[1],
+                                  None if cl_codes is None else int(cl_codes.max()) + 1, small_sample)
     n_cell = np.bincount(cols, minlength=keys.size).astype(float)
     # aggregation matrix: rows = relative periods (or overall ATT)
     periods = np.unique(cell_k)
