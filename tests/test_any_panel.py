@@ -69,6 +69,7 @@ def test_twfe_on_mpdta_equals_pyfixest_and_the_published_estimate(mpdta, pf) -> 
     assert res.info["n_obs"] == 2500 and res.info["n_units"] == 500 and res.info["n_clusters"] == 500
     assert res.info["years"] == (2003, 2007) and res.design["fixed_effects"] == ["countyreal", "year"]
     assert res.info["treatment_counts"]["treated"]["treated_corridors"] == 191
+    assert "Sample: 2500 countyreal-year rows, 500 units (countyreal), year 2003-2007" in res.summary()
     # fe named explicitly: the same model
     same = twfe(mpdta, outcome="lemp", treatments="treated", fe=("countyreal", "year"), **IDS)
     assert float(same.params["treated"]) == float(res.params["treated"])

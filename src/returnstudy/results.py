@@ -286,10 +286,16 @@ class EstimationResult:
         if "outcome" in self.design:
             lines.append(f"Outcome: {self.design['outcome']}")
         yrs = i.get("years", (None, None))
-        lines.append(
-            f"Sample: {i.get('n_obs', '?')} corridor-years, {i.get('n_corridors', '?')} corridors, "
-            f"{i.get('n_geo', '?')} reporting countries, {i.get('n_citizen', '?')} citizenships, years {yrs[0]}-{yrs[1]}"
-        )
+        if i.get("unit") not in (None, "corridor"):  # another panel: its own unit and time columns
+            lines.append(
+                f"Sample: {i.get('n_obs', '?')} {i['unit']}-{i.get('time', 'time')} rows, {i.get('n_units', '?')} "
+                f"units ({i['unit']}), {i.get('time', 'time')} {yrs[0]}-{yrs[1]}"
+            )
+        else:
+            lines.append(
+                f"Sample: {i.get('n_obs', '?')} corridor-years, {i.get('n_corridors', '?')} corridors, "
+                f"{i.get('n_geo', '?')} reporting countries, {i.get('n_citizen', '?')} citizenships, years {yrs[0]}-{yrs[1]}"
+            )
         fe = i.get("fixed_effects", self.design.get("fixed_effects"))
         lines.append(f"Fixed effects: {', '.join(fe) if fe else 'none'}")
         cl = i.get("cluster")

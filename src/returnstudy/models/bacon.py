@@ -182,7 +182,8 @@ def bacon_decomposition(
         "n_units": int(N),
         "unit": unit,
         "time": time,
-        "years": (int(years[0]), int(years[-1])),
+        "years": tuple(int(v) if isinstance(v, (int, np.integer)) or float(v).is_integer() else v
+                       for v in (years[0], years[-1])) if np.issubdtype(years.dtype, np.number) else (years[0], years[-1]),
         "fixed_effects": [unit, time],
         "cluster": None,
         "control_group": "all 2x2 comparisons (never, not-yet and already treated)",
