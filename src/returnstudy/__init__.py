@@ -52,6 +52,7 @@ _PUBLIC: dict[str, str] = {
     "did_imputation": "models.imputation",
     "sun_abraham": "models.sun_abraham",
     "callaway_santanna": "models.callaway_santanna",
+    "etwfe": "models.etwfe",
     "bacon_decomposition": "models.bacon",
     # inference
     "wild_bootstrap": "inference.bootstrap",

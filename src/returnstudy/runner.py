@@ -35,6 +35,7 @@ ESTIMATORS: dict[str, str] = {
     "did_imputation": "returnstudy.models.imputation:did_imputation",
     "sun_abraham": "returnstudy.models.sun_abraham:sun_abraham",
     "callaway_santanna": "returnstudy.models.callaway_santanna:callaway_santanna",
+    "etwfe": "returnstudy.models.etwfe:etwfe",
 }
 RESERVED_MODEL_KEYS = {"name", "estimator", "label", "headline"}
 
@@ -45,7 +46,7 @@ EFFECT_COLUMNS = [
 ]
 
 #: Estimators whose ``treatment`` must have ``{treatment}_cohort`` (adoption year) columns.
-COHORT_ESTIMATORS = {"event_study", "did_imputation", "sun_abraham", "callaway_santanna"}
+COHORT_ESTIMATORS = {"event_study", "did_imputation", "sun_abraham", "callaway_santanna", "etwfe"}
 #: Model arguments that name panel columns, and the kind of column each names.
 COLUMN_ARGUMENTS = {
     "treatment": "treatment", "treatments": "treatment", "other_treatments": "treatment",
