@@ -269,7 +269,7 @@ def event_study(
         bad_corr = set(corr[other_any])
         m = corr.isin(bad_corr).to_numpy()
         if m.any():
-            pre_dropped[f"corridors ever treated by {', '.join(others)} ({len(bad_corr)} corridors)"] = int(m.sum())
+            pre_dropped[f"{units} ever treated by {', '.join(others)} ({len(bad_corr)} {units})"] = int(m.sum())
             work = work.iloc[np.flatnonzero(~m)]
 
     work, periods, rel_dropped = relative_period_dummies(
