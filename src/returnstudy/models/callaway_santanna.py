@@ -1,48 +1,64 @@
 """Callaway & Sant'Anna (2021, *J. Econometrics*) group-time average treatment effects.
 
-For every adoption cohort ``g`` and year ``t`` the unconditional (no covariates)
-2x2 DiD
+Works on any long panel: ``unit=``, ``time=`` and ``cohort=`` (first treated period, 0 or
+NaN for never treated — R *did*'s ``idname``, ``tname``, ``gname``) default to this
+package's ``corridor``, ``year`` and ``{treatment}_cohort``.
+
+For every adoption cohort ``g`` and period ``t`` the 2x2 DiD (without covariates)
 
     ATT(g, t) = mean_{i in g}(Y_it - Y_ib) - mean_{j in C}(Y_jt - Y_jb)
 
-compares the change of cohort ``g`` between the base year ``b`` and ``t`` with the
+compares the change of cohort ``g`` between the base period ``b`` and ``t`` with the
 change of a control group ``C``:
 
-* ``control="never"``: corridors never treated;
-* ``control="notyet"``: never-treated corridors and corridors adopting after
-  ``max(t, b)`` (not yet treated in either year).
+* ``control="never"``: units never treated;
+* ``control="notyet"``: never-treated units and units adopting after
+  ``max(t, b) + anticipation`` (not yet treated in either period).
 
-Base period: post-adoption cells (``t >= g``) always use ``b = g - 1``. Pre-adoption
-cells use ``b = t - 1`` with ``base_period="varying"`` (the default of the R
-package *did*; pre-period estimates are then year-on-year placebo changes) or
-``b = g - 1`` with ``base_period="universal"`` (an event-study-style pre-trend).
-Only corridors with the outcome observed in both ``b`` and ``t`` enter a cell.
+Base period: post-adoption cells (``t >= g``) use the last period before
+``g - anticipation`` (``g - 1`` without anticipation). Pre-adoption cells use the previous
+period with ``base_period="varying"`` (the default of the R package *did*; pre-period
+estimates are then period-on-period placebo changes) or the same base as the post cells
+with ``base_period="universal"`` (an event-study-style pre-trend; the reference cell itself,
+zero by construction, is not reported).
 
-Aggregation (cohort-size weights, the *did* package's ``aggte``):
+With ``covariates`` (time-invariant; values at each cell's base period) each 2x2 is a
+Sant'Anna & Zhao (2020) conditional DiD: outcome regression, inverse probability weighting
+or doubly robust (``est_method``; see :mod:`returnstudy.models.cs_two_by_two`).
 
-* event time ``e``: ``sum_g w_g ATT(g, g + e)``, ``w_g`` proportional to the number of
-  corridors in cohort ``g`` among cohorts observed at ``g + e``;
-* overall (``event_time=False``): the "simple" ATT, all post cells ``t >= g`` weighted by
-  cohort size.
+Unbalanced panels (``unbalanced_panel``): ``"pairwise"`` (default) lets each cell use the
+units observed in ``t`` and ``b``; ``"balance"`` keeps only units observed in every period
+(R *did*'s default; units dropped are logged and counted in ``info``); ``"allow"`` compares
+four period means over all units observed in each period (R's ``allow_unbalanced_panel``).
 
-Standard errors come from the influence functions of the 2x2 means, including the
-estimation of the cohort-size weights, summed within clusters (default:
-citizenship) — analytical, normal reference distribution, no small-sample factor.
-They are NaN (with a note) when there is a single cluster or when an aggregate uses a
-cell with no residual degrees of freedom (one treated and one control corridor, as in a
-2x2), where the influence functions are identically zero.
+Aggregation (cohort-size weights, the *did* package's ``aggte``): ``.table`` holds the
+simple ATT (``event_time=False``) or event-time effects (``event_time=True``);
+``result.aggregate(type=...)`` gives ``simple``, ``dynamic`` (with ``balance_e``, ``min_e``,
+``max_e``), ``group`` and ``calendar`` effects with their overall averages
+(:mod:`returnstudy.models.cs_aggregation`).
+
+Standard errors come from the influence functions of the 2x2 estimators, including the
+estimation of the first-step models and of the cohort-size weights, summed within clusters
+(default: citizenship; the unit when the panel has no ``citizen`` column and ``unit`` is
+not ``corridor``) — analytical, normal reference distribution, no small-sample factor.
+Clustered by unit they equal R *did*'s analytical standard errors. They are NaN (with a
+note) when there is a single cluster or when an aggregate uses a cell with no residual
+degrees of freedom (one treated and one control unit, as in a 2x2), where the influence
+functions are identically zero.
 
 ``model="poisson"`` (returns with ``orders`` as exposure): each cell is the Poisson
 imputation 2x2 on the log scale — the untreated model ``Y ~ Poisson(E exp(a_i + b_s))``
-is fitted on the control corridors in both years and the treated corridors in the
-base year, and ``ATT(g, t) = log(sum_g Y_it / sum_g mu0_it)`` (``pct_effect`` =
-100 (exp - 1)). Treated corridors with zero base-year returns stay in (their imputed
+is fitted on the control units in both periods and the treated units in the base
+period, and ``ATT(g, t) = log(sum_g Y_it / sum_g mu0_it)`` (``pct_effect`` =
+100 (exp - 1)). Treated units with zero base-period counts stay in (their imputed
 count is zero), which keeps the ratio of sums unbiased; cells whose sums are zero are
-skipped. Aggregation is on the log scale with the same cohort-size weights. With few
-treated corridors per cohort and one of them dominating the counts, the influence-function
-standard errors run small (about 0.7 of the sampling SD in the test suite's design) and
-the log of a ratio of small sums has a small upward bias: prefer ``did_imputation``
-(``model="poisson"``), which uses every untreated year, for inference on counts.
+skipped. Aggregation is on the log scale with the same cohort-size weights; every
+aggregation from ``aggregate()`` is also reported as a percent change in the rate with a
+delta-method standard error and interval. With few treated units per cohort and one of
+them dominating the counts, the influence-function standard errors run small (about 0.7
+of the sampling SD in the test suite's design) and the log of a ratio of small sums has a
+small upward bias: prefer ``did_imputation`` (``model="poisson"``), which uses every
+untreated period, for inference on counts.
 """
 
 from __future__ import annotations
@@ -126,7 +142,9 @@ def _cohort_frame(
     g = g.where(np.isfinite(g) & (g != 0))
     varies = g.fillna(-1.0).groupby(panel[unit].to_numpy()).nunique()
     if (varies > 1).any():
-        raise ValueError(f"cohort column {cohort!r} varies within {unit}={varies[varies > 1].index[0]!r}; "
+        first_bad = varies[varies > 1].index[0]
+        first_bad = first_bad.item() if isinstance(first_bad, np.generic) else first_bad
+        raise ValueError(f"cohort column {cohort!r} varies within {unit}={first_bad!r}; "
                          "it must be the unit's first treated period in every row")
     work = panel[list(dict.fromkeys(columns))].copy()
     if not work.index.is_unique:
@@ -304,6 +322,7 @@ def callaway_santanna(
     cohorts = np.unique(coh_u[~never]).astype(int)
     cohorts = cohorts[cohorts <= years[-1]]
     cells: list[dict[str, Any]] = []
+    reference: list[dict[str, Any]] = []
     psis: list[np.ndarray] = []
     year_idx = {int(t): j for j, t in enumerate(years)}
     for g in cohorts:
@@ -323,6 +342,8 @@ def callaway_santanna(
                     continue
                 b = int(years[j - 1])
             if t == b:
+                reference.append({"cohort": g, "year": t, "base_year": b, "e": t - g, "att": 0.0,
+                                  "n_treated": int(treated_u.sum()), "n_control": 0})
                 continue
             jt, jb = year_idx[t], year_idx[b]
             if control == "never":
@@ -365,7 +386,8 @@ def callaway_santanna(
     cell_df = (gt["n_treated"] + gt["n_control"] - 2 - len(covariates)).to_numpy()
     cl_note = variance_not_identified(G_cl, 0, [G_cl])
     gte = GroupTimeEffects(cells=gt, psi=Psi, unit_cohort=coh_u, unit_cluster=cl_u, n_clusters=G_cl, model=model,
-                           alpha=alpha, bad_cells=cell_df <= 0, variance_note=cl_note)
+                           alpha=alpha, bad_cells=cell_df <= 0, variance_note=cl_note,
+                           reference_cells=pd.DataFrame(reference) if reference else None)
     if event_time:
         es, parts = event_time_effects(gte, None, -np.inf if min_e is None else min_e,
                                        np.inf if max_e is None else max_e)

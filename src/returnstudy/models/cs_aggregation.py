@@ -6,7 +6,8 @@ Given ATT(g, t) cells, their unit-level influence values and each unit's cohort:
 * ``dynamic``: event time ``e = t - g``: cells at ``e`` weighted by cohort size; the overall
   effect is the plain mean over the reported ``e >= 0``. ``balance_e`` keeps only cohorts
   observed for at least ``balance_e`` periods after adoption (and ``e <= balance_e``);
-  ``min_e``/``max_e`` restrict the reported event times;
+  ``min_e``/``max_e`` restrict the reported event times; with a universal base period the
+  reference event time is listed with estimate 0 and no standard error, as in R;
 * ``group``: per cohort, the plain mean over its post-adoption cells (``t <= g + max_e``); the
   overall effect weights cohorts by size;
 * ``calendar``: per year ``t``, post-adoption cells of that year weighted by cohort size; the
@@ -59,6 +60,21 @@ class GroupTimeEffects:
     alpha: float = 0.05
     bad_cells: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     variance_note: str | None = None
+    reference_cells: pd.DataFrame | None = None
+
+    def with_reference_cells(self) -> GroupTimeEffects:
+        """The cells plus the universal-base reference cells (ATT = 0, zero influence), as R's event study."""
+        if self.reference_cells is None or self.reference_cells.empty:
+            return self
+        ref = self.reference_cells
+        return GroupTimeEffects(
+            cells=pd.concat([self.cells, ref], ignore_index=True),
+            psi=np.hstack([self.psi, np.zeros((self.psi.shape[0], len(ref)))]),
+            unit_cohort=self.unit_cohort, unit_cluster=self.unit_cluster, n_clusters=self.n_clusters,
+            model=self.model, alpha=self.alpha,
+            bad_cells=np.concatenate([self.bad_cells, np.zeros(len(ref), dtype=bool)]) if self.bad_cells.size else
+            self.bad_cells, variance_note=self.variance_note,
+        )
 
     def cohort_share(self) -> tuple[dict[int, float], dict[int, np.ndarray]]:
         """Cohort shares ``p_g = N_g / N`` and their influence values ``(1{G_i = g} - p_g) / N``."""
@@ -226,7 +242,10 @@ def aggregate_effects(
         parts = [simple_att(gte, max_e)]
         levels = ["overall"]
     elif type == "dynamic":
+        n_real = len(gte.cells)
+        gte = gte.with_reference_cells()
         levels, parts = event_time_effects(gte, balance_e, min_e, max_e)
+        reference_only = [j for j, p in enumerate(parts) if not p.uses[:n_real].any()]
         post = [p for k, p in zip(levels, parts) if k >= 0]
         if not post:
             raise ValueError("no post-adoption event times to average")
@@ -256,6 +275,9 @@ def aggregate_effects(
         levels = [*years, "overall"]
     V, bad = _variance(gte, parts)
     est = np.array([p.est for p in parts])
+    if type == "dynamic" and reference_only:  # the reference period is zero by construction: no variance
+        V[reference_only, :] = np.nan
+        V[:, reference_only] = np.nan
     se = np.sqrt(np.diag(V))
     z = stats.norm.ppf(1 - gte.alpha / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
