@@ -120,7 +120,9 @@ def test_rejection_rate_near_nominal_under_null_and_high_power_under_alternative
 
 
 def test_bad_input(panel: pd.DataFrame) -> None:
-    res = did_imputation(panel, "bilateral_binding", model="poisson")
+    from returnstudy.models.sun_abraham import sun_abraham
+
+    res = sun_abraham(panel, "bilateral_binding", model="poisson")  # Poisson without a score bootstrap
     with pytest.raises(TypeError, match="not a linear"):
         wild_bootstrap(res, reps=19)
     lin = twfe(panel, outcome="return_rate", treatments=["bilateral_binding"])
@@ -243,3 +245,85 @@ def test_weighted_bootstrap_rejects_clear_effect_not_null(seed: int) -> None:
         p_values[effect] = b.table.loc["bilateral_binding", "boot_p_value"]
     assert p_values[0.5] <= 0.02, p_values
     assert p_values[0.0] > 0.1, p_values
+
+
+# --------------------------------------------------------------------------- few clusters: full enumeration
+@pytest.fixture(scope="module")
+def few_clusters() -> pd.DataFrame:
+    p = simulate_panel(seed=31, n_geo=6, n_citizen=9, zero_share=0.0, bilateral_share=0.4, years=(2010, 2017),
+                       base_effect=0.2)
+    return p.dropna(subset=["return_rate"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("impose_null", [True, False])
+def test_full_enumeration_equals_loop_over_all_sign_vectors(few_clusters: pd.DataFrame, impose_null: bool) -> None:
+    import itertools
+
+    res = twfe(few_clusters, outcome="return_rate", treatments=["bilateral_binding"], cluster="citizen")
+    G = few_clusters["citizen"].nunique()
+    assert G == 9
+    a = wild_bootstrap(res, reps=99, seed=1, impose_null=impose_null, ci=False)
+    b = wild_bootstrap(res, reps=9999, seed=2024, impose_null=impose_null, ci=False)
+    info = a.info["wild_bootstrap"]
+    assert info["full_enumeration"] and info["n_draws"] == 2**G == 512
+    assert "full enumeration" in a.info["notes"][-1] and "reps=99" in a.info["notes"][-1]
+    assert a.table["boot_p_value"].iloc[0] == b.table["boot_p_value"].iloc[0]  # no dependence on seed or reps
+    W = np.array(list(itertools.product([-1.0, 1.0], repeat=G))).T  # every sign vector once
+    brute = _brute_twfe(res, "bilateral_binding", impose_null, W)
+    np.testing.assert_allclose(np.sort(a.extra["bootstrap_draws"]["bilateral_binding"]), np.sort(brute),
+                               rtol=1e-7, atol=1e-9)
+    t0 = res.table["estimate"].iloc[0] / res.table["std_error"].iloc[0]
+    assert a.table["boot_p_value"].iloc[0] == pytest.approx(np.mean(np.abs(brute) >= abs(t0) - 1e-12))
+    # sampling can be forced, and is seed-dependent
+    s = wild_bootstrap(res, reps=99, seed=1, impose_null=impose_null, ci=False, full_enumeration=False)
+    assert s.info["wild_bootstrap"]["n_draws"] == 99 and not s.info["wild_bootstrap"]["full_enumeration"]
+
+
+def test_enumeration_for_linear_imputation(few_clusters: pd.DataFrame) -> None:
+    import itertools
+
+    res = did_imputation(few_clusters, "bilateral_binding")
+    b = wild_bootstrap(res, reps=99, seed=3, ci=False)
+    G = 9
+    assert b.info["wild_bootstrap"]["n_draws"] == 2**G
+    cl = pd.factorize(few_clusters.loc[res.extra["sample_index"], "citizen"])[0]
+    W = np.array(list(itertools.product([-1.0, 1.0], repeat=G))).T
+    q = few_clusters.loc[res.extra["sample_index"]]
+    ols = smf.ols("return_rate ~ C(corridor) + C(year)", data=q).fit()
+    fitted, u = ols.fittedvalues.to_numpy(), ols.resid.to_numpy()
+    # the estimator is linear in y: tau(fitted + u v) = tau(fitted) + sum_g v_g tau(u 1[cluster g]),
+    # so every one of the 2^G draws follows from G + 1 runs of the estimator on modified outcomes
+    base = did_imputation(q.assign(return_rate=fitted), "bilateral_binding").coef("bilateral_binding")
+    per = np.array([did_imputation(q.assign(return_rate=np.where(cl == g, u, 0.0)), "bilateral_binding")
+                    .coef("bilateral_binding") for g in range(G)])
+    brute = base + per @ W
+    draws = b.extra["bootstrap_draws"]["bilateral_binding"]
+    np.testing.assert_allclose(np.sort(draws), np.sort(brute), atol=1e-9)
+    tau = res.coef("bilateral_binding")
+    assert b.table["boot_p_value"].iloc[0] == pytest.approx(np.mean(np.abs(brute) >= abs(tau) - 1e-12))
+
+
+def test_draws_in_blocks_equal_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large G x reps: weights drawn in row blocks (int8 codes) are the same stream as one call."""
+    import returnstudy.inference.bootstrap as bs
+
+    for kind in ("rademacher", "webb"):
+        ref = bootstrap_weights(np.random.default_rng(9), 101, 77, kind)
+        monkeypatch.setattr(bs, "_SINGLE_CALL_DRAWS", 500)
+        d = bs.make_draws(np.random.default_rng(9), 101, 77, kind, full_enumeration=False)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(d.block(0, 77), ref)
+        assert d.codes.dtype == np.int8
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wildboottest") is None, reason="wildboottest not installed")
+def test_enumeration_agrees_with_wildboottest(few_clusters: pd.DataFrame) -> None:  # pragma: no cover - optional
+    from wildboottest.wildboottest import wildboottest
+
+    q = few_clusters
+    model = smf.ols("return_rate ~ bilateral_binding + C(corridor) + C(year)", data=q)
+    ref = wildboottest(model, param="bilateral_binding", cluster=q["citizen"], B=9999, weights_type="rademacher",
+                       impose_null=True, bootstrap_type="11", seed=1, show=False)
+    res = twfe(q, outcome="return_rate", treatments=["bilateral_binding"], cluster="citizen")
+    ours = wild_bootstrap(res, seed=1, ci=False).table["boot_p_value"].iloc[0]
+    assert float(np.asarray(ref["p-value"]).ravel()[0]) == pytest.approx(ours, abs=1e-6)

@@ -17,7 +17,7 @@ fixed effects nested in the bootstrap clusters (corridor effects inside
 citizenship clusters) are partialled out once — exact, because the bootstrap
 residuals are constant within those groups up to the cluster weight — and
 non-nested ones (year effects) are kept as explicit columns. Every draw then
-costs O(G^2) through cluster-level score sums; no dummy matrix for the nested
+costs O(G k) through cluster-level score sums; no dummy matrix for the nested
 effects is formed and draws are processed in chunks so memory stays bounded.
 
 Weighted fits (``weights="orders"``): weighted least squares with absorbed fixed
@@ -34,8 +34,16 @@ fixed effects. Under the null ``tau = tau0`` the restricted model
 (the BJS variance is not recomputed per draw): ``p = mean(|tau* - tau0| >= |tau - tau0|)``;
 intervals by test inversion (WCR) or percentile (WCU).
 
-Poisson results are not supported (use randomization inference or the analytical
-cluster-robust errors).
+**Poisson results** (``ppml``, ``event_study(model="ppml")``, ``did_imputation(model="poisson")``)
+go to the score bootstrap of :mod:`returnstudy.inference.score_bootstrap` (Kline & Santos 2012).
+
+**Few clusters**: with Rademacher weights and at most 12 clusters every one of the ``2**G``
+sign vectors is used once (full enumeration, as boottest / wildboottest); ``reps`` and the
+seed are then not used and the note says so (:func:`make_draws`).
+
+**Memory**: the draws are kept as int8 codes (G x reps bytes) and processed in blocks; the
+bootstrap scores use ``R (C' w)`` with (G, k) factors, never a G x G matrix, so memory is
+O(rows x k + G x k) (cluster = corridor at 1M rows: see ``benchmarks/mem_wild_bootstrap.py``).
 """
 
 from __future__ import annotations
@@ -55,19 +63,101 @@ from returnstudy.results import EstimationResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["wild_bootstrap", "bootstrap_weights"]
+__all__ = ["BootstrapDraws", "bootstrap_tstats", "bootstrap_weights", "make_draws", "wild_bootstrap"]
 
 _WEBB = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
 _CHUNK_BYTES = 64 * 2**20
 
 
+_WEIGHT_VALUES = {"rademacher": np.array([-1.0, 1.0]), "webb": _WEBB}
+_ENUMERATE_MAX_CLUSTERS = 12
+_SINGLE_CALL_DRAWS = 2**23  # cluster x draw cells generated in one call (larger: blocks of rows, int8 codes)
+
+
+def _weight_values(kind: str) -> np.ndarray:
+    if kind not in _WEIGHT_VALUES:
+        raise ValueError(f"weights={kind!r}: expected 'rademacher' or 'webb'")
+    return _WEIGHT_VALUES[kind]
+
+
 def bootstrap_weights(rng: np.random.Generator, n_clusters: int, reps: int, kind: str = "rademacher") -> np.ndarray:
     """Cluster weights, shape (n_clusters, reps): Rademacher (+-1) or Webb's six-point distribution."""
-    if kind == "rademacher":
-        return rng.choice(np.array([-1.0, 1.0]), size=(n_clusters, reps))
-    if kind == "webb":
-        return rng.choice(_WEBB, size=(n_clusters, reps))
-    raise ValueError(f"weights={kind!r}: expected 'rademacher' or 'webb'")
+    return rng.choice(_weight_values(kind), size=(n_clusters, reps))
+
+
+@dataclasses.dataclass
+class BootstrapDraws:
+    """Cluster weights of all draws, stored compactly: ``values[codes]`` is the (G, B) weight matrix.
+
+    ``codes`` are int8 indices into ``values`` (1 byte per cluster and draw instead of 8), so
+    the draws of a bootstrap with many clusters never exist as one dense float matrix; the
+    statistics are computed on blocks of draws (:meth:`block`). ``enumerated``: the draws
+    are all ``2**G`` Rademacher sign vectors (an exact randomisation distribution).
+    """
+
+    codes: np.ndarray
+    values: np.ndarray
+    kind: str
+    enumerated: bool = False
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def n_draws(self) -> int:
+        return int(self.codes.shape[1])
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Weights of draws ``start:stop`` as a float (G, stop - start) matrix."""
+        return self.values[self.codes[:, start:stop]]
+
+    def dot(self, s: np.ndarray) -> np.ndarray:
+        """``s @ W`` for a vector of cluster sums ``s`` (G,), one value per draw."""
+        out = np.empty(self.n_draws)
+        step = _chunks(self.n_clusters, self.n_draws, width=1)
+        for a in range(0, self.n_draws, step):
+            out[a:a + step] = s @ self.block(a, a + step)
+        return out
+
+
+def make_draws(
+    rng: np.random.Generator, n_clusters: int, reps: int, kind: str = "rademacher",
+    full_enumeration: bool | None = None,
+) -> BootstrapDraws:
+    """Cluster weights for a wild bootstrap.
+
+    ``full_enumeration=None`` (default): with Rademacher weights and at most 12 clusters
+    every one of the ``2**G`` sign vectors is used once (as boottest / wildboottest do),
+    ``reps`` is ignored and ``rng`` is not used; the p-value is then exact for the
+    randomisation distribution and does not depend on the seed. ``True`` forces
+    enumeration (Rademacher only, G <= 20), ``False`` always samples ``reps`` draws.
+
+    Sampled draws equal :func:`bootstrap_weights` (same generator calls, same order); with
+    more than 2**23 cluster x draw cells they are drawn in blocks of rows, which consumes
+    the generator's stream identically (block sizes keep an even number of 32-bit words;
+    for Webb weights only a rejected 32-bit word, probability 4/2**32 per cell, could shift it).
+    """
+    values = _weight_values(kind)
+    G = int(n_clusters)
+    if full_enumeration is None:
+        full_enumeration = kind == "rademacher" and G <= _ENUMERATE_MAX_CLUSTERS
+    if full_enumeration:
+        if kind != "rademacher":
+            raise ValueError(f"full_enumeration=True needs weights='rademacher', got {kind!r}")
+        if G > 20:
+            raise ValueError(f"full_enumeration=True with {G} clusters would need 2**{G} draws (at most 20 clusters)")
+        b = np.arange(2**G, dtype=np.int64)
+        codes = ((b[None, :] >> np.arange(G, dtype=np.int64)[:, None]) & 1).astype(np.int8)
+        return BootstrapDraws(codes=codes, values=values, kind=kind, enumerated=True)
+    if G * reps <= _SINGLE_CALL_DRAWS:
+        codes = rng.integers(0, values.size, size=(G, reps)).astype(np.int8)
+    else:
+        codes = np.empty((G, reps), dtype=np.int8)
+        rows = max(2, (_SINGLE_CALL_DRAWS // max(reps, 1)) // 2 * 2)  # even: whole 64-bit words per block
+        for a in range(0, G, rows):
+            codes[a:a + rows] = rng.integers(0, values.size, size=(min(rows, G - a), reps))
+    return BootstrapDraws(codes=codes, values=values, kind=kind, enumerated=False)
 
 
 def _cluster_sum(M: np.ndarray, cl: np.ndarray, G: int) -> np.ndarray:
@@ -92,12 +182,12 @@ class _OLSBoot:
     ssc: float
     k: int  # number of original regressors (first columns of Xt)
 
-    _cache: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
-        default_factory=dict)
+    _cache: dict[tuple[int, bool], tuple[np.ndarray, ...]] = dataclasses.field(default_factory=dict)
 
-    def _parts(self, j: int, null: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(p0, pm, Q0, Qm): for null b0, p = p0 - b0 pm and Q = Q0 - b0 Qm (restricted residuals are
-        linear in b0: u(b0) = u(0) - b0 M_{X-j} X_j)."""
+    def _parts(self, j: int, null: bool) -> tuple[np.ndarray, ...]:
+        """(p0, pm, R, C0, Cm): for null b0, p = p0 - b0 pm and the cluster score sums are
+        C = C0 - b0 Cm (restricted residuals are linear in b0: u(b0) = u(0) - b0 M_{X-j} X_j).
+        The G x G matrix Q = R C' is never formed: Q w = R (C' w) costs O(G k) per draw."""
         key = (j, null)
         if key not in self._cache:
             Xt, yt, A = self.Xt, self.yt, self.A
@@ -114,15 +204,16 @@ class _OLSBoot:
                 m = np.zeros_like(u0)
             C0 = _cluster_sum(Xt * u0[:, None], self.cl, self.G)
             Cm = _cluster_sum(Xt * m[:, None], self.cl, self.G)
-            self._cache[key] = (C0 @ a, Cm @ a, R @ C0.T, R @ Cm.T)
+            self._cache[key] = (C0 @ a, Cm @ a, R, C0, Cm)
         return self._cache[key]
 
-    def term_stats(self, j: int, b0: float, null: bool) -> tuple[float, np.ndarray, np.ndarray, float]:
-        """(centre, p, Q) so that b* - centre = p'w and the cluster scores of coef j are p*w - Q w."""
-        p0, pm, Q0, Qm = self._parts(j, null)
+    def term_stats(self, j: int, b0: float, null: bool) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(centre, p, R, C) so that b* - centre = p'w and the cluster scores of coef j are
+        p*w - R (C' w)."""
+        p0, pm, R, C0, Cm = self._parts(j, null)
         if null:
-            return b0, p0 - b0 * pm, Q0 - b0 * Qm, 0.0
-        return float(self.beta[j]), p0, Q0, 0.0
+            return b0, p0 - b0 * pm, R, C0 - b0 * Cm
+        return float(self.beta[j]), p0, R, C0
 
     def se(self, j: int) -> float:
         e = self.yt - self.Xt @ self.beta
@@ -136,7 +227,8 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
     if fit is None or design is None or not hasattr(fit, "Xd") or hasattr(fit, "mu"):
         raise TypeError(
             f"wild_bootstrap: result of model {result.model!r} is not a linear fixed-effects fit "
-            "(supported: twfe, event_study(model='twfe'), did_imputation(model='linear'))"
+            "(supported: twfe, event_study(model='twfe'), did_imputation(model='linear'); Poisson: ppml, "
+            "event_study(model='ppml'), did_imputation(model='poisson'))"
         )
     from returnstudy.models._design import fe_codes
 
@@ -201,19 +293,30 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
     return _OLSBoot(Xt=Xt, yt=yt, A=A, beta=beta, cl=cl, G=G, ssc=ssc, k=k), names, cl_name
 
 
-def _ols_tstats(ob: _OLSBoot, j: int, b0: float, null: bool, W: np.ndarray) -> np.ndarray:
-    """Bootstrap t statistics for coefficient j, draws in the columns of W (G, B)."""
-    centre, p, Q, _ = ob.term_stats(j, b0, null)
-    out = np.empty(W.shape[1])
-    step = _chunks(ob.G, W.shape[1])
-    for s in range(0, W.shape[1], step):
-        Wc = W[:, s:s + step]
+def bootstrap_tstats(p: np.ndarray, R: np.ndarray, C: np.ndarray, ssc: float, draws: BootstrapDraws) -> np.ndarray:
+    """Bootstrap t statistics ``(b* - centre) / se*`` of one coefficient, one per draw.
+
+    For cluster weights ``w`` (G,): ``b* - centre = p'w`` and the bootstrap cluster scores of
+    the coefficient are ``p * w - R (C' w)`` (``R``, ``C``: (G, k)); ``se*`` is their CRV1
+    norm times ``sqrt(ssc)``. Memory O(G k + G x block of draws); never G x G.
+    """
+    B = draws.n_draws
+    out = np.empty(B)
+    step = _chunks(p.shape[0], B)
+    for s in range(0, B, step):
+        Wc = draws.block(s, s + step)
         num = p @ Wc  # b* - centre
-        T = p[:, None] * Wc - Q @ Wc
-        se = np.sqrt(ob.ssc * np.sum(T * T, axis=0))
+        T = p[:, None] * Wc - R @ (C.T @ Wc)
+        se = np.sqrt(ssc * np.sum(T * T, axis=0))
         with np.errstate(invalid="ignore", divide="ignore"):
             out[s:s + step] = num / se
     return out
+
+
+def _ols_tstats(ob: _OLSBoot, j: int, b0: float, null: bool, draws: BootstrapDraws) -> np.ndarray:
+    """Bootstrap t statistics for coefficient j of a linear fit."""
+    _centre, p, R, C = ob.term_stats(j, b0, null)
+    return bootstrap_tstats(p, R, C, ob.ssc, draws)
 
 
 # --------------------------------------------------------------------------- imputation path
@@ -275,13 +378,17 @@ def wild_bootstrap(
     null: float = 0.0,
     ci: bool = True,
     alpha: float | None = None,
+    full_enumeration: bool | None = None,
 ) -> EstimationResult:
     """Wild cluster bootstrap p-values and confidence intervals.
 
     Parameters
     ----------
-    result : a linear ``twfe`` / ``event_study(model="twfe")`` or ``did_imputation(model="linear")`` result.
-    reps : number of bootstrap draws.
+    result : a linear ``twfe`` / ``event_study(model="twfe")`` or ``did_imputation(model="linear")``
+        result, or a Poisson result (``ppml``, ``event_study(model="ppml")``,
+        ``did_imputation(model="poisson")``), which goes to the score bootstrap
+        (:func:`returnstudy.inference.score_bootstrap.score_bootstrap`; same arguments).
+    reps : number of bootstrap draws (ignored under full enumeration).
     weights : ``"rademacher"`` or ``"webb"`` (six-point; better with few clusters).
     seed : seed of the numpy Generator (the same draws are used for every term and null value).
     impose_null : True = WCR (restricted residuals, test-inversion intervals);
@@ -291,13 +398,26 @@ def wild_bootstrap(
     null : hypothesised value for the p-value.
     ci : compute confidence intervals (test inversion costs about 40 re-evaluations).
     alpha : interval level 1 - alpha (default: the result's alpha).
+    full_enumeration : None (default) = all ``2**G`` Rademacher sign vectors when there are
+        at most 12 clusters (exact, seed-free; ``reps`` ignored), sampled draws otherwise;
+        True / False force it on / off (see :func:`make_draws`).
 
     Returns a copy of ``result`` whose ``.table`` gains ``boot_p_value``, ``boot_ci_low``
     and ``boot_ci_high``; ``info["wild_bootstrap"]`` records the settings and
     ``extra["bootstrap_draws"]`` the bootstrap statistics per term.
+
+    Memory is O(rows x regressors + G x regressors) plus the draws as int8 codes
+    (G x reps bytes); no G x G matrix is formed.
     """
     if reps < 9:
         raise ValueError(f"reps={reps}: need at least 9 draws")
+    _weight_values(weights)
+    from returnstudy.inference.score_bootstrap import is_poisson_result, score_bootstrap
+
+    if is_poisson_result(result):
+        return score_bootstrap(result, reps=reps, weights=weights, seed=seed, impose_null=impose_null,
+                               cluster=cluster, terms=terms, null=null, ci=ci, alpha=alpha,
+                               full_enumeration=full_enumeration)
     alpha = result.alpha if alpha is None else float(alpha)
     rng = np.random.default_rng(seed)
     table = result.table.copy()
@@ -319,7 +439,7 @@ def wild_bootstrap(
         if cl is None:
             raise ValueError("wild_bootstrap: the imputation result was estimated without clusters")
         G = int(cl.max()) + 1
-        W = bootstrap_weights(rng, G, reps, weights)
+        bw = make_draws(rng, G, reps, weights, full_enumeration)
         names = boot_imp["names"]
         method = "WCR, non-studentized (imputation estimator is linear in Y)" if impose_null else "WCU, percentile"
         for t in _progress(terms, "wild bootstrap"):
@@ -331,15 +451,15 @@ def wild_bootstrap(
             if impose_null:
                 def pfun(b0: float, j: int = j, tau: float = tau) -> float:
                     s = _imputation_stats(boot_imp, j, b0, True, tau)
-                    return float(np.mean(np.abs(s @ W) >= abs(tau - b0) - 1e-12))
+                    return float(np.mean(np.abs(bw.dot(s)) >= abs(tau - b0) - 1e-12))
 
                 pvals[t] = pfun(null)
-                draws[t] = _imputation_stats(boot_imp, j, null, True, tau) @ W + null
+                draws[t] = bw.dot(_imputation_stats(boot_imp, j, null, True, tau)) + null
                 if ci:
                     se = float(table.loc[t, "std_error"])
                     lows[t], highs[t] = _invert(pfun, tau, se, alpha)
             else:
-                dev = _imputation_stats(boot_imp, j, tau, False, tau) @ W
+                dev = bw.dot(_imputation_stats(boot_imp, j, tau, False, tau))
                 pvals[t] = float(np.mean(np.abs(dev) >= abs(tau - null) - 1e-12))
                 draws[t] = tau + dev
                 q_lo, q_hi = np.quantile(dev, [alpha / 2, 1 - alpha / 2])
@@ -357,7 +477,7 @@ def wild_bootstrap(
             ob, names, cl_name = _ols_boot_from_result(result, cluster)
             coef_name = {t: t for t in terms}
         G = ob.G
-        W = bootstrap_weights(rng, G, reps, weights)
+        bw = make_draws(rng, G, reps, weights, full_enumeration)
         method = "WCR bootstrap-t, CRV1" if impose_null else "WCU bootstrap-t, CRV1"
         for t in _progress(terms, "wild bootstrap"):
             if coef_name[t] not in names:
@@ -366,32 +486,59 @@ def wild_bootstrap(
             b, se = float(ob.beta[j]), ob.se(j)
             if impose_null:
                 def pfun(b0: float, j: int = j, b: float = b, se: float = se) -> float:
-                    tstar = _ols_tstats(ob, j, b0, True, W)
+                    tstar = _ols_tstats(ob, j, b0, True, bw)
                     return float(np.mean(np.abs(tstar) >= abs((b - b0) / se) - 1e-12))
 
-                tstar = _ols_tstats(ob, j, null, True, W)
+                tstar = _ols_tstats(ob, j, null, True, bw)
                 pvals[t] = float(np.mean(np.abs(tstar) >= abs((b - null) / se) - 1e-12))
                 draws[t] = tstar
                 if ci:
                     lows[t], highs[t] = _invert(pfun, b, se, alpha)
             else:
-                tstar = _ols_tstats(ob, j, b, False, W)
+                tstar = _ols_tstats(ob, j, b, False, bw)
                 pvals[t] = float(np.mean(np.abs(tstar) >= abs((b - null) / se) - 1e-12))
                 draws[t] = tstar
                 q_lo, q_hi = np.quantile(tstar, [alpha / 2, 1 - alpha / 2])
-                lows[t], highs[t] = b - q_hi * se, b - q_lo * se
+                lows[t], highs[t] = b - q_hi, b - q_lo
     table["boot_p_value"] = pd.Series(pvals)
     if ci:
         table["boot_ci_low"] = pd.Series(lows)
         table["boot_ci_high"] = pd.Series(highs)
-    info = dict(result.info)
-    info["wild_bootstrap"] = {
+    settings = {
         "reps": reps, "weights": weights, "seed": seed, "impose_null": impose_null, "null": null,
         "cluster": cl_name, "n_clusters": G, "method": method,
         "ci": ("test inversion" if impose_null else "percentile" + ("-t" if "bootstrap-t" in method else "")) if ci else None,
     }
+    return finish_bootstrap(result, table, settings, bw, draws)
+
+
+def draws_description(bw: BootstrapDraws, reps: int, seed: int | None) -> str:
+    """Text for notes: how many draws and of which kind (enumerated or sampled with a seed)."""
+    if bw.enumerated:
+        return (f"all {bw.n_draws} = 2^{bw.n_clusters} Rademacher sign vectors (full enumeration; "
+                f"reps={reps} and the seed are not used)")
+    return f"{bw.n_draws} {bw.kind} draws, seed {seed}"
+
+
+def finish_bootstrap(
+    result: EstimationResult, table: pd.DataFrame, settings: dict[str, Any], bw: BootstrapDraws,
+    draws: dict[Any, np.ndarray],
+) -> EstimationResult:
+    """Copy of ``result`` with the bootstrap table, ``info["wild_bootstrap"]`` and a note."""
+    reps = int(settings["reps"])
+    if bw.enumerated:
+        logger.info("wild bootstrap: %d clusters, full enumeration of %d sign vectors (reps=%d ignored)",
+                    bw.n_clusters, bw.n_draws, reps)
+    settings = {**settings, "n_draws": bw.n_draws, "full_enumeration": bw.enumerated}
+    info = dict(result.info)
+    info["wild_bootstrap"] = settings
     notes = list(info.get("notes", []) or [])
-    notes.append(f"wild cluster bootstrap: {method}, {reps} {weights} draws by {cl_name} ({G} clusters), seed {seed}")
+    if bw.enumerated:
+        notes.append(f"wild cluster bootstrap: {settings['method']}, {draws_description(bw, reps, settings['seed'])} "
+                     f"by {settings['cluster']} ({settings['n_clusters']} clusters)")
+    else:
+        notes.append(f"wild cluster bootstrap: {settings['method']}, {bw.n_draws} {bw.kind} draws by "
+                     f"{settings['cluster']} ({settings['n_clusters']} clusters), seed {settings['seed']}")
     info["notes"] = notes
     return dataclasses.replace(result, table=table, info=info,
                                extra={**result.extra, "bootstrap_draws": draws})
