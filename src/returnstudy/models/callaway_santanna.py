@@ -91,7 +91,7 @@ UNBALANCED_PANEL = ("pairwise", "balance", "allow")
 _COHORT_TREATMENT = "__cs_treated"
 
 
-@dataclass
+@dataclass(repr=False)
 class CallawaySantAnnaResult(EstimationResult):
     """:class:`EstimationResult` of :func:`callaway_santanna` with :meth:`aggregate`.
 
@@ -99,6 +99,22 @@ class CallawaySantAnnaResult(EstimationResult):
     ``.extra["group_time"]`` the ATT(g, t) cells; :meth:`aggregate` gives any of R *did*'s
     aggregations (``simple``, ``dynamic``, ``group``, ``calendar``) with standard errors.
     """
+
+    def _description_lines(self) -> list[str]:
+        lines = super()._description_lines()
+        i = self.info
+        extra = [
+            "2x2 estimator: " + (f"Sant'Anna-Zhao {i['est_method']} with covariates {i['covariates']} (base-period values)"
+                                 if i.get("covariates") else "difference of mean changes (no covariates)"),
+            f"Anticipation: {i.get('anticipation', 0)} period(s)",
+            "Unbalanced panel: " + {
+                "pairwise": "each ATT(g, t) uses the units observed in t and its base period",
+                "balance": f"units observed in every period only ({i.get('n_units_dropped_unbalanced', 0)} units dropped)",
+                "allow": "four period means over the units observed in each period",
+            }.get(i.get("unbalanced_panel", "pairwise"), str(i.get("unbalanced_panel"))),
+            "Aggregations: .aggregate(type='simple' | 'dynamic' | 'group' | 'calendar')",
+        ]
+        return lines[:-1] + extra + lines[-1:]
 
     def aggregate(
         self, type: str = "simple", balance_e: int | None = None, min_e: float | None = None,
