@@ -59,6 +59,7 @@ _PUBLIC: dict[str, str] = {
     "randomization_inference": "inference.randomization",
     "influence": "inference.influence",
     "without_most_influential": "inference.influence",
+    "crosscheck": "crosscheck",
     "sup_t_bands": "inference.bands",
     "honest_did": "inference.honest_did",
     "breakdown": "inference.honest_did",
