@@ -29,8 +29,8 @@ def test_permutation_preserves_timing_distribution() -> None:
     c0 = p.groupby("corridor")["bilateral_binding_cohort"].first().dropna().sort_values().to_numpy()
     c1 = r.groupby("corridor")["bilateral_binding_cohort"].first().dropna().sort_values().to_numpy()
     np.testing.assert_array_equal(c0, c1)
-    with pytest.raises(ValueError, match="level"):
-        permute_adoption(p, "eu_agreement", "geo", rng)
+    with pytest.raises(KeyError, match=r"level='region' is not a column.*'geo', 'citizen'"):
+        permute_adoption(p, "eu_agreement", "region", rng)
 
 
 def test_p_value_matches_exact_enumeration() -> None:
@@ -140,3 +140,154 @@ def test_too_many_failed_draws_raise(caplog: pytest.LogCaptureFixture) -> None:
                                          r"ValueError: no treated corridor-years left \(call 2\)"):
         randomization_inference(res, reps=20, level="corridor", seed=3, panel=p, treatment="bilateral_binding",
                                 estimator=_FailingEstimator({2, 9, 15}))
+
+
+# ----------------------------------------------------------------------------- any panel, fixed-design re-fits
+
+
+def _mpdta() -> pd.DataFrame:
+    moderndid = pytest.importorskip("moderndid")
+    df = moderndid.load_mpdta()
+    df = df.to_pandas() if hasattr(df, "to_pandas") else pd.DataFrame(df)
+    ft = df["first.treat"].to_numpy()
+    df["post"] = ((ft > 0) & (df["year"].to_numpy() >= ft)).astype(float)
+    df["emp"] = np.exp(df["lemp"])  # employment (thousands): a count-like outcome for the Poisson fit
+    return df
+
+
+def _brute_force_unit_draws(df: pd.DataFrame, fit, reps: int, seed: int) -> np.ndarray:
+    """Permute first.treat across counties with a fresh copy and a fit from scratch per draw."""
+    rng = np.random.default_rng(seed)
+    units = pd.unique(df["countyreal"])
+    first = df.groupby("countyreal", sort=False)["first.treat"].first().reindex(units).to_numpy(dtype=float)
+    first[first == 0] = np.nan
+    out = []
+    for _ in range(reps):
+        new = dict(zip(units, rng.permutation(first)))
+        q = df.copy()
+        ft = q["countyreal"].map(new).to_numpy(dtype=float)
+        q["first.treat"] = np.where(np.isnan(ft), 0, ft).astype(np.int64)
+        q["post"] = (q["year"].to_numpy() >= ft).astype(float)  # NaN >= year is False: never treated
+        out.append(fit(q))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("model", ["twfe", "ppml"])
+def test_mpdta_county_permutation_equals_brute_force(model: str) -> None:
+    """mpdta with its own names (countyreal, year, first.treat): the permutation p-value equals an
+    independent loop that re-fits from scratch with the same draws."""
+    import returnstudy as rs
+
+    df = _mpdta()
+    kw = dict(fe=["countyreal", "year"], cluster="countyreal", treatments=["post"])
+    if model == "twfe":
+        fit = lambda d: rs.twfe(d, outcome="lemp", **kw)  # noqa: E731
+    else:
+        fit = lambda d: rs.ppml(d, outcome="emp", exposure=None, **kw)  # noqa: E731
+    res = fit(df)
+    reps, seed = 49, 7
+    ri = rs.randomization_inference(res, reps=reps, seed=seed, panel=df, level="countyreal", unit="countyreal",
+                                    time="year", cohort="first.treat")
+    info = ri.info["randomization_inference"]
+    assert info["refit"] == "fixed design" and info["draws_re_estimated_from_panel"] == 0
+    assert info["permutation"] == "units"
+    brute = _brute_force_unit_draws(df, lambda q: fit(q).coef("post"), reps, seed)
+    np.testing.assert_allclose(ri.extra["ri_draws"]["post"].to_numpy(), brute, rtol=1e-7, atol=1e-9)
+    obs = abs(res.coef("post"))
+    expected = (1 + np.sum(np.abs(brute) >= obs - 1e-12)) / (1 + reps)
+    assert ri.table.loc["post", "ri_p_value"] == expected
+    # the t statistic: the PPML re-fit follows the estimator's IRLS path, so t equals re-estimation
+    rit = rs.randomization_inference(res, reps=9, seed=seed, panel=df, level="countyreal", unit="countyreal",
+                                     time="year", cohort="first.treat", statistic="t")
+    tb = _brute_force_unit_draws(df, lambda q: fit(q).table.loc["post", "estimate"] / fit(q).table.loc["post", "std_error"],
+                                 9, seed)
+    np.testing.assert_allclose(rit.extra["ri_draws"]["post"].to_numpy(), tb, rtol=1e-9)
+
+
+def test_state_level_permutation_moves_whole_states() -> None:
+    """mpdta's minimum-wage rises are state policies (one first.treat per state), observed in
+    counties: level='state' exchanges the states' dates, every county takes its state's new
+    date, and the draws equal a loop over the same state permutations."""
+    import returnstudy as rs
+
+    df = _mpdta()
+    df["state"] = df["countyreal"] // 1000  # FIPS: the state is the county code's leading digits
+    assert (df.groupby("state")["first.treat"].nunique() == 1).all()
+    df["state_cohort"] = df["first.treat"]
+    df["policy"] = df["post"]
+    res = rs.twfe(df, outcome="lemp", treatments=["policy"], fe=["countyreal", "year"], cluster="state")
+    rng = np.random.default_rng(3)
+    q = permute_adoption(df, "policy", "state", rng, unit="countyreal", cohort="state_cohort")
+    assert (q.groupby("state")["state_cohort"].nunique() == 1).all()
+    np.testing.assert_array_equal(np.sort(q.groupby("state")["state_cohort"].first().to_numpy()),
+                                  np.sort(df.groupby("state")["state_cohort"].first().to_numpy()))
+    np.testing.assert_array_equal(q["policy"], ((q["state_cohort"] > 0) & (q["year"] >= q["state_cohort"])).astype(float))
+    ri = rs.randomization_inference(res, reps=19, seed=5, panel=df, level="state", unit="countyreal",
+                                    cohort="state_cohort")
+    assert ri.info["randomization_inference"]["permutation"] == "levels"
+    states = pd.unique(df["state"].astype(str))
+    first = df.groupby(df["state"].astype(str), sort=False)["state_cohort"].first().reindex(states).to_numpy(float)
+    first[first == 0] = np.nan
+    rng, draws = np.random.default_rng(5), []
+    for _ in range(19):
+        new = dict(zip(states, rng.permutation(first)))
+        ft = df["state"].astype(str).map(new).to_numpy(dtype=float)
+        d = df.assign(policy=(df["year"].to_numpy() >= ft).astype(float))
+        draws.append(rs.twfe(d, outcome="lemp", treatments=["policy"], fe=["countyreal", "year"], cluster="state").coef("policy"))
+    np.testing.assert_allclose(ri.extra["ri_draws"]["policy"].to_numpy(), draws, rtol=1e-9, atol=1e-12)
+
+
+def test_bad_level_unit_or_cohort_names_the_columns() -> None:
+    import returnstudy as rs
+
+    df = _mpdta()
+    res = rs.twfe(df, outcome="lemp", treatments=["post"], fe=["countyreal", "year"], cluster="countyreal")
+    kw = dict(reps=3, seed=0, panel=df, unit="countyreal", cohort="first.treat")
+    with pytest.raises(KeyError, match=r"level='county' is not a column.*'countyreal', 'lpop'"):
+        rs.randomization_inference(res, level="county", **kw)
+    with pytest.raises(KeyError, match=r"cohort='first_treat' is not a column.*'first.treat'"):
+        rs.randomization_inference(res, level="countyreal", **{**kw, "cohort": "first_treat"})
+    df["region"] = df["countyreal"] // 10000  # states 10-19, 20-29, ...: dates differ within a region
+    with pytest.raises(ValueError, match=r"adoption dates differ within level region=.*within="):
+        rs.randomization_inference(res, level="region", **{**kw, "panel": df})
+
+
+@pytest.mark.parametrize("statistic", ["estimate", "t"])
+def test_fixed_design_draws_equal_re_estimation(statistic: str) -> None:
+    """PPML and TWFE on a simulated corridor panel: the fixed-design re-fits give the draws (and
+    so the p-values) of re-estimating each permuted panel from scratch."""
+    import returnstudy as rs
+
+    p = simulate_panel(seed=11, n_geo=8, n_citizen=40, years=(2008, 2018))
+    for res, est in ((rs.ppml(p, treatments=["bilateral_binding", "eu_agreement"]),
+                      lambda d: rs.ppml(d, treatments=["bilateral_binding", "eu_agreement"])),
+                     (rs.twfe(p, treatments=["bilateral_binding", "eu_agreement"], weights="orders"),
+                      lambda d: rs.twfe(d, treatments=["bilateral_binding", "eu_agreement"], weights="orders"))):
+        for level, t in (("citizen", "eu_agreement"), ("corridor", "bilateral_binding")):
+            kw = dict(reps=15, seed=4, level=level, panel=p, treatment=t, statistic=statistic)
+            fast = randomization_inference(res, **kw)
+            slow = randomization_inference(res, estimator=est, **kw)
+            assert fast.info["randomization_inference"]["refit"] == "fixed design"
+            assert slow.info["randomization_inference"]["refit"] == "re-estimation from the panel"
+            np.testing.assert_allclose(fast.extra["ri_draws"][t], slow.extra["ri_draws"][t], rtol=1e-7, atol=1e-9)
+            assert fast.table.loc[t, "ri_p_value"] == slow.table.loc[t, "ri_p_value"]
+
+
+def test_draws_for_a_seed_are_those_of_the_earlier_permuter() -> None:
+    """The permutation order is part of the result: for a seed, the draws and p-values are the
+    ones the package gave before the fixed-design re-fit (re-estimating a copied panel per draw;
+    values recorded from that implementation)."""
+    import returnstudy as rs
+
+    p = simulate_panel(seed=11, n_geo=8, n_citizen=40, years=(2008, 2018))
+    res = rs.ppml(p, treatments=["bilateral_binding", "eu_agreement"])
+    recorded = {
+        ("citizen", "eu_agreement"): (0.35, [0.00614403018506417, 0.029618370671573798, 0.10791356997507176,
+                                             0.00042942264670076406]),
+        ("corridor", "bilateral_binding"): (0.1, [0.08349213966694041, 0.0013706919815436572, -0.009295105800646792,
+                                                  0.012505237941548581]),
+    }
+    for (level, t), (p_value, first) in recorded.items():
+        ri = randomization_inference(res, reps=19, seed=3, level=level, panel=p, treatment=t)
+        assert ri.table.loc[t, "ri_p_value"] == pytest.approx(p_value, abs=1e-15)
+        np.testing.assert_allclose(ri.extra["ri_draws"][t].to_numpy()[:4], first, rtol=1e-7, atol=1e-10)

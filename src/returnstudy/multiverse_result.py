@@ -274,7 +274,7 @@ class MultiverseResult:
             pick = np.sort(np.random.default_rng(seed).choice(len(t), size=n_specs, replace=False))
             t = t.iloc[pick]
         specs = [self.specifications[int(i)] for i in t["spec_id"]]
-        null_ctx = _null_context(ctx, specs, treatment)
+        null_ctx = _null_context(ctx, specs, treatment, level)
         blocks = [list(range(b, min(b + max(1, draws // (4 * (n_jobs or 1))), draws)))
                   for b in range(0, draws, max(1, draws // (4 * (n_jobs or 1))))]
         import time
@@ -302,11 +302,14 @@ class _NullContext:
     specs: tuple[Specification, ...]
     permuters: dict[str, Any]
     filter_index: dict[str, Any]
+    refits: tuple[Any, ...] = ()  # per specification: a FixedDesignRefit, or None (re-estimate from the panel)
 
 
-def _null_context(ctx: EngineContext, specs: list[Specification], treatment: str) -> _NullContext:
+def _null_context(ctx: EngineContext, specs: list[Specification], treatment: str, level: str = "corridor") -> _NullContext:
     """Coded panels restricted to the union of the specifications' rows (the same rows, in the
-    same order, under every coding, so one seeded draw is one permutation for all of them)."""
+    same order, under every coding, so one seeded draw is one permutation for all of them), and
+    for each ``twfe``/``ppml`` specification its design, fitted once on the observed sample and
+    re-fitted per draw with the permuted treatment column only."""
     from returnstudy.inference.randomization import _Permuter
 
     filter_index = {}
@@ -324,8 +327,34 @@ def _null_context(ctx: EngineContext, specs: list[Specification], treatment: str
     for s in specs:
         key = s.coding_key()
         if key not in permuters:
-            permuters[key] = _Permuter(ctx.coded(base, s.treatments), treatment)
-    return _NullContext(ctx=ctx, specs=tuple(specs), permuters=permuters, filter_index=filter_index)
+            permuters[key] = _Permuter(ctx.coded(base, s.treatments), treatment, level)
+    refits = tuple(_fixed_design(ctx, s, take_rows(permuters[s.coding_key()].panel, filter_index[s.filter_key()]),
+                                 treatment) for s in specs)
+    return _NullContext(ctx=ctx, specs=tuple(specs), permuters=permuters, filter_index=filter_index, refits=refits)
+
+
+def _fixed_design(ctx: EngineContext, spec: Specification, sample: pd.DataFrame, treatment: str) -> Any:
+    """The specification's fixed-design re-fit if its estimator is ``twfe`` or ``ppml`` (one call
+    containing ``treatment``), else None."""
+    import warnings
+
+    from returnstudy.inference._refit import FixedDesignRefit
+    from returnstudy.multiverse import FIT_ERRORS, _fit_calls, _quiet_estimators
+
+    model = _single(spec.model, treatment)
+    name = model.get("estimator")
+    if name not in ("twfe", "ppml"):
+        return None
+    fn, calls, reason = _fit_calls(ctx, model)
+    if reason or len(calls) != 1 or treatment not in calls[0][0]:
+        return None
+    try:
+        with warnings.catch_warnings(), _quiet_estimators():
+            warnings.simplefilter("ignore")
+            return FixedDesignRefit.build(name, sample, calls[0][1], treatment)
+    except FIT_ERRORS as exc:
+        log.debug("null test: specification %s re-estimated per draw (%s)", spec.key, exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -335,14 +364,43 @@ class _NullTask:
     treatment: str
 
     def __call__(self, nctx: _NullContext, drawn: list[int]) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, int]:
+        import warnings
+
+        from returnstudy.multiverse import FIT_ERRORS, _quiet_estimators
+
         m = len(nctx.specs)
         est = np.full((len(drawn), m), np.nan)
         se, pv = est.copy(), est.copy()
         fits = 0
+        refits = nctx.refits or (None,) * m
         for r, d in enumerate(drawn):
-            panels = {k: p.draw(self.level, np.random.default_rng([self.seed, d])) for k, p in nctx.permuters.items()}
+            # one seeded permutation per draw, the same for every coding (each permuter draws from the same seed)
+            new = {k: p.new_cohort(np.random.default_rng([self.seed, d])) for k, p in nctx.permuters.items()}
+            panels: dict[str, pd.DataFrame] = {}
             for j, s in enumerate(nctx.specs):
-                sample = take_rows(panels[s.coding_key()], nctx.filter_index[s.filter_key()])
+                key = s.coding_key()
+                permuter = nctx.permuters[key]
+                rows_at = nctx.filter_index[s.filter_key()]
+                got = None
+                if refits[j] is not None:
+                    fits += 1
+                    try:
+                        with warnings.catch_warnings(), _quiet_estimators():
+                            warnings.simplefilter("ignore")
+                            got = refits[j].fit(permuter.treatment_values(new[key])[rows_at], se=True)
+                    except FIT_ERRORS as exc:
+                        log.debug("null test draw %d, specification %s failed: %s", d, s.key, exc)
+                        continue
+                    if got is not None:
+                        i = got.names.index(self.treatment)
+                        if np.isfinite(got.beta[i]):
+                            est[r, j], se[r, j], pv[r, j] = got.beta[i], got.std_error[i], got.p_value[i]
+                        continue
+                    fits -= 1  # the fixed design does not hold in this draw: re-estimate from the panel
+                if key not in panels:
+                    panels[key] = permuter.panel.copy()
+                    permuter.apply(panels[key], new[key])
+                sample = take_rows(panels[key], rows_at)
                 spec = Specification(choices=s.choices, treatments=s.treatments, filters=s.filters,
                                      model=_single(s.model, self.treatment))
                 rows, k = fit_specification(nctx.ctx, spec, sample, 0, lambda _t: (0, 0))
