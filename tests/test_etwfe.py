@@ -83,25 +83,64 @@ def test_poisson_cells_equal_pyfixest_fepois_with_offset() -> None:
     b = m.coef()[names].to_numpy()
     np.testing.assert_allclose(cells["estimate"].to_numpy(), b, rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(cells["std_error"].to_numpy(), m.se()[names].to_numpy(), rtol=1e-8)
-    # the proportional ATT from its definition, log(sum mu / sum mu0) over the treated rows with the fitted
-    # means summing to the outcome within each cell (PPML score): mu0 = S_c exp(-b_c) per cell; delta method
-    # with the fixed effects (hence mu0) held at their estimates, by numerical differentiation of
-    # beta -> log(sum_c M0_c exp(beta_c) / sum_c M0_c) with pyfixest's covariance
+    # the proportional ATT from its definition: log(sum mu / sum mu0) over the treated rows; the fitted
+    # means sum to the outcome within each cell (PPML score), so mu0 = S_c exp(-b_c) per cell
     S = np.array([q.loc[q[nm] == 1, "returns"].sum() for nm in names])
-    M0 = S * np.exp(-b)
-
-    def log_ratio(beta: np.ndarray) -> float:
-        return float(np.log(np.sum(M0 * np.exp(beta)) / M0.sum()))
-
-    assert r.coef("bilateral_binding") == pytest.approx(log_ratio(b), abs=1e-9)
-    assert r.coef("bilateral_binding") == pytest.approx(np.log(S.sum() / M0.sum()), abs=1e-9)
-    h = 1e-6
-    grad = np.array([(log_ratio(b + h * e) - log_ratio(b - h * e)) / (2 * h) for e in np.eye(b.size)])
-    se = float(np.sqrt(grad @ np.asarray(m._vcov) @ grad))
-    assert r.table.loc["bilateral_binding", "std_error"] == pytest.approx(se, rel=1e-6)
+    assert r.coef("bilateral_binding") == pytest.approx(np.log(S.sum() / np.sum(S * np.exp(-b))), abs=1e-9)
     row = r.table.loc["bilateral_binding"]
-    assert row["pct_effect"] == pytest.approx(100 * (np.exp(log_ratio(b)) - 1), rel=1e-9)
-    assert row["pct_ci_low"] == pytest.approx(100 * np.expm1(row["estimate"] - 1.959963984540054 * se), rel=1e-6)
+    assert row["pct_effect"] == pytest.approx(100 * (S.sum() / np.sum(S * np.exp(-b)) - 1), rel=1e-8)
+    assert row["pct_ci_low"] == pytest.approx(100 * np.expm1(row["estimate"] - 1.959963984540054 * row["std_error"]),
+                                              rel=1e-12)
+    # mean log effect: treated-count weights on the cells, variance w' V w with pyfixest's covariance
+    lm = etwfe(p, "bilateral_binding", model="poisson", tol=1e-14, poisson_scale="log_mean")
+    w = cells["n_treated"].to_numpy() / cells["n_treated"].sum()
+    assert lm.coef("bilateral_binding") == pytest.approx(float(w @ b), abs=1e-9)
+    assert lm.table.loc["bilateral_binding", "std_error"] == pytest.approx(
+        float(np.sqrt(w @ np.asarray(m._vcov) @ w)), rel=1e-8)
+
+
+def test_poisson_ratio_delta_method_over_all_parameters_equals_dense_sandwich() -> None:
+    """The proportional ATT's standard error propagates the covariance of every parameter (cells and the
+    corridor and year effects): checked against a dense dummy-variable Poisson fit (statsmodels GLM), its
+    clustered sandwich and a numerical gradient of log(sum mu / sum mu0) over all parameters."""
+    sm = pytest.importorskip("statsmodels.api")
+    p = _balanced(seed=8, effect="growing", base_effect=0.2)
+    p = p[p["citizen"].isin(sorted(p["citizen"].unique())[:25])].reset_index(drop=True)
+    r = etwfe(p, "bilateral_binding", model="poisson", tol=1e-14)
+    q, names, keys = _with_cells(p)
+    T = q[names].to_numpy()
+    U = pd.get_dummies(q["corridor"]).to_numpy(dtype=float)
+    Y = pd.get_dummies(q["year"]).to_numpy(dtype=float)[:, 1:]
+    W = np.column_stack([T, U, Y])
+    off = np.log(q["orders"].to_numpy())
+    y = q["returns"].to_numpy()
+    theta = sm.GLM(y, W, family=sm.families.Poisson(), offset=off).fit(tol=1e-14, maxiter=200).params
+    np.testing.assert_allclose(r.info["cells"]["estimate"].to_numpy(), theta[: len(names)], atol=1e-7)
+    mu = np.exp(off + W @ theta)
+    H = (W * mu[:, None]).T @ W
+    Hinv = np.linalg.pinv(H)
+    sc = W * (y - mu)[:, None]
+    cl = pd.factorize(q["citizen"])[0]
+    Sg = np.vstack([sc[cl == c].sum(axis=0) for c in range(cl.max() + 1)])
+    Vraw = Hinv @ Sg.T @ Sg @ Hinv
+    # one small-sample factor for every coefficient (the package's and pyfixest's CRV1 factor)
+    ratio = r.info["cells"]["std_error"].to_numpy() ** 2 / np.diag(Vraw)[: len(names)]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)
+    treated = T.sum(axis=1) > 0
+    W0 = W.copy()
+    W0[:, : len(names)] = 0.0
+
+    def log_ratio(th: np.ndarray) -> float:
+        return float(np.log(np.exp(off + W @ th)[treated].sum() / np.exp(off + W0 @ th)[treated].sum()))
+
+    h = 1e-6
+    grad = np.array([(log_ratio(theta + h * e) - log_ratio(theta - h * e)) / (2 * h) for e in np.eye(theta.size)])
+    se = float(np.sqrt(ratio[0] * grad @ Vraw @ grad))
+    assert r.table.loc["bilateral_binding", "std_error"] == pytest.approx(se, rel=1e-7)
+    # holding the fixed effects at their estimates would give a different (here smaller or larger) error
+    grad_cells = grad.copy()
+    grad_cells[len(names):] = 0.0
+    assert abs(float(np.sqrt(ratio[0] * grad_cells @ Vraw @ grad_cells)) - se) > 1e-4 * se
 
 
 def test_linear_equals_imputation_estimator_in_a_balanced_panel() -> None:
@@ -167,7 +206,8 @@ ETWFE_EVENT_NEVER = {-2: (0.0234649547538384, 0.0145314904277398), 0: (-0.021146
 # family = "poisson" on emp = exp(lemp): event effects on the link scale and in levels (response scale)
 ETWFE_POIS_LINK = {0: (-0.0325653634930092, 0.0128503810792558), 1: (-0.0675071046997911, 0.0183966910997271),
                    2: (-0.132971344933511, 0.0237253182969748), 3: (-0.117022779216096, 0.0225005664705109)}
-ETWFE_POIS_LEVEL = {0: -25.3497484355494, 1: 1.09175116997388, 2: -75.1246321552693, 3: -101.823979344829}
+ETWFE_POIS_LEVEL = {0: (-25.3497484355494, 15.8862762958862), 1: (1.09175116997388, 40.2952222352926),
+                    2: (-75.1246321552693, 23.1541376499351), 3: (-101.823979344829, 27.0877431076141)}
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +248,10 @@ def test_mpdta_poisson_link_and_level_effects_equal_r_etwfe(mpdta: pd.DataFrame)
     link = etwfe(mpdta, **kw, poisson_scale="log_mean")
     _check(link.table, ETWFE_POIS_LINK, se_rel=1e-4)  # R's Poisson fit stops at fixest's glm tolerance 1e-8
     ratio = etwfe(mpdta, **kw)
-    for k, v in ETWFE_POIS_LEVEL.items():
+    for k, (v, se) in ETWFE_POIS_LEVEL.items():
         assert ratio.table.loc[k, "att_level"] == pytest.approx(v, rel=1e-8, abs=1e-6)
+        # delta method over every parameter, as R's (dummies for cohorts and years, fe = "none")
+        assert ratio.table.loc[k, "att_level_std_error"] == pytest.approx(se, rel=1e-4)
 
 
 def test_mpdta_without_covariates_never_treated_equals_callaway_santanna_simple(mpdta: pd.DataFrame) -> None:

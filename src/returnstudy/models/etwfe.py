@@ -34,13 +34,20 @@ Wooldridge's margins over the treated):
 * Poisson, ``poisson_scale="log_mean"``: ``estimate = mean over A of the log effect``,
   ``pct_effect = 100 (exp(estimate) - 1)``.
 
-Standard errors: the cell coefficients' sandwich covariance (clustered by ``cluster``,
-fixest small-sample factors, as :func:`returnstudy.models.twfe.twfe` and
-:func:`returnstudy.models.ppml.ppml`), propagated to the aggregates by the delta method with
-the aggregation weights and the fitted fixed effects held fixed (as ``margins`` /
-``marginaleffects`` do). Intervals for Poisson are on the log scale and transformed
-(``pct_ci_low``, ``pct_ci_high``); linear intervals use the t distribution with G - 1
-degrees of freedom, like the regression's.
+Standard errors: the sandwich covariance of the coefficients (clustered by ``cluster``, fixest
+small-sample factors, as :func:`returnstudy.models.twfe.twfe` and :func:`returnstudy.models.ppml.ppml`;
+the cell coefficients equal pyfixest's saturated regression), propagated to the aggregates by the
+delta method with the treated-row weights held fixed. Linear and Poisson ``log_mean`` aggregates are
+linear in the cell coefficients. The Poisson ``ratio`` and ``att_level`` aggregates also depend on
+the counterfactual means, so their delta method runs over every parameter, the absorbed fixed
+effects included (as R's ``etwfe``/``marginaleffects`` with dummy fixed effects), through one
+weighted projection on the fixed effects (see :func:`_full_delta_vcov`); with ``cluster="iid"``
+the fixed effects are held at their estimates. Intervals for Poisson are on the log scale and
+transformed (``pct_ci_low``, ``pct_ci_high``); linear intervals use the t distribution with
+G - 1 degrees of freedom, like the regression's.
+
+Caution: a cell whose treated rows all lie in one cluster has a clustered variance near zero;
+``info["notes"]`` says how many post-adoption cells are in that case.
 """
 
 from __future__ import annotations
@@ -184,6 +191,54 @@ def _aggregate(
             lvl[j] = (s1 - s0) / m.sum()
             lvl_G[j] = (mu[m][:, None] * T[m]).sum(axis=0) / m.sum()
     return est, G, lvl, lvl_G
+
+
+def _full_delta_vcov(
+    out: Any, masks: list[np.ndarray], treated: np.ndarray, T: np.ndarray, bT: np.ndarray, ti: list[int],
+    small_sample: str,
+) -> np.ndarray:
+    """Clustered covariance of the Poisson aggregates ``log(S_A / S0_A)`` and ``(S_A - S0_A) / n_A``
+    (``S`` = sum of fitted means, ``S0`` = of counterfactual means over the treated rows ``A``), by the
+    delta method over *all* parameters: treatment cells, other regressors and the absorbed fixed effects.
+
+    With ``W`` the full design (regressors and fixed-effect dummies), ``H = W' Omega W`` and the gradient
+    ``grad = W' Omega v + e`` (``e`` non-zero on the treatment coefficients only), the influence of row
+    ``i`` on an aggregate is ``(y_i - mu_i) u_i`` with ``u = W H^-1 grad = P v + X~ bread e``: ``P`` the
+    weighted projection on the span of ``W`` and ``X~`` the regressors net of the fixed effects. The
+    sandwich uses the same clusters and small-sample factors as the coefficients.
+    """
+    from returnstudy.inference.cluster import vcov_details
+    from returnstudy.models._common import fe_rank
+
+    fit = out.fit
+    d = out.design
+    n = d.n_obs
+    wts = fit.weights
+    mu_all = fit.mu
+    eff = T @ bT
+    rows = np.flatnonzero(treated)
+    mu_tr = mu_all[rows]
+    mu0_tr = mu_tr * np.exp(-eff)
+    m_ = len(masks)
+    C = np.zeros((n, 2 * m_))
+    E = np.zeros((fit.Xd.shape[1], 2 * m_))
+    for j, m in enumerate(masks):
+        S, S0, n_a = mu_tr[m].sum(), mu0_tr[m].sum(), m.sum()
+        C[rows[m], j] = mu_tr[m] / S - mu0_tr[m] / S0
+        E[ti, j] = (mu0_tr[m][:, None] * T[m]).sum(axis=0) / S0
+        C[rows[m], m_ + j] = (mu_tr[m] - mu0_tr[m]) / n_a
+        E[ti, m_ + j] = (mu0_tr[m][:, None] * T[m]).sum(axis=0) / n_a
+    Vc = C / wts[:, None]
+    Xd = fit.Xd
+    Vd = fit.fe.demean(Vc, weights=wts) if fit.fe is not None and fit.fe.n_dims else Vc
+    b = fit.bread @ ((Xd * wts[:, None]).T @ Vd)
+    U = (Vc - (Vd - Xd @ b)) + Xd @ (fit.bread @ E)
+    scores = (wts * fit.resid)[:, None] * U
+    k = len(out.names)
+    V, _ = vcov_details(scores, None, d.clusters if out.details.vcov_type == "cluster" else [], np.eye(2 * m_),
+                        small_sample, vcov_type=out.details.vcov_type, df_k=out.df_k,
+                        df_resid=n - k - fe_rank(d.fe, n - k), on_unidentified="nan")
+    return V
 
 
 def etwfe(
@@ -390,17 +445,25 @@ def etwfe(
         mu = fit.mu[treated]
     df_t = None if poisson else float(out.details.df_t)
 
+    full_delta = poisson and poisson_scale == "ratio" and out.details.vcov_type != "iid"
+
     def table_of(groups: list[tuple[Any, np.ndarray]], index_name: str) -> tuple[pd.DataFrame, np.ndarray]:
         idx = [k for k, _ in groups]
         masks = [m for _, m in groups]
         est, Gm, lvl, lvl_G = _aggregate(masks, T, bT, mu, poisson_scale)
-        V = Gm @ VT @ Gm.T
+        if full_delta:
+            V_all = _full_delta_vcov(out, masks, treated, T, bT, ti, small_sample)
+            m_ = len(masks)
+            V, V_lvl = V_all[:m_, :m_], V_all[m_:, m_:]
+        else:
+            V = Gm @ VT @ Gm.T
+            V_lvl = None if lvl_G is None else lvl_G @ VT @ lvl_G.T
         tab = make_table(est, np.sqrt(np.clip(np.diag(V), 0, None)), index=idx, df=df_t, alpha=alpha,
                          poisson=poisson, index_name=index_name)
         tab["n_treated"] = [int(m.sum()) for m in masks]
-        if lvl is not None:
+        if lvl is not None and V_lvl is not None:
             tab["att_level"] = lvl
-            tab["att_level_std_error"] = np.sqrt(np.clip(np.diag(lvl_G @ VT @ lvl_G.T), 0, None))
+            tab["att_level_std_error"] = np.sqrt(np.clip(np.diag(V_lvl), 0, None))
         return tab, V
 
     if not post.any():
@@ -438,7 +501,9 @@ def etwfe(
     info = d.info()
     info.update(
         vcov_type=out.details.vcov_type,
-        vcov_description=out.details.describe() + "; aggregates by the delta method (weights and fixed effects held fixed)",
+        vcov_description=out.details.describe() + (
+            "; aggregates by the delta method over all parameters incl. fixed effects (weights held fixed)"
+            if full_delta else "; aggregates by the delta method (treated-row weights held fixed)"),
         small_sample=out.details.small_sample,
         df_t=out.details.df_t,
         n_clusters=(None if not out.details.n_clusters
