@@ -477,17 +477,43 @@ def test_covariates_remove_the_bias_of_conditional_parallel_trends() -> None:
         assert abs(pre["estimate"].iloc[0]) < 3 * pre["std_error"].iloc[0]  # placebo pre-period near zero
 
 
-def test_allow_unbalanced_equals_repeated_cross_section_estimators(mpdta: pd.DataFrame) -> None:
+@pytest.mark.parametrize("method", ["reg", "ipw", "dr"])
+def test_allow_unbalanced_equals_repeated_cross_section_estimators(mpdta: pd.DataFrame, method: str) -> None:
     """With every unit observed once (true repeated cross-sections) unbalanced_panel='allow' is R did's
-    panel = FALSE estimator: equal to moderndid's repeated-cross-section reg/dr 2x2s (intercept only) in
-    every ATT(g, t), SE and aggregation to 1e-10 (measured 4e-15)."""
+    panel = FALSE estimator: equal to moderndid's repeated-cross-section 2x2s (reg_did_rc, std_ipw_did_rc,
+    drdid_rc), without covariates and with lpop, in every ATT(g, t), SE and aggregation to 1e-10
+    (measured 4e-15 without covariates, 5e-12 with the logit first step)."""
     rc = mpdta.sample(frac=0.5, random_state=1).reset_index(drop=True).assign(rid=lambda d: np.arange(len(d)))
-    ours = callaway_santanna(rc, outcome="lemp", unit="rid", time="year", cohort="first.treat", cluster=None,
-                             unbalanced_panel="allow")
+    kw = {"outcome": "lemp", "unit": "rid", "time": "year", "cohort": "first.treat", "cluster": None,
+          "unbalanced_panel": "allow"}
     md = pytest.importorskip("moderndid")
     import polars as pl
 
-    for method in ("reg", "dr"):
-        theirs = md.att_gt(pl.from_pandas(rc), yname="lemp", tname="year", idname="rid", gname="first.treat",
-                           boot=False, cband=False, est_method=method, panel=False)
-        _assert_same_as_moderndid(ours, theirs)
+    data = pl.from_pandas(rc)
+    plain = callaway_santanna(rc, **kw)
+    theirs = md.att_gt(data, yname="lemp", tname="year", idname="rid", gname="first.treat", boot=False, cband=False,
+                       est_method=method, panel=False)
+    _assert_same_as_moderndid(plain, theirs)
+    cov = callaway_santanna(rc, **kw, covariates=["lpop"], est_method=method)
+    theirs = md.att_gt(data, yname="lemp", tname="year", idname="rid", gname="first.treat", boot=False, cband=False,
+                       est_method=method, panel=False, xformla="~lpop")
+    _assert_same_as_moderndid(cov, theirs)
+
+
+def test_allow_with_covariates_sums_influence_within_units(mpdta: pd.DataFrame) -> None:
+    """On an unbalanced panel, 'allow' with covariates has the repeated-cross-section point estimates
+    (unit labels do not matter) and sums each unit's observation-level influence values."""
+    un = _unbalanced(mpdta)
+    kw = {"outcome": "lemp", "time": "year", "cohort": "first.treat", "cluster": None, "unbalanced_panel": "allow",
+          "covariates": ["lpop"]}
+    panel = callaway_santanna(un, unit="countyreal", **kw)
+    rows = callaway_santanna(un.assign(rid=np.arange(len(un))), unit="rid", **kw)
+    a, b = panel.extra["group_time"], rows.extra["group_time"]
+    np.testing.assert_allclose(a["att"], b["att"], atol=1e-12)
+    psi_rows = rows.extra["group_time_effects"].psi
+    unit_of_row = pd.factorize(un["countyreal"])[0]
+    summed = np.vstack([np.bincount(unit_of_row, weights=psi_rows[:, j], minlength=unit_of_row.max() + 1)
+                        for j in range(psi_rows.shape[1])]).T
+    # unit codes follow first appearance in both fits
+    np.testing.assert_allclose(panel.extra["group_time_effects"].psi, summed, atol=1e-14)
+    assert not np.allclose(a["std_error"], b["std_error"])

@@ -28,8 +28,9 @@ or doubly robust (``est_method``; see :mod:`returnstudy.models.cs_two_by_two`).
 
 Unbalanced panels (``unbalanced_panel``): ``"pairwise"`` (default) lets each cell use the
 units observed in ``t`` and ``b``; ``"balance"`` keeps only units observed in every period
-(R *did*'s default; units dropped are logged and counted in ``info``); ``"allow"`` compares
-four period means over all units observed in each period (R's ``allow_unbalanced_panel``).
+(R *did*'s default; units dropped are logged and counted in ``info``); ``"allow"`` uses the
+repeated-cross-section 2x2 over all units observed in each period — four period means
+without covariates — with influence values summed within units (R's ``allow_unbalanced_panel``).
 
 Aggregation (cohort-size weights, the *did* package's ``aggte``): ``.table`` holds the
 simple ATT (``event_time=False``) or event-time effects (``event_time=True``);
@@ -74,6 +75,7 @@ from returnstudy.inference.cluster import variance_not_identified
 from returnstudy.models.cs_aggregation import Aggregate, GroupTimeEffects, aggregate_effects, event_time_effects, simple_att
 from returnstudy.models.cs_two_by_two import (
     EST_METHODS,
+    covariate_cross_section,
     covariate_panel,
     poisson_panel,
     unconditional_panel,
@@ -110,7 +112,7 @@ class CallawaySantAnnaResult(EstimationResult):
             "Unbalanced panel: " + {
                 "pairwise": "each ATT(g, t) uses the units observed in t and its base period",
                 "balance": f"units observed in every period only ({i.get('n_units_dropped_unbalanced', 0)} units dropped)",
-                "allow": "four period means over the units observed in each period",
+                "allow": "repeated-cross-section 2x2s over the units observed in each period",
             }.get(i.get("unbalanced_panel", "pairwise"), str(i.get("unbalanced_panel"))),
             "Aggregations: .aggregate(type='simple' | 'dynamic' | 'group' | 'calendar')",
         ]
@@ -179,6 +181,30 @@ def _wide(values: np.ndarray, u_codes: np.ndarray, y_pos: np.ndarray, shape: tup
     return out
 
 
+def _cross_section_cell(
+    Y: np.ndarray, Xw: list[np.ndarray], jt: int, jb: int, T_m: np.ndarray, C_m: np.ndarray, est_method: str
+) -> tuple[float, np.ndarray] | None:
+    """Repeated-cross-section 2x2 with covariates over every observation of the units in t and b;
+    observation-level influence values (scaled by the number of observations) summed within units."""
+    rows_u, rows_y, rows_post, rows_x = [], [], [], []
+    for j, post in ((jb, 0.0), (jt, 1.0)):
+        m = (T_m | C_m) & ~np.isnan(Y[:, j])
+        for X_ in Xw:
+            m &= ~np.isnan(X_[:, j])
+        u = np.flatnonzero(m)
+        rows_u.append(u)
+        rows_y.append(Y[u, j])
+        rows_post.append(np.full(u.size, post))
+        rows_x.append(np.column_stack([np.ones(u.size), *[X_[u, j] for X_ in Xw]]))
+    u = np.concatenate(rows_u)
+    post = np.concatenate(rows_post)
+    D = T_m[u].astype(float)
+    if not all(((D == d) & (post == p)).any() for d in (0, 1) for p in (0, 1)):
+        return None
+    att, inf = covariate_cross_section(np.concatenate(rows_y), post, D, np.vstack(rows_x), est_method)
+    return att, np.bincount(u, weights=inf / u.size, minlength=T_m.size)
+
+
 def callaway_santanna(
     panel: pd.DataFrame,
     treatment: str | None = None,
@@ -226,15 +252,16 @@ def callaway_santanna(
     covariates : time-invariant covariates (values at each cell's base period) for the
         conditional parallel-trends 2x2s, estimated by ``est_method`` ``"reg"`` (outcome
         regression), ``"ipw"`` (inverse probability weighting) or ``"dr"`` (doubly robust),
-        Sant'Anna & Zhao (2020) panel estimators. Linear model, ``unbalanced_panel`` other than
-        ``"allow"`` only.
+        Sant'Anna & Zhao (2020) panel estimators (with ``unbalanced_panel="allow"`` their
+        repeated-cross-section versions, covariates taken in each observed period). Linear model only.
     anticipation : periods of anticipation ``delta``: the base period of cohort ``g`` is the last
         period before ``g - delta``; not-yet-treated controls adopt after ``max(t, b) + delta``.
     unbalanced_panel : ``"pairwise"`` (default: each ATT(g, t) uses the units observed in ``t``
         and its base period), ``"balance"`` (R *did*'s default: keep only units observed in
         every period; the number of units dropped is logged and recorded) or ``"allow"`` (R's
-        ``allow_unbalanced_panel = TRUE``: each 2x2 compares four period means over all units
-        observed in that period; no covariates). All three coincide on a balanced panel.
+        ``allow_unbalanced_panel = TRUE``: each 2x2 is a repeated-cross-section estimator over all
+        units observed in each period — four period means without covariates — with influence
+        values summed within units). All three coincide on a balanced panel without covariates.
 
     The group-time table is in ``.extra["group_time"]``; :meth:`CallawaySantAnnaResult.aggregate`
     gives the ``simple``, ``dynamic``, ``group`` and ``calendar`` aggregations.
@@ -254,8 +281,6 @@ def callaway_santanna(
     covariates = [covariates] if isinstance(covariates, str) else list(covariates or [])
     if covariates and model == "poisson":
         raise ValueError("covariates are supported for model='linear' only (Sant'Anna-Zhao 2x2s)")
-    if covariates and unbalanced_panel == "allow":
-        raise ValueError("covariates with unbalanced_panel='allow' are not supported; use 'balance' or 'pairwise'")
     if model == "poisson" and unbalanced_panel == "allow":
         raise ValueError("model='poisson' with unbalanced_panel='allow' is not supported; use 'balance' or 'pairwise'")
     if outcome is None:
@@ -379,6 +404,8 @@ def callaway_santanna(
                 continue
             if model == "poisson":
                 cell = poisson_panel(Y[:, jt], Y[:, jb], E[:, jt], E[:, jb], T_m, C_m)
+            elif unbalanced_panel == "allow" and covariates:
+                cell = _cross_section_cell(Y, Xw, jt, jb, T_m, C_m, est_method)
             elif unbalanced_panel == "allow":
                 cell = unconditional_unbalanced(Y[:, jt], Y[:, jb], T_m, C_m)
             elif covariates:

@@ -14,6 +14,9 @@ approximately ``sum_i psi_i`` (sum scaling: ``psi_i = IF_i / n`` for the ``n`` u
 * :func:`unconditional_unbalanced`: repeated-cross-section 2x2 of four period means on an
   unbalanced panel (R *did*'s ``allow_unbalanced_panel = TRUE`` without covariates), with
   the observation-level influence values summed within units;
+* :func:`covariate_cross_section`: the Sant'Anna–Zhao repeated-cross-section estimators with
+  covariates (``"reg"``, standardized ``"ipw"``, locally efficient ``"dr"``), used for
+  unbalanced panels with covariates; influence values per observation;
 * :func:`poisson_panel`: the Poisson (log-ratio) 2x2 with an exposure offset.
 """
 
@@ -26,7 +29,8 @@ import statsmodels.api as sm
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["unconditional_panel", "covariate_panel", "unconditional_unbalanced", "poisson_panel",
+__all__ = ["unconditional_panel", "covariate_panel", "unconditional_unbalanced", "covariate_cross_section",
+           "poisson_panel",
            "EST_METHODS", "PS_TRIM"]
 
 EST_METHODS = ("reg", "ipw", "dr")
@@ -146,6 +150,101 @@ def unconditional_unbalanced(
             att += sign_g * sign_t * mean
             psi[m] += sign_g * sign_t * (y[m] - mean) / m.sum()
     return att, psi
+
+
+def _ols_group(y: np.ndarray, X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted values (all rows) of OLS of y on X among rows with w = 1, and its asymptotic linear representation."""
+    Xw = X * w[:, None]
+    if np.linalg.matrix_rank(Xw[w > 0]) < X.shape[1]:
+        raise ValueError("covariates are collinear within a group-period of a 2x2; drop or combine covariates")
+    XtX = Xw.T @ X
+    fitted = X @ np.linalg.solve(XtX, Xw.T @ y)
+    lin_rep = (X * (w * (y - fitted))[:, None]) @ np.linalg.inv(XtX / y.size)
+    return fitted, lin_rep
+
+
+def covariate_cross_section(
+    y: np.ndarray, post: np.ndarray, D: np.ndarray, X: np.ndarray, method: str
+) -> tuple[float, np.ndarray]:
+    """Sant'Anna–Zhao (2020) repeated-cross-section 2x2 ATT with covariates; observation-level influence.
+
+    One row per observation: outcome ``y``, ``post`` (1: period t, 0: base period), treated
+    ``D`` and covariates ``X`` (constant included). ``"reg"``: control outcome regressions per
+    period imputed for the treated; ``"ipw"``: Hajek-normalized odds weights per period;
+    ``"dr"``: the locally efficient doubly robust estimator (outcome regressions for treated and
+    controls in both periods). Returns the ATT and influence values ``IF`` with
+    ``att - ATT ~ mean(IF)`` (so ``IF / n`` are sum-scaled).
+    """
+    if method not in EST_METHODS:
+        raise ValueError(f"est_method={method!r}: expected one of {list(EST_METHODS)}")
+    n = y.size
+    post = post.astype(float)
+    D = D.astype(float)
+    C0, C1 = (1 - D) * (1 - post), (1 - D) * post
+    T0, T1 = D * (1 - post), D * post
+    if method == "reg":
+        m0, lin0 = _ols_group(y, X, C0)
+        m1, lin1 = _ols_group(y, X, C1)
+        eta_t1 = np.mean(T1 * y) / np.mean(T1)
+        eta_t0 = np.mean(T0 * y) / np.mean(T0)
+        eta_c = np.mean(D * (m1 - m0)) / np.mean(D)
+        inf_t = (T1 * y - T1 * eta_t1) / np.mean(T1) - (T0 * y - T0 * eta_t0) / np.mean(T0)
+        dmu = np.mean(D[:, None] * X, axis=0)
+        inf_c = (D * (m1 - m0) - D * eta_c + lin1 @ dmu - lin0 @ dmu) / np.mean(D)
+        return float(eta_t1 - eta_t0 - eta_c), inf_t - inf_c
+    ps, hess_inv = _logit(D, X)
+    ps = np.maximum(ps, 1e-6)
+    keep = np.where(D == 1, 1.0, (ps < PS_TRIM).astype(float))
+    lin_ps = ((D - ps)[:, None] * X) @ hess_inv
+    odds = ps / (1.0 - ps)
+    w_t0, w_t1 = keep * T0, keep * T1
+    w_c0, w_c1 = keep * odds * C0, keep * odds * C1
+
+    def hajek(w: np.ndarray, v: np.ndarray) -> tuple[float, np.ndarray]:
+        m = float(np.mean(w * v) / np.mean(w))
+        return m, (w * v - w * m) / np.mean(w)
+
+    if method == "ipw":
+        a_t1, i_t1 = hajek(w_t1, y)
+        a_t0, i_t0 = hajek(w_t0, y)
+        a_c1, i_c1 = hajek(w_c1, y)
+        a_c0, i_c0 = hajek(w_c0, y)
+        mom = (np.mean((w_c1 * (y - a_c1))[:, None] * X, axis=0) / np.mean(w_c1)
+               - np.mean((w_c0 * (y - a_c0))[:, None] * X, axis=0) / np.mean(w_c0))
+        inf = (i_t1 - i_t0) - (i_c1 - i_c0 + lin_ps @ mom)
+        return float((a_t1 - a_t0) - (a_c1 - a_c0)), inf
+    mc0, lin_c0 = _ols_group(y, X, C0)
+    mc1, lin_c1 = _ols_group(y, X, C1)
+    mt0, lin_t0 = _ols_group(y, X, T0)
+    mt1, lin_t1 = _ols_group(y, X, T1)
+    mc = post * mc1 + (1 - post) * mc0
+    r = y - mc
+    a_t1, i_t1 = hajek(w_t1, r)
+    a_t0, i_t0 = hajek(w_t0, r)
+    a_c1, i_c1 = hajek(w_c1, r)
+    a_c0, i_c0 = hajek(w_c0, r)
+    w_d, w_d1, w_d0 = keep * D, keep * T1, keep * T0
+    a_d1, i_d1 = hajek(w_d, mt1 - mc1)
+    a_dt1, i_dt1 = hajek(w_d1, mt1 - mc1)
+    a_d0, i_d0 = hajek(w_d, mt0 - mc0)
+    a_dt0, i_dt0 = hajek(w_d0, mt0 - mc0)
+    att = (a_t1 - a_t0) - (a_c1 - a_c0) + (a_d1 - a_dt1) - (a_d0 - a_dt0)
+    # treated part: estimation effect of the control regressions used in the residuals
+    inf_t_or = (lin_c1 @ (-np.mean((w_t1 * post)[:, None] * X, axis=0) / np.mean(w_t1))
+                + lin_c0 @ (-np.mean((w_t0 * (1 - post))[:, None] * X, axis=0) / np.mean(w_t0)))
+    inf_t = i_t1 - i_t0 + inf_t_or
+    # control part: propensity score and control regressions
+    mom_ps = (np.mean((w_c1 * (r - a_c1))[:, None] * X, axis=0) / np.mean(w_c1)
+              - np.mean((w_c0 * (r - a_c0))[:, None] * X, axis=0) / np.mean(w_c0))
+    inf_c_or = (lin_c1 @ (-np.mean((w_c1 * post)[:, None] * X, axis=0) / np.mean(w_c1))
+                + lin_c0 @ (-np.mean((w_c0 * (1 - post))[:, None] * X, axis=0) / np.mean(w_c0)))
+    inf_c = i_c1 - i_c0 + lin_ps @ mom_ps + inf_c_or
+    # efficiency terms: treated-group regressions against the control ones
+    inf_eff = (i_d1 - i_dt1) - (i_d0 - i_dt0)
+    mom1 = np.mean((w_d / np.mean(w_d) - w_d1 / np.mean(w_d1))[:, None] * X, axis=0)
+    mom0 = np.mean((w_d / np.mean(w_d) - w_d0 / np.mean(w_d0))[:, None] * X, axis=0)
+    inf_or = (lin_t1 - lin_c1) @ mom1 - (lin_t0 - lin_c0) @ mom0
+    return float(att), inf_t - inf_c + inf_eff + inf_or
 
 
 def poisson_panel(
