@@ -143,3 +143,18 @@ def test_real_snapshot_eu_agreement_without_turkey(eurostat_dir) -> None:
     by_hand = rs.ppml(sample[sample["citizen"] != "TR"], treatments=treatments, cluster="citizen")
     assert eu["pct_effect_without"] == pytest.approx(by_hand.table.loc["eu_agreement", "pct_effect"], abs=1e-8)
     assert abs(eu["full_pct_effect"]) < 2 and eu["pct_effect_without"] > 10
+
+
+def test_a_call_the_replay_cannot_reproduce_is_refused(small_panel: pd.DataFrame) -> None:
+    # twfe/ppml are rebuilt from result.design, which does not record small_sample: the full-sample
+    # replay then differs in its standard errors and influence refuses instead of mixing variances
+    res = rs.ppml(small_panel, treatments=TREATMENTS, cluster="citizen", small_sample="none")
+    with pytest.raises(ValueError, match="std_error"):
+        influence(res, panel=small_panel)
+    inf = influence(res, panel=small_panel, progress=False,
+                    estimator=lambda df: rs.ppml(df, treatments=TREATMENTS, cluster="citizen", small_sample="none"))
+    c = sorted(small_panel["citizen"].unique())[0]
+    by_hand = rs.ppml(small_panel[small_panel["citizen"] != c], treatments=TREATMENTS, cluster="citizen",
+                      small_sample="none")
+    assert _row(inf, c, "eu_agreement")["std_error"] == pytest.approx(
+        by_hand.table.loc["eu_agreement", "std_error"], abs=1e-12)

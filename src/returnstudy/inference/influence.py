@@ -186,7 +186,7 @@ def influence(
 
     Returns an :class:`InfluenceResult` (tidy ``table``, ``most_influential()``, ``plot()``).
     """
-    sample, refit, _ = _refit_spec(result, panel, estimator)
+    sample, refit = _refit_spec(result, panel, estimator)[:2]
     terms = list(result.table.index) if terms is None else list(terms)
     missing = [t for t in terms if t not in result.table.index]
     if missing:
@@ -198,15 +198,17 @@ def influence(
     original = _terms_table(result, terms, poisson)
     full_res = refit(sample)
     replay = _terms_table(full_res, terms, poisson)
-    scale = np.maximum(1.0, original["estimate"].abs())
-    gap = ((replay["estimate"] - original["estimate"]).abs() / scale).fillna(0.0)
-    if (gap > REPLAY_TOLERANCE).any():
-        t = gap.idxmax()
-        raise ValueError(
-            f"influence: re-estimating {result.model!r} on the given panel gives {replay.loc[t, 'estimate']!r} for "
-            f"{t!r}, the result has {original.loc[t, 'estimate']!r}; pass the panel the model was fitted on "
-            "(or estimator= reproducing the call)"
-        )
+    for col in ("estimate", "std_error"):  # the replay must reproduce the point estimate and its variance
+        scale = np.maximum(1.0, original[col].abs())
+        both_nan = replay[col].isna() & original[col].isna()
+        gap = ((replay[col] - original[col]).abs() / scale).where(~both_nan, 0.0).fillna(np.inf)
+        if (gap > REPLAY_TOLERANCE).any():
+            t = gap.idxmax()
+            raise ValueError(
+                f"influence: re-estimating {result.model!r} on the given panel gives {col} {replay.loc[t, col]!r} "
+                f"for {t!r}, the result has {original.loc[t, col]!r}; pass the panel the model was fitted on "
+                "(or estimator= reproducing the call, e.g. for non-default small_sample or tol)"
+            )
     used = rows_used(full_res, sample)
     used = sample if used is None else used
 
