@@ -246,6 +246,29 @@ def test_mpdta_reproduces_r_did_published_numbers(mpdta: pd.DataFrame) -> None:
     np.testing.assert_allclose(ev.table["std_error"], dyn["std_error"].iloc[:-1].to_numpy(dtype=float), atol=1e-15)
 
 
+# R did with the covariate, as printed in the ddml package's article "Diff-in-Diff with ddml"
+# (github.com/thomaswiemann/ddml, articles/did.md): `att_gt(yname = "lemp", gname = "first.treat",
+# idname = "countyreal", tname = "year", xformla = ~lpop, data = mpdta)` (est_method "dr", the
+# default) and `aggte(., type = "dynamic")`: overall -0.0804 (bootstrap SE 0.0195).
+R_ATT_GT_LPOP_DR = {(2004, 2004): -0.0145, (2004, 2005): -0.0764, (2004, 2006): -0.1404, (2004, 2007): -0.1069,
+                    (2006, 2004): -0.0005, (2006, 2005): -0.0062, (2006, 2006): 0.0010, (2006, 2007): -0.0413,
+                    (2007, 2004): 0.0267, (2007, 2005): -0.0046, (2007, 2006): -0.0284, (2007, 2007): -0.0288}
+R_DYNAMIC_LPOP_DR = {-3: 0.0267, -2: -0.0036, -1: -0.0232, 0: -0.0211, 1: -0.0530, 2: -0.1404, 3: -0.1069}
+
+
+def test_mpdta_covariate_spec_reproduces_r_did_published_numbers(mpdta: pd.DataFrame) -> None:
+    """Doubly robust 2x2s with lpop (values above, R did via the ddml article)."""
+    r = callaway_santanna(mpdta, **MPDTA, cluster=None, covariates=["lpop"])  # est_method="dr" by default
+    gt = r.extra["group_time"].set_index(["cohort", "year"])
+    for cell, att in R_ATT_GT_LPOP_DR.items():
+        assert gt.loc[cell, "att"] == pytest.approx(att, abs=5e-5), cell
+    dyn = r.aggregate("dynamic").table
+    assert dyn.loc["overall", "estimate"] == pytest.approx(-0.0804, abs=5e-5)
+    assert dyn.loc["overall", "std_error"] == pytest.approx(0.0195, rel=0.05)
+    for e, att in R_DYNAMIC_LPOP_DR.items():
+        assert dyn.loc[e, "estimate"] == pytest.approx(att, abs=5e-5), e
+
+
 def _moderndid_fit(mpdta: pd.DataFrame, panel: pd.DataFrame | None = None, **kwargs: Any) -> Any:
     md = pytest.importorskip("moderndid")
     import polars as pl
