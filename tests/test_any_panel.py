@@ -198,5 +198,7 @@ def test_missing_columns_name_the_argument_and_list_the_columns(mpdta) -> None:
         twfe(mpdta, outcome="lemp", treatments="treated", fe=("countyreal", "state^year"), **IDS)
     with pytest.raises(KeyError, match=r"unit='county'.*the panel's columns are: " + cols):
         bacon_decomposition(mpdta, outcome="lemp", treatment="treated", unit="county", time="year")
+    with pytest.raises(KeyError, match=r"treatments=\['post'\] \('post'\); the panel's columns are: " + cols):
+        ppml(mpdta, treatments="post", outcome="emp", exposure="pop", **IDS)
     with pytest.raises(ValueError, match="unit and time must be different columns"):
         twfe(mpdta, outcome="lemp", treatments="treated", unit="year", time="year", cluster="countyreal")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..results import EstimationResult
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import check_unique_keys, panel_keys, prepare, resolve_panel_ids
+from ._design import check_column_arguments, check_unique_keys, panel_keys, parse_cluster, prepare, resolve_panel_ids
 from .twfe import _as_list, _key_meta, _treatment_counts, _unit_of, _unit_period_word
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,8 @@ def ppml(
     if not treat:
         raise ValueError("treatments must name at least one column")
     keys, fe = resolve_panel_ids(panel.columns, unit, time, fe)
+    check_column_arguments(panel, treatments=treat, controls=ctrl or None, fe=fe or None,
+                           cluster=parse_cluster(cluster) or None, weights=weights)
     design, offset, regs = prepare_ppml(panel, treat + ctrl, outcome, exposure, exposure_as, fe, cluster, weights,
                                         keys=keys)
     out = fit_design(

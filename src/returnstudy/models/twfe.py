@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..results import EstimationResult
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import DEFAULT_UNIT, prepare, resolve_panel_ids
+from ._design import DEFAULT_UNIT, check_column_arguments, parse_cluster, prepare, resolve_panel_ids
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ def twfe(
     else:
         work = panel
     keys, fe = resolve_panel_ids(panel.columns, unit, time, fe)
+    check_column_arguments(panel, treatments=treat, controls=ctrl or None, fe=fe or None,
+                           cluster=parse_cluster(cluster) or None, weights=weights)
     design = prepare(work, outcome, treat + ctrl, fe=fe, cluster=cluster, weights=weights, keys=keys)
     vt = vcov_type_of(cluster)
     out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
