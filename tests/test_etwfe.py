@@ -313,3 +313,18 @@ def test_bad_input_names_the_problem() -> None:
                     bilateral_binding=lambda d: (d["year"] >= d["bilateral_binding_cohort"]).astype(float))
     with pytest.raises(ValueError, match="never-treated units"):
         etwfe(allt, "bilateral_binding", control="never")
+
+
+def test_poisson_cell_with_only_zero_outcomes_is_reported_and_left_out() -> None:
+    p = _balanced(seed=8, effect="growing", base_effect=0.2)
+    g = p["bilateral_binding_cohort"].astype("float64")
+    full = etwfe(p, "bilateral_binding", model="poisson")
+    cells = full.info["cells"]
+    (g0, t0) = cells["n_treated"].idxmin()
+    in_cell = ((g == g0) & (p["year"] == t0)).to_numpy()
+    r = etwfe(p.assign(returns=np.where(in_cell, 0.0, p["returns"])), "bilateral_binding", model="poisson")
+    note = " ".join(r.info["notes"])
+    assert "only zero outcomes" in note and f"bilateral_binding_g{g0}_t{t0}" in note
+    assert (g0, t0) not in r.info["cells"].index
+    assert len(r.info["cells"]) == len(cells) - 1
+    assert r.table.loc["bilateral_binding", "n_treated"] == full.table.loc["bilateral_binding", "n_treated"] - in_cell.sum()

@@ -423,7 +423,17 @@ def etwfe(
     treat_names = [nm for nm, tr in zip(names, is_treat) if tr and nm in kept]
     lost_cells = [nm for nm in cell_names if nm not in kept]
     if lost_cells:
-        notes.append(f"cells not estimable (collinear or separated), left out of the aggregates: {', '.join(lost_cells)}")
+        y_pre = design.y
+        zero = [nm for j, nm in enumerate(cell_names) if nm in lost_cells and y_pre[row_cell == j].sum() == 0]
+        other = [nm for nm in lost_cells if nm not in zero]
+        if zero:
+            n_zero = int(np.isin(row_cell, [cell_names.index(nm) for nm in zero]).sum())
+            notes.append(
+                f"{len(zero)} cell(s) with only zero outcomes (an effect of -100%, not estimable by Poisson) and their "
+                f"{n_zero} treated row(s) are left out of the aggregates, which therefore lean upward: {', '.join(zero)}"
+            )
+        if other:
+            notes.append(f"cells collinear with the fixed effects, left out of the aggregates: {', '.join(other)}")
     ti = [kept[nm] for nm in treat_names]
     bT = out.beta[ti]
     VT = out.vcov[np.ix_(ti, ti)]
