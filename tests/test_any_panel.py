@@ -194,6 +194,8 @@ def test_missing_columns_name_the_argument_and_list_the_columns(mpdta) -> None:
              cluster="countyreal")
     with pytest.raises(KeyError, match=r"cohort='first_treat' for treatment 'treated'.*the panel's columns are: " + cols):
         event_study(mpdta, treatment="treated", cohort="first_treat", model="twfe", outcome="lemp", **IDS)
+    with pytest.raises(KeyError, match=r"controls=\['lpopx'\] \('lpopx'\); the panel's columns are: " + cols):
+        event_study(mpdta, treatment="treated", cohort="first.treat", model="twfe", outcome="lemp", controls="lpopx", **IDS)
     with pytest.raises(KeyError, match=r"fe=\('countyreal', 'state\^year'\) \('state'\)"):
         twfe(mpdta, outcome="lemp", treatments="treated", fe=("countyreal", "state^year"), **IDS)
     with pytest.raises(KeyError, match=r"unit='county'.*the panel's columns are: " + cols):

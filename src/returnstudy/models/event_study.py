@@ -69,7 +69,15 @@ import pandas as pd
 
 from ..results import EstimationResult, make_table
 from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import DEFAULT_TIME, DEFAULT_UNIT, check_column_arguments, check_unique_keys, prepare, resolve_panel_ids
+from ._design import (
+    DEFAULT_TIME,
+    DEFAULT_UNIT,
+    check_column_arguments,
+    check_unique_keys,
+    parse_cluster,
+    prepare,
+    resolve_panel_ids,
+)
 from .ppml import prepare_ppml
 from .twfe import _as_list, _key_meta, _unit_period_word, build_outcome
 
@@ -250,6 +258,8 @@ def event_study(
     if always_treated not in ("drop", "keep"):
         raise ValueError(f"always_treated must be 'drop' or 'keep', got {always_treated!r}")
     keys, fe = resolve_panel_ids(panel.columns, unit, time, fe)
+    check_column_arguments(panel, controls=_as_list(controls) or None, fe=fe or None,
+                           cluster=parse_cluster(cluster) or None, weights=weights)
     check_unique_keys(panel, keys)
     unit_col, time_col = tuple(keys) if keys and len(keys) == 2 else (DEFAULT_UNIT, DEFAULT_TIME)
     coh_col = cohort or f"{treatment}_cohort"
