@@ -158,3 +158,21 @@ def test_a_call_the_replay_cannot_reproduce_is_refused(small_panel: pd.DataFrame
                       small_sample="none")
     assert _row(inf, c, "eu_agreement")["std_error"] == pytest.approx(
         by_hand.table.loc["eu_agreement", "std_error"], abs=1e-12)
+
+
+def test_any_panel_with_its_own_column_names(small_panel: pd.DataFrame) -> None:
+    own = small_panel.drop(columns=["geo", "corridor"]).assign(
+        unit_id=small_panel["corridor"].str.replace("-", "/"), period=small_panel["year"], group=small_panel["citizen"]
+    ).drop(columns=["citizen", "year"])
+    res = rs.ppml(own, treatments=TREATMENTS, unit="unit_id", time="period", cluster="group")
+    inf = influence(res, by="switching", panel=own, treatments=["eu_agreement"], progress=False)
+    assert inf.by == "unit_id"
+    varies = own.groupby("unit_id")["eu_agreement"].nunique()
+    assert sorted(inf.table["dropped"].unique()) == sorted(varies.index[varies > 1])
+    u = inf.table["dropped"].iloc[0]
+    by_hand = rs.ppml(own[own["unit_id"] != u], treatments=TREATMENTS, unit="unit_id", time="period", cluster="group")
+    assert _row(inf, u, "eu_agreement")["estimate"] == pytest.approx(by_hand.table.loc["eu_agreement", "estimate"],
+                                                                     abs=1e-10)
+    assert _row(inf, u, "eu_agreement")["switching_corridors"] == (varies > 1).sum() - 1
+    by_group = influence(res, by="group", panel=own, progress=False)
+    assert by_group.table["dropped"].nunique() == own["group"].nunique()

@@ -67,13 +67,14 @@ def _corridor_labels(rows: pd.DataFrame) -> pd.Series:
     return rows["corridor"] if "corridor" in rows.columns else rows["geo"].astype(str) + "-" + rows["citizen"].astype(str)
 
 
-def switching_corridors(rows: pd.DataFrame, treatment: str) -> list:
-    """The corridors whose ``treatment`` takes at least two distinct non-missing values among
-    ``rows`` (sorted; empty if the column is absent): those that identify its effect under
-    corridor fixed effects (see :func:`switching_units`)."""
+def switching_corridors(rows: pd.DataFrame, treatment: str, unit: str | None = None) -> list:
+    """The corridors (or values of the ``unit`` column) whose ``treatment`` takes at least two
+    distinct non-missing values among ``rows`` (sorted; empty if the column is absent): those
+    that identify its effect under unit fixed effects (see :func:`switching_units`)."""
     if treatment not in rows.columns or rows.empty:
         return []
-    varies = rows[treatment].groupby(_corridor_labels(rows).to_numpy()).nunique(dropna=True) > 1
+    labels = rows[unit] if unit is not None else _corridor_labels(rows)
+    varies = rows[treatment].groupby(labels.to_numpy()).nunique(dropna=True) > 1
     return sorted(varies.index[varies.to_numpy()])
 
 

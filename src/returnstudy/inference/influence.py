@@ -144,15 +144,17 @@ def _terms_table(res: EstimationResult, terms: Sequence[Any], poisson: bool) -> 
     return res.table.reindex(index=list(terms), columns=cols).astype(float)
 
 
-def _treatment_switching(res: EstimationResult, sample: pd.DataFrame, term: Any) -> float:
-    """Corridors whose treatment ``term`` varies among the rows ``res`` used (NaN: not a treatment column)."""
+def _treatment_switching(res: EstimationResult, sample: pd.DataFrame, term: Any, unit: str | None) -> float:
+    """Units whose treatment ``term`` varies among the rows ``res`` used (NaN: not a treatment column)."""
     if not isinstance(term, str) or term not in sample.columns:
         return np.nan
     used = rows_used(res, sample)
-    return float(len(switching_corridors(sample if used is None else used, term)))
+    return float(len(switching_corridors(sample if used is None else used, term, unit)))
 
 
-def _corridor_of(rows: pd.DataFrame) -> pd.Series:
+def _unit_of(rows: pd.DataFrame, unit: str | None) -> pd.Series:
+    if unit is not None:
+        return rows[unit]
     if "corridor" in rows.columns:
         return rows["corridor"]
     return rows["geo"].astype(str) + "-" + rows["citizen"].astype(str)
@@ -175,8 +177,9 @@ def influence(
     result : an estimation result (``twfe``/``ppml`` need ``panel``; robust estimators
         record their panel).
     by : a panel column (``"citizen"``: leave one cluster out when clustered by citizenship;
-        ``"geo"``, ``"corridor"``, ...) or ``"switching"``: each corridor whose treatment
-        (``treatments``) switches among the rows the model used.
+        ``"geo"``, ``"corridor"``, ...) or ``"switching"``: each corridor (on other panels: each
+        value of the result's ``unit=`` column) whose treatment (``treatments``) switches among
+        the rows the model used.
     panel : the panel the result was fitted on.
     terms : terms to report (default: every row of ``result.table``).
     treatments : with ``by="switching"``, the treatments whose switching corridors are
@@ -211,6 +214,10 @@ def influence(
             )
     used = rows_used(full_res, sample)
     used = sample if used is None else used
+    # the panel unit (corridor by default; the result's unit= column on other panels)
+    unit_col = result.design.get("unit")
+    if not (isinstance(unit_col, str) and unit_col in sample.columns and unit_col != "corridor"):
+        unit_col = None
 
     if by == "switching":
         if treatments is None:
@@ -220,10 +227,10 @@ def influence(
         absent = [t for t in treatments if t not in sample.columns]
         if absent:
             raise KeyError(f"influence: treatments {absent} are not panel columns")
-        units = sorted(set().union(*(switching_corridors(used, t) for t in treatments)))
-        key_all = _corridor_of(sample)
-        key_used = _corridor_of(used)
-        label = "corridor"
+        units = sorted(set().union(*(switching_corridors(used, t, unit_col) for t in treatments)), key=str)
+        key_all = _unit_of(sample, unit_col)
+        key_used = _unit_of(used, unit_col)
+        label = unit_col or "corridor"
     else:
         key_all, key_used, label = sample[by], used[by], by
         units = sorted(pd.unique(key_used.dropna()), key=str)
@@ -231,8 +238,9 @@ def influence(
         raise ValueError(f"influence: no {label} units to drop among the {len(used)} rows the model used")
 
     # which dropped units carry identifying variation for each treatment term (full fit)
-    switching_by_term = {t: set(switching_corridors(used, t)) for t in terms if isinstance(t, str) and t in used.columns}
-    corridor_used = _corridor_of(used)
+    switching_by_term = {t: set(switching_corridors(used, t, unit_col))
+                         for t in terms if isinstance(t, str) and t in used.columns}
+    corridor_used = _unit_of(used, unit_col)
     unit_switches: dict[Any, set] = {}
     for t, corr in switching_by_term.items():
         unit_switches[t] = set(key_used[corridor_used.isin(corr).to_numpy()].unique())
@@ -246,7 +254,7 @@ def influence(
             res = refit(sub_panel)
             tab = _terms_table(res, terms, poisson)
             n_obs = int(res.info.get("n_obs", np.nan))
-            switching = {t: _treatment_switching(res, sub_panel, t) for t in terms}
+            switching = {t: _treatment_switching(res, sub_panel, t, unit_col) for t in terms}
         except (ValueError, np.linalg.LinAlgError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             logger.info("influence: re-estimation without %s %r failed: %s", label, unit, error)
