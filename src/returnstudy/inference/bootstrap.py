@@ -66,12 +66,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["BootstrapDraws", "bootstrap_tstats", "bootstrap_weights", "make_draws", "wild_bootstrap"]
 
 _WEBB = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
-_CHUNK_BYTES = 64 * 2**20
+_CHUNK_BYTES = 16 * 2**20  # per block of draws (G x block floats, a few such temporaries)
 
 
 _WEIGHT_VALUES = {"rademacher": np.array([-1.0, 1.0]), "webb": _WEBB}
 _ENUMERATE_MAX_CLUSTERS = 12
-_SINGLE_CALL_DRAWS = 2**23  # cluster x draw cells generated in one call (larger: blocks of rows, int8 codes)
+_SINGLE_CALL_DRAWS = 2**20  # cluster x draw cells generated in one call (larger: blocks of rows, int8 codes)
 
 
 def _weight_values(kind: str) -> np.ndarray:
@@ -134,7 +134,7 @@ def make_draws(
     enumeration (Rademacher only, G <= 20), ``False`` always samples ``reps`` draws.
 
     Sampled draws equal :func:`bootstrap_weights` (same generator calls, same order); with
-    more than 2**23 cluster x draw cells they are drawn in blocks of rows, which consumes
+    more than 2**20 cluster x draw cells they are drawn in blocks of rows, which consumes
     the generator's stream identically (block sizes keep an even number of 32-bit words;
     for Webb weights only a rejected 32-bit word, probability 4/2**32 per cell, could shift it).
     """
@@ -160,10 +160,13 @@ def make_draws(
     return BootstrapDraws(codes=codes, values=values, kind=kind, enumerated=False)
 
 
-def _cluster_sum(M: np.ndarray, cl: np.ndarray, G: int) -> np.ndarray:
-    """Per-cluster column sums of M (n, k) -> (G, k)."""
+def _cluster_sum(M: np.ndarray, cl: np.ndarray, G: int, scale: np.ndarray | None = None) -> np.ndarray:
+    """Per-cluster column sums of M (n, k) -> (G, k); with ``scale`` (n,), of ``M * scale[:, None]``
+    (one column at a time: no n x k temporary)."""
     M = M.reshape(M.shape[0], -1)
-    return np.column_stack([np.bincount(cl, weights=M[:, j], minlength=G) for j in range(M.shape[1])])
+    if scale is None:
+        return np.column_stack([np.bincount(cl, weights=M[:, j], minlength=G) for j in range(M.shape[1])])
+    return np.column_stack([np.bincount(cl, weights=M[:, j] * scale, minlength=G) for j in range(M.shape[1])])
 
 
 def _chunks(G: int, reps: int, width: int = 3) -> int:
@@ -192,7 +195,7 @@ class _OLSBoot:
         if key not in self._cache:
             Xt, yt, A = self.Xt, self.yt, self.A
             a = A[j]
-            XXa = _cluster_sum(Xt * (Xt @ a)[:, None], self.cl, self.G)
+            XXa = _cluster_sum(Xt, self.cl, self.G, scale=Xt @ a)
             R = XXa @ A  # rows r_g = A XX_g a
             if null:
                 Xo = np.delete(Xt, j, axis=1)
@@ -202,8 +205,8 @@ class _OLSBoot:
             else:
                 u0 = yt - Xt @ self.beta
                 m = np.zeros_like(u0)
-            C0 = _cluster_sum(Xt * u0[:, None], self.cl, self.G)
-            Cm = _cluster_sum(Xt * m[:, None], self.cl, self.G)
+            C0 = _cluster_sum(Xt, self.cl, self.G, scale=u0)
+            Cm = _cluster_sum(Xt, self.cl, self.G, scale=m)
             self._cache[key] = (C0 @ a, Cm @ a, R, C0, Cm)
         return self._cache[key]
 
@@ -217,7 +220,7 @@ class _OLSBoot:
 
     def se(self, j: int) -> float:
         e = self.yt - self.Xt @ self.beta
-        S = _cluster_sum(self.Xt * e[:, None], self.cl, self.G) @ self.A[j]
+        S = _cluster_sum(self.Xt, self.cl, self.G, scale=e) @ self.A[j]
         return float(np.sqrt(self.ssc * np.sum(S**2)))
 
 
@@ -252,10 +255,12 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
     y = design.y
     w = None if design.weights is None else np.asarray(design.weights, dtype=float).ravel()
     fx: FixedEffects | None = design.fe
-    explicit: list[np.ndarray] = []
     if fx is not None and fx.n_dims:
         nested = fx.nested_in(cl)
         fn = FixedEffects([c for c, f in zip(fx.codes, nested) if f], [n for n, f in zip(fx.names, nested) if f])
+        # [y, X, dummies of the non-nested effects (first level dropped unless it is the only effect)],
+        # filled in place: no separate dense dummy matrices
+        dums: list[tuple[np.ndarray, int]] = []
         for c, f, g in zip(fx.codes, nested, fx.n_levels):
             if not f:
                 if g > 2000:
@@ -263,10 +268,18 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
                         f"wild_bootstrap: a fixed effect with {g} levels is not nested in the bootstrap clusters; "
                         "cluster at a level containing it"
                     )
-                D = np.zeros((c.size, g))
-                D[np.arange(c.size), c] = 1.0
-                explicit.append(D[:, 1:] if (fn.n_dims or explicit) else D)
-        Z = np.column_stack([y, X] + explicit)
+                dums.append((c, 1 if (fn.n_dims or dums) else 0))
+        n_rows, k0 = y.shape[0], X.shape[1]
+        width = 1 + k0 + sum(int(c.max()) + 1 - first for c, first in dums) if dums else 1 + k0
+        Z = np.zeros((n_rows, width))
+        Z[:, 0], Z[:, 1:1 + k0] = y, X
+        col = 1 + k0
+        for c, first in dums:
+            g = int(c.max()) + 1
+            sel = c >= first
+            Z[np.flatnonzero(sel), col + c[sel] - first] = 1.0
+            col += g - first
+        explicit = dums
         if fn.n_dims:
             Zt = fn.demean(Z, weights=w)
         else:
@@ -276,12 +289,18 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
         Zt = Z - np.average(Z, axis=0, weights=w)
     if w is not None:  # WLS = OLS on sqrt(w)-scaled, weighted-within-transformed data
         sw = np.sqrt(w)[:, None]
-        Zt, Z = Zt * sw, Z * sw
+        Zt *= sw
+        Z *= sw
     yt, Xt = Zt[:, 0], Zt[:, 1:]
     k = X.shape[1]
     if Xt.shape[1] > k:
         drop = collinear_columns(Xt[:, k:], Z[:, 1 + k:])
+        del Z
         Xt = np.column_stack([Xt[:, :k], Xt[:, k:][:, ~drop]])
+        yt = yt.copy()
+        del Zt
+    else:
+        del Z
     A = np.linalg.inv(Xt.T @ Xt)
     beta = A @ (Xt.T @ yt)
     orig = result.params.reindex(names).to_numpy(dtype=float)
