@@ -541,3 +541,14 @@ def test_allow_with_covariates_sums_influence_within_units(mpdta: pd.DataFrame) 
     # unit codes follow first appearance in both fits
     np.testing.assert_allclose(panel.extra["group_time_effects"].psi, summed, atol=1e-14)
     assert not np.allclose(a["std_error"], b["std_error"])
+
+
+def test_adoption_period_derived_from_the_treatment_indicator(mpdta: pd.DataFrame) -> None:
+    """Without a cohort column the first period with treatment == 1 is the adoption period: same results."""
+    d = mpdta.assign(D=lambda x: ((x["first.treat"] > 0) & (x["year"] >= x["first.treat"])) * 1.0)
+    ids = {"outcome": "lemp", "unit": "countyreal", "time": "year", "cluster": None}
+    for extra in ({}, {"covariates": ["lpop"]}):
+        a = callaway_santanna(d.drop(columns=["first.treat"]), treatment="D", **ids, **extra)
+        b = callaway_santanna(d, cohort="first.treat", **ids, **extra)
+        assert a.coef("D") == pytest.approx(b.coef("ATT"), abs=1e-14)
+        assert a.table.loc["D", "std_error"] == pytest.approx(b.table.loc["ATT", "std_error"], abs=1e-14)
