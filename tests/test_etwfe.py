@@ -99,45 +99,59 @@ def test_poisson_cells_equal_pyfixest_fepois_with_offset() -> None:
         float(np.sqrt(w @ np.asarray(m._vcov) @ w)), rel=1e-8)
 
 
-def test_poisson_ratio_delta_method_over_all_parameters_equals_dense_sandwich() -> None:
+@pytest.mark.parametrize("zero_cell", [False, True])
+def test_poisson_ratio_delta_method_over_all_parameters_equals_dense_sandwich(zero_cell: bool) -> None:
     """The proportional ATT's standard error propagates the covariance of every parameter (cells and the
     corridor and year effects): checked against a dense dummy-variable Poisson fit (statsmodels GLM), its
-    clustered sandwich and a numerical gradient of log(sum mu / sum mu0) over all parameters."""
+    clustered sandwich and a numerical gradient of log(sum mu / sum mu0) over all parameters. With a cell
+    whose outcomes are all zero (no finite coefficient), its rows count with mu = 0 and their counterfactual
+    means exp(offset + corridor and year effects)."""
     sm = pytest.importorskip("statsmodels.api")
     p = _balanced(seed=8, effect="growing", base_effect=0.2)
     p = p[p["citizen"].isin(sorted(p["citizen"].unique())[:25])].reset_index(drop=True)
-    r = etwfe(p, "bilateral_binding", model="poisson", tol=1e-14)
     q, names, keys = _with_cells(p)
+    zrows = np.zeros(len(q), dtype=bool)
+    if zero_cell:
+        nm = min(names, key=lambda c: q[c].sum() if q[c].sum() > 1 else np.inf)
+        zrows = q[nm].to_numpy() == 1
+        p = p.assign(returns=np.where(zrows, 0.0, p["returns"]))
+        q = q.assign(returns=p["returns"]).drop(columns=[nm])
+        names = [c for c in names if c != nm]
+    r = etwfe(p, "bilateral_binding", model="poisson", tol=1e-14)
     T = q[names].to_numpy()
     U = pd.get_dummies(q["corridor"]).to_numpy(dtype=float)
     Y = pd.get_dummies(q["year"]).to_numpy(dtype=float)[:, 1:]
     W = np.column_stack([T, U, Y])
     off = np.log(q["orders"].to_numpy())
     y = q["returns"].to_numpy()
-    theta = sm.GLM(y, W, family=sm.families.Poisson(), offset=off).fit(tol=1e-14, maxiter=200).params
+    k = ~zrows
+    theta = sm.GLM(y[k], W[k], family=sm.families.Poisson(), offset=off[k]).fit(tol=1e-14, maxiter=200).params
     np.testing.assert_allclose(r.info["cells"]["estimate"].to_numpy(), theta[: len(names)], atol=1e-7)
-    mu = np.exp(off + W @ theta)
-    H = (W * mu[:, None]).T @ W
+    mu = np.exp(off[k] + W[k] @ theta)
+    H = (W[k] * mu[:, None]).T @ W[k]
     Hinv = np.linalg.pinv(H)
-    sc = W * (y - mu)[:, None]
-    cl = pd.factorize(q["citizen"])[0]
+    sc = W[k] * (y[k] - mu)[:, None]
+    cl = pd.factorize(q["citizen"][k])[0]
     Sg = np.vstack([sc[cl == c].sum(axis=0) for c in range(cl.max() + 1)])
     Vraw = Hinv @ Sg.T @ Sg @ Hinv
     # one small-sample factor for every coefficient (the package's and pyfixest's CRV1 factor)
     ratio = r.info["cells"]["std_error"].to_numpy() ** 2 / np.diag(Vraw)[: len(names)]
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)
-    treated = T.sum(axis=1) > 0
+    treated = (T.sum(axis=1) > 0) & k
     W0 = W.copy()
     W0[:, : len(names)] = 0.0
 
     def log_ratio(th: np.ndarray) -> float:
-        return float(np.log(np.exp(off + W @ th)[treated].sum() / np.exp(off + W0 @ th)[treated].sum()))
+        s1 = np.exp(off + W @ th)[treated].sum()
+        return float(np.log(s1 / np.exp(off + W0 @ th)[treated | zrows].sum()))
 
+    assert r.coef("bilateral_binding") == pytest.approx(log_ratio(theta), abs=1e-9)
+    assert r.table.loc["bilateral_binding", "n_treated"] == int((treated | zrows).sum())
     h = 1e-6
     grad = np.array([(log_ratio(theta + h * e) - log_ratio(theta - h * e)) / (2 * h) for e in np.eye(theta.size)])
     se = float(np.sqrt(ratio[0] * grad @ Vraw @ grad))
     assert r.table.loc["bilateral_binding", "std_error"] == pytest.approx(se, rel=1e-7)
-    # holding the fixed effects at their estimates would give a different (here smaller or larger) error
+    # holding the fixed effects at their estimates would give a different error
     grad_cells = grad.copy()
     grad_cells[len(names):] = 0.0
     assert abs(float(np.sqrt(ratio[0] * grad_cells @ Vraw @ grad_cells)) - se) > 1e-4 * se
@@ -315,16 +329,25 @@ def test_bad_input_names_the_problem() -> None:
         etwfe(allt, "bilateral_binding", control="never")
 
 
-def test_poisson_cell_with_only_zero_outcomes_is_reported_and_left_out() -> None:
+def test_poisson_cell_with_only_zero_outcomes_counts_as_minus_100_percent() -> None:
     p = _balanced(seed=8, effect="growing", base_effect=0.2)
     g = p["bilateral_binding_cohort"].astype("float64")
     full = etwfe(p, "bilateral_binding", model="poisson")
     cells = full.info["cells"]
     (g0, t0) = cells["n_treated"].idxmin()
     in_cell = ((g == g0) & (p["year"] == t0)).to_numpy()
-    r = etwfe(p.assign(returns=np.where(in_cell, 0.0, p["returns"])), "bilateral_binding", model="poisson")
+    q = p.assign(returns=np.where(in_cell, 0.0, p["returns"]))
+    r = etwfe(q, "bilateral_binding", model="poisson")
     note = " ".join(r.info["notes"])
     assert "only zero outcomes" in note and f"bilateral_binding_g{g0}_t{t0}" in note
     assert (g0, t0) not in r.info["cells"].index
     assert len(r.info["cells"]) == len(cells) - 1
-    assert r.table.loc["bilateral_binding", "n_treated"] == full.table.loc["bilateral_binding", "n_treated"] - in_cell.sum()
+    assert r.table.loc["bilateral_binding", "n_treated"] == full.table.loc["bilateral_binding", "n_treated"]
+    # the cell's event time and cohort aggregates include it: an aggregate of that cell alone is -100%
+    ev = r.info["aggregations"]["calendar"]
+    if ev.loc[t0, "n_treated"] == in_cell.sum():
+        assert ev.loc[t0, "pct_effect"] == -100.0
+    # the mean-log scale has no finite value for such a cell: it is left out, and the notes say so
+    lm = etwfe(q, "bilateral_binding", model="poisson", poisson_scale="log_mean")
+    assert lm.table.loc["bilateral_binding", "n_treated"] == full.table.loc["bilateral_binding", "n_treated"] - in_cell.sum()
+    assert "left out of the aggregates" in " ".join(lm.info["notes"])

@@ -165,13 +165,15 @@ def _cohort_values(
 
 
 def _aggregate(
-    masks: list[np.ndarray], T: np.ndarray, b: np.ndarray, mu: np.ndarray | None, scale: str
+    masks: list[np.ndarray], T: np.ndarray, b: np.ndarray, mu: np.ndarray | None, scale: str,
+    mu0_zero: np.ndarray | None = None, zero_masks: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Estimates and delta-method gradients (rows) of each aggregate over its treated rows.
 
     ``T`` holds the treatment regressors of the treated rows, ``b`` their coefficients; the
     predicted effect of a row is ``T b`` (log scale for Poisson). Poisson ``ratio``: also the
-    ATT in levels per row and its gradient.
+    ATT in levels per row and its gradient; rows of cells with only zero outcomes (``mu = 0``,
+    counterfactual ``mu0_zero``, selected by ``zero_masks``) count in the denominators.
     """
     eff = T @ b
     est = np.full(len(masks), np.nan)
@@ -185,17 +187,50 @@ def _aggregate(
             est[j] = eff[m].mean()
             G[j] = T[m].mean(axis=0)
         else:
-            s1, s0 = mu[m].sum(), mu0[m].sum()
-            est[j] = np.log(s1 / s0)
-            G[j] = (mu[m][:, None] * T[m]).sum(axis=0) / s1
-            lvl[j] = (s1 - s0) / m.sum()
-            lvl_G[j] = (mu[m][:, None] * T[m]).sum(axis=0) / m.sum()
+            s1, s0, n_a = mu[m].sum(), mu0[m].sum(), m.sum()
+            if mu0_zero is not None and zero_masks is not None:
+                s0 += mu0_zero[zero_masks[j]].sum()
+                n_a += zero_masks[j].sum()
+            est[j] = np.log(s1 / s0) if s1 > 0 else -np.inf
+            G[j] = (mu[m][:, None] * T[m]).sum(axis=0) / s1 if s1 > 0 else np.nan
+            lvl[j] = (s1 - s0) / n_a
+            lvl_G[j] = (mu[m][:, None] * T[m]).sum(axis=0) / n_a
     return est, G, lvl, lvl_G
+
+
+def _zero_cell_rows(
+    out: Any, pre: Any, in_zero: np.ndarray, fe_cols: Sequence[str], exposure: str | None, names: list[str],
+    nonT_names: set[str],
+) -> dict[str, Any] | None:
+    """Counterfactual means of the rows of cells whose outcomes are all zero (dropped from the Poisson fit
+    as separated): ``mu0 = exp(offset + fixed effects + other regressors)`` from the fitted model, with the
+    sparse fixed-effect design needed for their delta method. None if a row's unit or period has no
+    fitted effect."""
+    from returnstudy.models.imputation import SparseFE
+
+    fit, d = out.fit, out.design
+    fz = pre.frame.iloc[np.flatnonzero(in_zero)]
+    nk, nz = d.n_obs, int(in_zero.sum())
+    codes = [pd.factorize(np.concatenate([d.frame[c].to_numpy(), fz[c].to_numpy()]))[0] for c in fe_cols]
+    fitmask = np.r_[np.ones(nk, dtype=bool), np.zeros(nz, dtype=bool)]
+    fe_obj = SparseFE(codes, fitmask)
+    if not fe_obj.ok.all():
+        return None
+    Zk, Zz = fe_obj.Z[:nk], fe_obj.Z[nk:]
+    solve = fe_obj.factor(fitmask, w=fit.weights)
+    off_k = np.log(d.frame[exposure].to_numpy(dtype=float)) if exposure is not None else np.zeros(nk)
+    off_z = np.log(fz[exposure].to_numpy(dtype=float)) if exposure is not None else np.zeros(nz)
+    Xk = d.X[:, [names.index(nm) for nm in out.names]]
+    a = solve(Zk.T @ (fit.weights * (fit.eta - off_k - Xk @ out.beta)))
+    nt_pos = [i for i, nm in enumerate(out.names) if nm in nonT_names]
+    Xz = pre.X[np.ix_(in_zero, [names.index(out.names[i]) for i in nt_pos])]
+    mu0 = np.exp(off_z + Zz @ a + Xz @ out.beta[nt_pos])
+    return {"mu0": mu0, "Zk": Zk, "Zz": Zz, "solve": solve, "nt_pos": nt_pos, "Xz": Xz, "Xk": Xk}
 
 
 def _full_delta_vcov(
     out: Any, masks: list[np.ndarray], treated: np.ndarray, T: np.ndarray, bT: np.ndarray, ti: list[int],
-    small_sample: str,
+    small_sample: str, zero: dict[str, Any] | None = None, zero_masks: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Clustered covariance of the Poisson aggregates ``log(S_A / S0_A)`` and ``(S_A - S0_A) / n_A``
     (``S`` = sum of fitted means, ``S0`` = of counterfactual means over the treated rows ``A``), by the
@@ -205,7 +240,9 @@ def _full_delta_vcov(
     ``grad = W' Omega v + e`` (``e`` non-zero on the treatment coefficients only), the influence of row
     ``i`` on an aggregate is ``(y_i - mu_i) u_i`` with ``u = W H^-1 grad = P v + X~ bread e``: ``P`` the
     weighted projection on the span of ``W`` and ``X~`` the regressors net of the fixed effects. The
-    sandwich uses the same clusters and small-sample factors as the coefficients.
+    sandwich uses the same clusters and small-sample factors as the coefficients. Rows of all-zero
+    cells (``zero``) add ``-mu0 W / S0`` to the gradient: their regressor part enters ``e``, their
+    fixed-effect part ``b`` gives ``z - X~ bread X' Omega z`` with ``z = D (D' Omega D)^-1 b``.
     """
     from returnstudy.inference.cluster import vcov_details
     from returnstudy.models._common import fe_rank
@@ -222,22 +259,40 @@ def _full_delta_vcov(
     m_ = len(masks)
     C = np.zeros((n, 2 * m_))
     E = np.zeros((fit.Xd.shape[1], 2 * m_))
+    Bfe = None if zero is None else np.zeros((zero["Zz"].shape[1], 2 * m_))
     for j, m in enumerate(masks):
         S, S0, n_a = mu_tr[m].sum(), mu0_tr[m].sum(), m.sum()
-        C[rows[m], j] = mu_tr[m] / S - mu0_tr[m] / S0
+        mz = None
+        if zero is not None and zero_masks is not None and zero_masks[j].any():
+            mz = zero_masks[j]
+            S0 += zero["mu0"][mz].sum()
+            n_a += mz.sum()
+        if S > 0:
+            C[rows[m], j] = mu_tr[m] / S - mu0_tr[m] / S0
         E[ti, j] = (mu0_tr[m][:, None] * T[m]).sum(axis=0) / S0
         C[rows[m], m_ + j] = (mu_tr[m] - mu0_tr[m]) / n_a
         E[ti, m_ + j] = (mu0_tr[m][:, None] * T[m]).sum(axis=0) / n_a
+        if mz is not None and Bfe is not None:
+            w0 = zero["mu0"][mz]
+            for col, den in ((j, S0), (m_ + j, n_a)):
+                Bfe[:, col] = -(zero["Zz"][np.flatnonzero(mz)].T @ w0) / den
+                E[zero["nt_pos"], col] += -(zero["Xz"][mz].T @ w0) / den
     Vc = C / wts[:, None]
     Xd = fit.Xd
     Vd = fit.fe.demean(Vc, weights=wts) if fit.fe is not None and fit.fe.n_dims else Vc
     b = fit.bread @ ((Xd * wts[:, None]).T @ Vd)
     U = (Vc - (Vd - Xd @ b)) + Xd @ (fit.bread @ E)
+    if Bfe is not None and np.any(Bfe):
+        Zfe = np.asarray(zero["Zk"] @ np.column_stack([zero["solve"](Bfe[:, c]) for c in range(2 * m_)]))
+        U += Zfe - Xd @ (fit.bread @ ((zero["Xk"] * wts[:, None]).T @ Zfe))
     scores = (wts * fit.resid)[:, None] * U
     k = len(out.names)
     V, _ = vcov_details(scores, None, d.clusters if out.details.vcov_type == "cluster" else [], np.eye(2 * m_),
                         small_sample, vcov_type=out.details.vcov_type, df_k=out.df_k,
                         df_resid=n - k - fe_rank(d.fe, n - k), on_unidentified="nan")
+    for j, m in enumerate(masks):
+        if mu_tr[m].sum() == 0:  # an aggregate of all-zero cells only: log ratio is -inf
+            V[j, :], V[:, j] = np.nan, np.nan
     return V
 
 
@@ -422,16 +477,13 @@ def etwfe(
     kept = dict(zip(out.names, range(len(out.names))))
     treat_names = [nm for nm, tr in zip(names, is_treat) if tr and nm in kept]
     lost_cells = [nm for nm in cell_names if nm not in kept]
+    zero: list[str] = []
+    zero_idx: list[int] = []
     if lost_cells:
         y_pre = design.y
         zero = [nm for j, nm in enumerate(cell_names) if nm in lost_cells and y_pre[row_cell == j].sum() == 0]
         other = [nm for nm in lost_cells if nm not in zero]
-        if zero:
-            n_zero = int(np.isin(row_cell, [cell_names.index(nm) for nm in zero]).sum())
-            notes.append(
-                f"{len(zero)} cell(s) with only zero outcomes (an effect of -100%, not estimable by Poisson) and their "
-                f"{n_zero} treated row(s) are left out of the aggregates, which therefore lean upward: {', '.join(zero)}"
-            )
+        zero_idx = [cell_names.index(nm) for nm in zero]
         if other:
             notes.append(f"cells collinear with the fixed effects, left out of the aggregates: {', '.join(other)}")
     ti = [kept[nm] for nm in treat_names]
@@ -454,37 +506,72 @@ def etwfe(
         assert isinstance(fit, PPMLFit)
         mu = fit.mu[treated]
     df_t = None if poisson else float(out.details.df_t)
+    zinfo = None
+    if zero:
+        in_zero = np.isin(row_cell, zero_idx) & ~np.isin(rows_before, d.rows)
+        n_zero = int(in_zero.sum())
+        if poisson_scale == "ratio":
+            nonT = {nm for nm, tr in zip(names, is_treat) if not tr}
+            zinfo = _zero_cell_rows(out, design, in_zero, fe_spec, exposure if poisson else None, names, nonT)
+        if zinfo is not None:
+            zc = row_cell[in_zero]
+            g_z = np.array([cells[c][0] for c in zc])
+            t_z = np.array([cells[c][1] for c in zc])
+            notes.append(f"{len(zero)} cell(s) with only zero outcomes (an effect of -100%, no finite Poisson "
+                         f"coefficient): their {n_zero} treated row(s) count in the aggregates with fitted mean 0 "
+                         f"and their counterfactual means: {', '.join(zero)}")
+        else:
+            notes.append(f"{len(zero)} cell(s) with only zero outcomes (an effect of -100%, not estimable by Poisson) "
+                         f"and their {n_zero} treated row(s) are left out of the aggregates, which therefore lean "
+                         f"upward: {', '.join(zero)}")
 
     full_delta = poisson and poisson_scale == "ratio" and out.details.vcov_type != "iid"
 
-    def table_of(groups: list[tuple[Any, np.ndarray]], index_name: str) -> tuple[pd.DataFrame, np.ndarray]:
-        idx = [k for k, _ in groups]
-        masks = [m for _, m in groups]
-        est, Gm, lvl, lvl_G = _aggregate(masks, T, bT, mu, poisson_scale)
+    def table_of(groups: list[tuple[Any, str, float]], index_name: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """Aggregates selected by (label, kind, value): kind 'post', 'group', 'calendar' or 'event'."""
+
+        def select(kind: str, val: float, gg: np.ndarray, tt: np.ndarray) -> np.ndarray:
+            ee = tt - gg
+            if kind == "event":
+                return ee == val
+            m = ee >= 0
+            return m if kind == "post" else m & ((gg if kind == "group" else tt) == val)
+
+        idx = [k for k, _, _ in groups]
+        masks = [select(kind, val, g_r, t_r) for _, kind, val in groups]
+        zmasks = None if zinfo is None else [select(kind, val, g_z, t_z) for _, kind, val in groups]
+        mu0_z = None if zinfo is None else zinfo["mu0"]
+        est, Gm, lvl, lvl_G = _aggregate(masks, T, bT, mu, poisson_scale, mu0_z, zmasks)
         if full_delta:
-            V_all = _full_delta_vcov(out, masks, treated, T, bT, ti, small_sample)
+            V_all = _full_delta_vcov(out, masks, treated, T, bT, ti, small_sample, zinfo, zmasks)
             m_ = len(masks)
             V, V_lvl = V_all[:m_, :m_], V_all[m_:, m_:]
         else:
             V = Gm @ VT @ Gm.T
             V_lvl = None if lvl_G is None else lvl_G @ VT @ lvl_G.T
-        tab = make_table(est, np.sqrt(np.clip(np.diag(V), 0, None)), index=idx, df=df_t, alpha=alpha,
-                         poisson=poisson, index_name=index_name)
-        tab["n_treated"] = [int(m.sum()) for m in masks]
+        with np.errstate(invalid="ignore"):
+            tab = make_table(est, np.sqrt(np.clip(np.diag(V), 0, None)), index=idx, df=df_t, alpha=alpha,
+                             poisson=poisson, index_name=index_name)
+        tab["n_treated"] = [int(m.sum()) + (0 if zmasks is None else int(z.sum())) for m, z in
+                            zip(masks, zmasks or [np.zeros(0, dtype=bool)] * len(masks))]
         if lvl is not None and V_lvl is not None:
             tab["att_level"] = lvl
             tab["att_level_std_error"] = np.sqrt(np.clip(np.diag(V_lvl), 0, None))
         return tab, V
 
+    def _key(x: float) -> Any:
+        return int(x) if float(x).is_integer() else x
+
     if not post.any():
         raise ValueError(f"no post-adoption cells of {label!r} (period >= cohort)")
+    g_all_r = g_r[post] if zinfo is None else np.r_[g_r[post], g_z[t_z >= g_z]]
+    t_all_r = t_r[post] if zinfo is None else np.r_[t_r[post], t_z[t_z >= g_z]]
+    e_all = e_r if zinfo is None else np.r_[e_r, t_z - g_z]
     aggs: dict[str, tuple[pd.DataFrame, np.ndarray]] = {
-        "simple": table_of([(label, post)], "term"),
-        "group": table_of([(int(c) if float(c).is_integer() else c, post & (g_r == c)) for c in np.unique(g_r[post])],
-                          "cohort"),
-        "calendar": table_of([(int(s) if float(s).is_integer() else s, post & (t_r == s))
-                              for s in np.unique(t_r[post])], "period"),
-        "event": table_of([(int(k), e_r == k) for k in np.unique(e_r)], "rel_period"),
+        "simple": table_of([(label, "post", 0.0)], "term"),
+        "group": table_of([(_key(c), "group", c) for c in np.unique(g_all_r)], "cohort"),
+        "calendar": table_of([(_key(c), "calendar", c) for c in np.unique(t_all_r)], "period"),
+        "event": table_of([(int(k), "event", k) for k in np.unique(e_all)], "rel_period"),
     }
     table, V = aggs[aggregation]
     # cell coefficients
