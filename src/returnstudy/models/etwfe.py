@@ -386,10 +386,10 @@ def etwfe(
     if poisson:
         # units or periods whose outcomes are all zero (their fixed effect is -inf), before the cells are built
         while design.fe is not None and design.n_obs:
-            zero = design.fe.all_zero_groups(design.y)
-            if not zero.any():
+            all_zero = design.fe.all_zero_groups(design.y)
+            if not all_zero.any():
                 break
-            design = design.drop(zero, "fixed-effect groups with all-zero outcome")
+            design = design.drop(all_zero, "fixed-effect groups with all-zero outcome")
     t = design.frame[time].to_numpy(dtype=float)
     g = design.frame[_G].to_numpy(dtype=float)
     late = ~np.isnan(g) & (g > t.max())
