@@ -65,6 +65,16 @@ def test_linear_cells_equal_pyfixest_saturated_regression(control: str) -> None:
     b = m.coef()[names].to_numpy()
     assert r.coef("bilateral_binding") == pytest.approx(float(w @ b), abs=1e-12)
     assert r.table.loc["bilateral_binding", "std_error"] == pytest.approx(float(np.sqrt(w @ V @ w)), rel=1e-8)
+    # never-treated controls: the cells before the reference year are placebo estimates, jointly tested
+    wald = r.info["pretrend_test"]
+    pre = np.flatnonzero(cells["rel_period"].to_numpy() < -1)
+    if control == "notyet":
+        assert wald is None and pre.size == 0
+    else:
+        assert pre.size > 0
+        stat = float(b[pre] @ np.linalg.solve(V[np.ix_(pre, pre)], b[pre]))
+        assert wald.statistic == pytest.approx(stat, rel=1e-8)
+        assert wald.df_num == pre.size and wald.df_denom == p["citizen"].nunique() - 1
 
 
 def test_poisson_cells_equal_pyfixest_fepois_with_offset() -> None:

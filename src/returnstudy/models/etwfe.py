@@ -586,6 +586,15 @@ def etwfe(
     kind = np.where(cell_tab["rel_period"] >= 0, "post",
                     np.where(cell_tab["rel_period"] >= -anticipation, "anticipation", "placebo"))
     cell_tab["kind"] = kind
+    cell_V = out.vcov[np.ix_(ci, ci)]
+    placebo = list(cell_tab.loc[cell_tab["kind"] == "placebo", "term"])
+    pretrend: Any = None
+    if placebo:
+        cell_res = EstimationResult(model="etwfe cells", params=pd.Series(out.beta[ci], index=cell_tab["term"].to_list()),
+                                    vcov=pd.DataFrame(cell_V, index=cell_tab["term"], columns=cell_tab["term"]),
+                                    table=cell_tab, df_t=df_t, alpha=alpha)
+        pretrend = (f"not available: {out.details.note}" if not out.details.identified else cell_res.wald_test(
+            terms=placebo, hypothesis=f"{len(placebo)} placebo cells (before cohort - {1 + anticipation}) jointly zero"))
 
     units_tr = d.frame[unit].to_numpy()[treated]
     if d.clusters:
@@ -634,6 +643,8 @@ def etwfe(
         anticipation=int(anticipation),
         covariates=list(covariates),
         n_cells=len(cell_rows),
+        n_units=int(d.frame[unit].nunique()),
+        pretrend_test=pretrend,
         n_treated_obs=int(post.sum()),
         cohorts={(int(c) if float(c).is_integer() else c): int(pd.unique(units_tr[g_r == c]).size)
                  for c in np.unique(g_r)},
@@ -665,7 +676,7 @@ def etwfe(
             "fit": out.fit,
             "design": d,
             "fit_output": out,
-            "cell_vcov": pd.DataFrame(out.vcov[np.ix_(ci, ci)], index=cell_tab["term"], columns=cell_tab["term"]),
+            "cell_vcov": pd.DataFrame(cell_V, index=cell_tab["term"], columns=cell_tab["term"]),
             "aggregation_vcov": {k: v[1] for k, v in aggs.items()},
             "sample_index": d.frame.index,
             "call": {"func": etwfe, "panel": panel,
