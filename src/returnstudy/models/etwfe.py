@@ -8,7 +8,7 @@ average effect on the treated, identified from the comparison units named by ``c
 * ``control="notyet"`` (Wooldridge's default): cells are the periods ``s >= g`` (from
   ``g - anticipation`` with anticipation); every untreated unit-period, never treated or
   not yet treated, is a control. Linear, balanced panel, no covariates: the same numbers
-  as the imputation estimator (Borusyak, Jaravel and Spiess), Wooldridge (2021), sec. 6.
+  as the imputation estimator (Borusyak, Jaravel and Spiess), as Wooldridge (2021) shows.
 * ``control="never"``: cells are every period of a treated cohort except its reference
   period ``g - 1 - anticipation``, so only never-treated units are controls; the cells
   before adoption are placebo (pre-trend) estimates.
