@@ -40,6 +40,7 @@ def _agree(table: pd.DataFrame, result, se_rtol: float) -> None:
         {"cluster": "citizen"},
         {"cluster": None},
         {"cluster": "iid", "controls": "x"},
+        {"cluster": ["citizen", "geo"]},
     ],
 )
 def test_linear_fixed_effects_equal_linearmodels_absorbing_ls(panel: pd.DataFrame, kwargs: dict) -> None:
@@ -49,7 +50,11 @@ def test_linear_fixed_effects_equal_linearmodels_absorbing_ls(panel: pd.DataFram
     assert list(table["term"]) == list(result.params.index)
     _agree(table, result, 1e-9)
     n, K = result.info["n_obs"], result.info["df_k"]
-    if result.info["vcov_type"] == "cluster":
+    if isinstance(result.info["n_clusters"], list):  # two-way: one factor with the smaller G
+        assert "vcov_eigen_fix" not in result.info
+        G = min(result.info["n_clusters"])
+        assert table["ssc_factor"].iloc[0] == pytest.approx((n - 1) / (n - K) * G / (G - 1), rel=1e-14)
+    elif result.info["vcov_type"] == "cluster":
         G = result.info["n_clusters"]
         assert table["ssc_factor"].iloc[0] == pytest.approx((n - 1) / (n - K) * G / (G - 1), rel=1e-14)
         # linearmodels' own correction counts every absorbed effect (corridors nested in citizenships
@@ -68,6 +73,7 @@ def test_linear_fixed_effects_equal_linearmodels_absorbing_ls(panel: pd.DataFram
         {"cluster": "citizen", "weights": "orders"},
         {"cluster": None, "exposure_as": "regressor"},
         {"cluster": "iid"},
+        {"cluster": ["citizen", "geo"]},
     ],
 )
 def test_poisson_equals_statsmodels_glm_with_dummies(poisson_panel: pd.DataFrame, kwargs: dict) -> None:
@@ -83,6 +89,13 @@ def test_poisson_equals_statsmodels_glm_with_dummies(poisson_panel: pd.DataFrame
     # the all-zero corridors PPML drops are not in the rebuild either
     assert result.info["dropped"]
     _agree(table, result, 1e-8)
+    if kwargs["cluster"] == "citizen":
+        # statsmodels' own correction counts every dummy: G/(G-1) x (n-1)/(n-P), P = all GLM columns
+        d = result.extra["design"]
+        P = len(result.params) + 1 + sum(np.unique(c).size - 1 for c in d.fe.codes)
+        G, n = result.info["n_clusters"], d.n_obs
+        ratio = table["std_error_reference_own"] / table["std_error_reference_raw"]
+        np.testing.assert_allclose(ratio, np.sqrt(G / (G - 1) * (n - 1) / (n - P)), rtol=1e-10)
 
 
 def test_event_study_crosschecks_its_regression(poisson_panel: pd.DataFrame) -> None:
@@ -97,14 +110,21 @@ def test_event_study_crosschecks_its_regression(poisson_panel: pd.DataFrame) -> 
                                "estimate_reference"], atol=1e-8)
 
 
-def test_refusals_are_explicit(panel: pd.DataFrame) -> None:
+def test_refusals_are_explicit(panel: pd.DataFrame, poisson_panel: pd.DataFrame) -> None:
     ppml = rs.ppml(panel, treatments=TREATMENTS, cluster="citizen")
     n_dummies = ppml.extra["design"].frame["corridor"].nunique() - 1 + ppml.extra["design"].frame["year"].nunique() - 1
     with pytest.raises(ValueError, match=rf"needs {n_dummies} fixed-effect dummy columns .*max_dummies=10"):
         crosscheck(ppml, max_dummies=10)
-    two = rs.twfe(panel, outcome="return_rate", treatments=TREATMENTS, cluster=["citizen", "geo"])
-    with pytest.raises(ValueError, match="multi-way clustering"):
-        crosscheck(two)
+    # a two-way variance clipped to be positive semi-definite has no unclipped counterpart to compare
+    clipped = rs.twfe(poisson_panel, outcome="return_rate", treatments=TREATMENTS, cluster=["citizen", "geo"],
+                      weights="orders")
+    assert clipped.info["vcov_eigen_fix"]["n_clipped"] == 1
+    with pytest.raises(ValueError, match="not positive semi-definite and was clipped"):
+        crosscheck(clipped)
+    conventional = rs.twfe(panel, outcome="return_rate", treatments=TREATMENTS, cluster=["citizen", "geo"],
+                           small_sample="conventional")
+    with pytest.raises(ValueError, match="conventional"):
+        crosscheck(conventional)
     imp = rs.did_imputation(panel, treatment="eu_agreement", model="poisson", cluster="citizen")
     with pytest.raises(ValueError, match="supported: twfe, ppml and event_study"):
         crosscheck(imp)

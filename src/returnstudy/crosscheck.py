@@ -11,7 +11,8 @@ singletons, all-zero fixed-effect groups and separated rows were dropped):
   so it is refused above ``max_dummies`` dummy columns.
 
 Small-sample factors differ by design: ours follow fixest, ``(n-1)/(n-K) x G/(G-1)`` for
-one-way clustered errors (``n/(n-K)`` heteroskedasticity-robust, ``n/(n-K)`` iid linear,
+clustered errors (two-way: the same factor with G the smaller number of clusters, applied to
+every Cameron-Gelbach-Miller term; ``n/(n-K)`` heteroskedasticity-robust, ``n/(n-K)`` iid linear,
 ``(n-1)/(n-K)`` iid Poisson) where ``K`` counts the slopes and the fixed effects **not nested
 in the clusters**; linearmodels' ``debiased=True`` counts every absorbed effect in ``K`` and
 statsmodels' ``use_correction`` counts every dummy. The reference variance is therefore taken
@@ -58,6 +59,11 @@ def _ssc_factor(result: EstimationResult, poisson: bool) -> float:
         return 1.0
     if vt == "cluster":
         G = info["n_clusters"]
+        if isinstance(G, (list, tuple)):
+            if rule == "conventional":
+                raise ValueError("crosscheck: multi-way clustering with small_sample='conventional' (one factor per "
+                                 "CGM term) is not supported; use 'fixest-default' or 'none'")
+            G = min(G)
         return (n - 1) / (n - dfk) * G / (G - 1)
     if vt == "hetero":
         return n / (n - dfk)
@@ -79,9 +85,15 @@ def _pieces(result: EstimationResult) -> tuple[EstimationResult, Any, Any, np.nd
     names = list(result.params.index)
     if int(keep.sum()) != len(names):
         raise ValueError(f"crosscheck: {int(keep.sum())} estimated columns but {len(names)} parameters")
-    if len(design.clusters) > 1:
-        raise ValueError(f"crosscheck: multi-way clustering ({list(design.cluster_names)}) is not supported; "
-                         "refit with one cluster variable, heteroskedasticity-robust or iid errors")
+    if len(design.clusters) > 2:
+        raise ValueError(f"crosscheck: {len(design.clusters)}-way clustering ({list(design.cluster_names)}) is not "
+                         "supported (the references cluster in one or two ways)")
+    if "vcov_eigen_fix" in result.info:
+        raise ValueError(
+            f"crosscheck: the two-way cluster variance of this {result.model!r} result was not positive semi-definite "
+            f"and was clipped ({result.info['vcov_eigen_fix']}); the references do not clip, so there is nothing "
+            "comparable; refit with one cluster variable to compare"
+        )
     return result, design, fit, design.X[:, keep], names
 
 
@@ -97,7 +109,8 @@ def _linear(result: EstimationResult, design: Any, X: np.ndarray, names: list[An
     if design.weights is None:
         kw = {}
     if vt == "cluster":
-        cov = {"cov_type": "clustered", "clusters": pd.Series(pd.factorize(design.clusters[0])[0])}
+        cov = {"cov_type": "clustered", "clusters": pd.DataFrame(
+            {f"c{j}": pd.factorize(c)[0] for j, c in enumerate(design.clusters)})}
     else:
         cov = {"cov_type": "robust" if vt == "hetero" else "unadjusted"}
     raw = model.fit(debiased=False, **cov, **kw)
@@ -134,7 +147,8 @@ def _poisson(result: EstimationResult, design: Any, X: np.ndarray, names: list[A
         # for the weighted Poisson score w (y - mu) x they equal ours (tests/test_crosscheck.py)
         warnings.filterwarnings("ignore", message="cov_type not fully supported with var_weights")
         if vt == "cluster":
-            groups = pd.factorize(design.clusters[0])[0]
+            groups = np.column_stack([pd.factorize(c)[0] for c in design.clusters])
+            groups = groups[:, 0] if groups.shape[1] == 1 else groups
             raw = model.fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False,
                                                          "df_correction": False}, tol=1e-10, maxiter=300)
             own = model.fit(cov_type="cluster", cov_kwds={"groups": groups}, tol=1e-10, maxiter=300,
@@ -164,7 +178,8 @@ def crosscheck(result: EstimationResult, *, max_dummies: int = MAX_DUMMIES) -> p
     correction), ``ssc_factor`` (our variance factor), ``std_error_reference`` (=
     raw x sqrt(factor), comparable with ours), ``std_error_rel_diff``,
     ``std_error_reference_own`` (the reference's own corrected SE) and ``reference`` (library,
-    version, variance type). Clusters are those of the result (one-way only).
+    version, variance type). Clusters are those of the result (one or two ways; a two-way
+    variance that had to be clipped to be positive semi-definite is refused).
     """
     result, design, fit, X, names = _pieces(result)
     poisson = "pct_effect" in result.table.columns or type(fit).__name__ == "PPMLFit"
