@@ -1,11 +1,15 @@
-"""Time and memory of the staggered-adoption estimators on a full-size synthetic panel.
+"""Time and memory of every estimator and inference routine on synthetic panels of three sizes.
 
-Panel: ``simulate_panel(seed=0)`` — 30 reporting countries x 150 citizenships
-(4,500 corridors) x 15 years = 67,500 corridor-years, calibrated to the Eurostat
-snapshot (about half the corridors never record an order). Each estimator is run
-once to warm up, then timed (best of ``--repeat``) and run once more under
-``tracemalloc`` for its peak Python/numpy allocation. pyfixest's did2s,
-saturated event study, fepois and feols run in the same process for comparison.
+Panels: ``simulate_panel(seed=0, effect="heterogeneous", n_citizen=rows // 450)`` — 30
+reporting countries x 15 years with 22 / 150 / 667 citizenships: 10k, 67.5k (4,500
+corridors, the default design) and 300k corridor-years (``--sizes``), calibrated to the
+Eurostat snapshot (about half the corridors never record an order). Each task is run once to
+warm up, then timed (best of ``--repeat``) and run once more under ``tracemalloc`` for its
+peak Python/numpy allocation. Tasks: imputation, Sun-Abraham, Callaway-Sant'Anna, extended
+TWFE (linear and Poisson, when ``returnstudy.etwfe`` exists), Bacon, TWFE, PPML, the wild
+bootstrap (999 draws; for PPML the Poisson score bootstrap, when available), randomization
+inference and sup-t bands. pyfixest's did2s, saturated event study, fepois and feols run in
+the same process for comparison.
 
 For every pair of equivalent estimators (imputation vs ``did2s``; Sun-Abraham
 cohort x period cells vs the saturated event study; ``ppml`` vs ``fepois``;
@@ -13,7 +17,10 @@ cohort x period cells vs the saturated event study; ``ppml`` vs ``fepois``;
 (ours / pyfixest) goes to ``ratio_to_pyfixest`` and the largest absolute
 difference between the point estimates to ``max_abs_diff_estimate``.
 
-Usage: ``python benchmarks/bench_estimators.py [--repeat 3] [--out benchmarks/results/bench_estimators.csv]``
+The table has one row per (task, rows). Usage: ``python benchmarks/bench_estimators.py
+[--sizes 10000,67500,300000] [--repeat 3] [--tasks SUBSTRING,...] [--out benchmarks/results/bench_estimators.csv]``
+(``--tasks``: run only tasks whose name contains one of the substrings; pairs compared with
+pyfixest need both of their tasks).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from returnstudy.models.twfe import twfe
 from returnstudy.simulate import simulate_panel
 
 T = "bilateral_binding"
+ROWS_PER_CITIZEN = 30 * 15  # reporting countries x years of simulate_panel's default design
 
 
 def measure(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -63,16 +71,35 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,67500,300000", help="rows, comma-separated")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tasks", default="", help="comma-separated substrings of task names (default: all)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_estimators.csv"))
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    panel = simulate_panel(seed=0, effect="heterogeneous")
+    import logging
+
+    logging.disable(logging.WARNING)
+    wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tables = []
+    for rows in (int(x) for x in args.sizes.split(",") if x.strip()):
+        panel = simulate_panel(seed=0, effect="heterogeneous", n_citizen=max(2, round(rows / ROWS_PER_CITIZEN)))
+        tables.append(bench_size(panel, rows, args.repeat, wanted))
+    res = pd.concat(tables)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    res.to_csv(args.out)
+    print(f"\nwritten {args.out}")
+
+
+def bench_size(panel: pd.DataFrame, rows: int, repeat: int, wanted: list[str]) -> pd.DataFrame:
+    """Every task on one panel; one row per task with seconds, peak MiB and the pyfixest comparison."""
     rate = panel.dropna(subset=["return_rate"])
     n_corr = panel["corridor"].nunique()
     print(f"SYNTHETIC panel: {len(panel):,} rows, {n_corr:,} corridors, {panel['year'].nunique()} years; "
           f"{len(rate):,} rows with a return rate; CPUs: {os.cpu_count()}; {platform.python_version()}")
     tw = twfe(panel, outcome="return_rate", treatments=[T])
+    tw_corr = twfe(panel, outcome="return_rate", treatments=[T], cluster="corridor")
+    pp = ppml(panel, treatments=[T])
     imp = did_imputation(panel, T)
     sa_ev = sun_abraham(panel, T, model="poisson")
     jobs: dict[str, Callable[[], object]] = {
@@ -94,8 +121,27 @@ def main() -> None:
         "wild_bootstrap imputation WCR 999 + CI": lambda: wild_bootstrap(imp, reps=999, seed=1),
         "randomization_inference imputation 99": lambda: randomization_inference(imp, reps=99, level="corridor",
                                                                                  seed=1),
+        "randomization_inference twfe 999": lambda: randomization_inference(tw_corr, reps=999, level="corridor",
+                                                                            seed=1, panel=panel),
+        "randomization_inference ppml 99": lambda: randomization_inference(pp, reps=99, level="corridor", seed=1,
+                                                                           panel=panel),
         "sup_t_bands 10000 draws": lambda: sup_t_bands(sa_ev, seed=1),
     }
+    import returnstudy as rs
+
+    if hasattr(rs, "etwfe"):
+        jobs["etwfe linear ATT"] = lambda: rs.etwfe(panel, T)
+        jobs["etwfe poisson ATT"] = lambda: rs.etwfe(panel, T, model="poisson")
+    try:
+        from returnstudy.inference.score_bootstrap import is_poisson_result
+
+        if is_poisson_result(pp):
+            jobs["wild_bootstrap ppml 999 (Poisson score bootstrap)"] = lambda: wild_bootstrap(pp, reps=999, seed=1,
+                                                                                               ci=False)
+            jobs["wild_bootstrap ppml 999 + CI (Poisson score bootstrap)"] = lambda: wild_bootstrap(pp, reps=999,
+                                                                                                    seed=1)
+    except ImportError:
+        pass
     estimates: list[tuple[str, str, Callable[[], pd.Series], Callable[[], pd.Series]]] = []
     try:
         import pyfixest as pf
@@ -156,12 +202,15 @@ def main() -> None:
         ]
     except ImportError:
         print("pyfixest not installed: comparison rows skipped")
-    rows = []
+    if wanted:
+        jobs = {k: v for k, v in jobs.items() if any(w in k for w in wanted)}
+        estimates = [e for e in estimates if e[0] in jobs and e[1] in jobs]
+    out = []
     for name, fn in jobs.items():
-        sec, mib = measure(fn, args.repeat)
-        rows.append({"task": name, "seconds": sec, "peak_mib": mib})
-        print(f"{name:45s} {sec:8.3f} s  {mib:9.1f} MiB", flush=True)
-    res = pd.DataFrame(rows).set_index("task")
+        sec, mib = measure(fn, repeat)
+        out.append({"task": name, "rows": rows, "seconds": sec, "peak_mib": mib})
+        print(f"{name:55s} {sec:8.3f} s  {mib:9.1f} MiB", flush=True)
+    res = pd.DataFrame(out).set_index("task")
     res["ratio_to_pyfixest"] = np.nan
     res["max_abs_diff_estimate"] = np.nan
     res["n_estimates_compared"] = pd.array([pd.NA] * len(res), dtype="Int64")
@@ -176,9 +225,7 @@ def main() -> None:
         res.loc[a, ["ratio_to_pyfixest", "max_abs_diff_estimate"]] = [r, diff]
         res.loc[a, "n_estimates_compared"] = len(common)
         print(f"  {a} / {b}: ratio {r:.3f}, max |diff| {diff:.2e} over {len(common)} estimate(s)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    res.to_csv(args.out)
-    print(f"\nwritten {args.out}")
+    return res
 
 
 if __name__ == "__main__":
