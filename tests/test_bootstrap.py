@@ -136,8 +136,9 @@ def test_bad_input(panel: pd.DataFrame) -> None:
 def test_against_pyfixest_wildboottest(panel: pd.DataFrame) -> None:  # pragma: no cover - optional oracle
     import pyfixest as pf
 
-    q = panel.assign(corridor=panel["corridor"].astype(object), citizen=panel["citizen"].astype(object))
-    m = pf.feols("return_rate ~ bilateral_binding | corridor + year", data=q, vcov={"CRV1": "citizen"})
+    # integer cluster codes: wildboottest's compiled kernels reject object arrays
+    q = panel.assign(corridor=panel["corridor"].astype(object), citizen_id=pd.factorize(panel["citizen"])[0])
+    m = pf.feols("return_rate ~ bilateral_binding | corridor + year", data=q, vcov={"CRV1": "citizen_id"})
     ref = m.wildboottest(param="bilateral_binding", reps=9999, seed=1)
     res = twfe(panel, outcome="return_rate", treatments=["bilateral_binding"], cluster="citizen")
     ours = wild_bootstrap(res, reps=9999, seed=1, ci=False).table["boot_p_value"].iloc[0]
@@ -317,13 +318,21 @@ def test_draws_in_blocks_equal_one_call(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wildboottest") is None, reason="wildboottest not installed")
-def test_enumeration_agrees_with_wildboottest(few_clusters: pd.DataFrame) -> None:  # pragma: no cover - optional
+@pytest.mark.parametrize("seed", [31, 32])
+def test_enumeration_agrees_with_wildboottest(seed: int) -> None:  # pragma: no cover - optional oracle
+    """9 clusters, all 512 sign vectors in both. wildboottest counts |t*| > |t| strictly and so leaves
+    out the two draws v = +-1, which reproduce the sample (|t*| = |t|); we count them as ties
+    (|t*| >= |t|): the p-values differ by exactly 2 / 2^G or not at all."""
     from wildboottest.wildboottest import wildboottest
 
-    q = few_clusters
-    model = smf.ols("return_rate ~ bilateral_binding + C(corridor) + C(year)", data=q)
-    ref = wildboottest(model, param="bilateral_binding", cluster=q["citizen"], B=9999, weights_type="rademacher",
-                       impose_null=True, bootstrap_type="11", seed=1, show=False)
+    q = simulate_panel(seed=seed, n_geo=6, n_citizen=9, zero_share=0.0, bilateral_share=0.4, years=(2010, 2017),
+                       base_effect=0.0).dropna(subset=["return_rate"]).reset_index(drop=True)
     res = twfe(q, outcome="return_rate", treatments=["bilateral_binding"], cluster="citizen")
+    q = q.loc[res.extra["design"].frame.index]  # rows of the fit (singletons dropped)
+    model = smf.ols("return_rate ~ bilateral_binding + C(corridor) + C(year)", data=q)
+    ref = wildboottest(model, param="bilateral_binding", cluster=pd.factorize(q["citizen"])[0], B=9999,
+                       weights_type="rademacher", impose_null=True, bootstrap_type="11", seed=1, show=False)
     ours = wild_bootstrap(res, seed=1, ci=False).table["boot_p_value"].iloc[0]
-    assert float(np.asarray(ref["p-value"]).ravel()[0]) == pytest.approx(ours, abs=1e-6)
+    p_ref = float(np.asarray(ref["p-value"]).ravel()[0])
+    assert 0.05 < ours < 0.95
+    assert ours - p_ref == pytest.approx(2 / 2**9, abs=1e-9) or ours == pytest.approx(p_ref, abs=1e-9)

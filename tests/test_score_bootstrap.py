@@ -143,10 +143,10 @@ def test_full_enumeration_equals_loop_over_all_sign_vectors() -> None:
 def test_poisson_event_study_terms() -> None:
     p = _panel(12, 16)
     ev = event_study(p, treatment="bilateral_binding", model="ppml", window=(-2, 2))
-    b = wild_bootstrap(ev, reps=60, seed=3, ci=False)
+    b = wild_bootstrap(ev, reps=30, seed=3, ci=False)
     assert np.isnan(b.table.loc[-1, "boot_p_value"])  # reference period
     full = ev.extra["full_result"]
-    W = bootstrap_weights(np.random.default_rng(3), 16, 60)
+    W = bootstrap_weights(np.random.default_rng(3), 16, 30)
     brute, t0 = _brute_score_tstats(full, "rel_p1", 0.0, W)
     assert b.table.loc[1, "boot_statistic"] == pytest.approx(t0, rel=1e-6)
     np.testing.assert_allclose(b.extra["bootstrap_draws"][1], brute, rtol=1e-6, atol=1e-8)

@@ -56,6 +56,7 @@ _PUBLIC: dict[str, str] = {
     "bacon_decomposition": "models.bacon",
     # inference
     "wild_bootstrap": "inference.bootstrap",
+    "score_bootstrap": "inference.score_bootstrap",
     "randomization_inference": "inference.randomization",
     "influence": "inference.influence",
     "without_most_influential": "inference.influence",
