@@ -291,3 +291,27 @@ def test_draws_for_a_seed_are_those_of_the_earlier_permuter() -> None:
         ri = randomization_inference(res, reps=19, seed=3, level=level, panel=p, treatment=t)
         assert ri.table.loc[t, "ri_p_value"] == pytest.approx(p_value, abs=1e-15)
         np.testing.assert_allclose(ri.extra["ri_draws"][t].to_numpy()[:4], first, rtol=1e-7, atol=1e-10)
+
+
+def test_exact_two_way_projection_equals_alternating_projections() -> None:
+    """The permutation re-fits project corridor and year effects out exactly (FWL with year
+    dummies); on an unbalanced panel with skewed weights (PPML working weights, the separation
+    check's 1e11 : 1 weights) it equals FixedEffects.demean's alternating projections."""
+    from returnstudy.inference._refit import _TwoWayProjection
+    from returnstudy.models._fe import FixedEffects
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    corridor = rng.integers(0, 400, n)
+    year = rng.integers(0, 7, n)
+    keep = np.ones(n, dtype=bool)
+    keep[rng.choice(n, 500, replace=False)] = False  # unbalanced
+    fx = FixedEffects([corridor[keep], year[keep]], names=["corridor", "year"])
+    proj = _TwoWayProjection.for_(fx)
+    assert proj is not None
+    Z = rng.normal(size=(keep.sum(), 4)) + corridor[keep, None] * 0.01
+    for w in (np.ones(keep.sum()), np.exp(rng.normal(0, 2, keep.sum())),
+              np.where(rng.random(keep.sum()) < 0.5, 1e11, 1.0)):
+        np.testing.assert_allclose(proj.demean(Z, w), fx.demean(Z, weights=w, tol=1e-13), atol=1e-9, rtol=0)
+    assert _TwoWayProjection.for_(FixedEffects([corridor], names=["corridor"])) is None
+    assert _TwoWayProjection.for_(FixedEffects([corridor, rng.integers(0, 300, n)])) is None  # no small dimension
