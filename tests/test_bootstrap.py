@@ -336,3 +336,26 @@ def test_enumeration_agrees_with_wildboottest(seed: int) -> None:  # pragma: no 
     p_ref = float(np.asarray(ref["p-value"]).ravel()[0])
     assert 0.05 < ours < 0.95
     assert ours - p_ref == pytest.approx(2 / 2**9, abs=1e-9) or ours == pytest.approx(p_ref, abs=1e-9)
+
+
+def test_gram_dependence_check_matches_sequential_orthogonalisation() -> None:
+    """Dummies of a non-nested effect after demeaning by a nested one: the Gram-matrix check drops
+    the same columns as collinear_columns (a duplicated sum of dummies, a column absorbed by the
+    fixed effect), and keeps a full set of independent ones."""
+    from returnstudy.inference.bootstrap import dependent_columns_gram
+    from returnstudy.models._fe import FixedEffects, collinear_columns
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    corr, year = rng.integers(0, 300, n), rng.integers(0, 12, n)
+    D = np.zeros((n, 12))
+    D[np.arange(n), year] = 1.0
+    X = np.column_stack([D[:, 1:], D[:, 1] + D[:, 2], rng.normal(size=n), np.ones(n)])
+    Xd = FixedEffects([corr]).demean(X)
+    expected = np.zeros(X.shape[1], dtype=bool)
+    expected[[11, 13]] = True  # the sum of two dummies; the constant (absorbed by corridor effects)
+    np.testing.assert_array_equal(collinear_columns(Xd, X), expected)
+    np.testing.assert_array_equal(dependent_columns_gram(Xd, X), expected)
+    w = rng.uniform(0.5, 2.0, n)[:, None] ** 0.5
+    Xw = FixedEffects([corr]).demean(X, weights=w[:, 0] ** 2) * w
+    np.testing.assert_array_equal(dependent_columns_gram(Xw, X * w), collinear_columns(Xw, X * w))

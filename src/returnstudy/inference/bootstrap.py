@@ -58,7 +58,7 @@ import pandas as pd
 from scipy import optimize
 from returnstudy._progress import progress as _progress
 
-from returnstudy.models._fe import FixedEffects, collinear_columns
+from returnstudy.models._fe import FixedEffects
 from returnstudy.results import EstimationResult
 
 logger = logging.getLogger(__name__)
@@ -167,6 +167,33 @@ def _cluster_sum(M: np.ndarray, cl: np.ndarray, G: int, scale: np.ndarray | None
     if scale is None:
         return np.column_stack([np.bincount(cl, weights=M[:, j], minlength=G) for j in range(M.shape[1])])
     return np.column_stack([np.bincount(cl, weights=M[:, j] * scale, minlength=G) for j in range(M.shape[1])])
+
+
+def dependent_columns_gram(Xd: np.ndarray, X: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Columns of ``Xd`` to drop, with the decisions of
+    :func:`~returnstudy.models._fe.collinear_columns` (a column is dropped if its sum of squares
+    after demeaning is below ``tol`` times that of ``X``, or if its residual sum of squares on the
+    earlier kept columns is below ``tol`` times its own), computed from the k x k Gram matrix:
+    one matrix product instead of k^2 / 2 passes over the rows (used for the dummies of
+    non-nested fixed effects, a few dozen columns)."""
+    k = Xd.shape[1]
+    gram = Xd.T @ Xd
+    ss_d = np.diag(gram).copy()
+    ss_raw = np.einsum("ij,ij->j", X, X)
+    drop = ss_d <= tol * np.maximum(ss_raw, 1e-300)
+    kept: list[int] = []
+    for j in range(k):
+        if drop[j]:
+            continue
+        res = ss_d[j]
+        if kept:
+            g = gram[kept, j]
+            res = ss_d[j] - g @ np.linalg.solve(gram[np.ix_(kept, kept)], g)
+        if res <= tol * ss_d[j]:
+            drop[j] = True
+        else:
+            kept.append(j)
+    return drop
 
 
 def _chunks(G: int, reps: int, width: int = 3) -> int:
@@ -294,7 +321,7 @@ def _ols_boot_from_result(result: EstimationResult, cluster: str | None) -> tupl
     yt, Xt = Zt[:, 0], Zt[:, 1:]
     k = X.shape[1]
     if Xt.shape[1] > k:
-        drop = collinear_columns(Xt[:, k:], Z[:, 1 + k:])
+        drop = dependent_columns_gram(Xt[:, k:], Z[:, 1 + k:])
         del Z
         Xt = np.column_stack([Xt[:, :k], Xt[:, k:][:, ~drop]])
         yt = yt.copy()

@@ -74,10 +74,11 @@ from returnstudy.inference.bootstrap import (
     _cluster_sum,
     _weight_values,
     bootstrap_tstats,
+    dependent_columns_gram,
     finish_bootstrap,
     make_draws,
 )
-from returnstudy.models._fe import ConvergenceWarning, FixedEffects, PPMLFit, collinear_columns, fit_ppml
+from returnstudy.models._fe import ConvergenceWarning, FixedEffects, PPMLFit, fit_ppml
 from returnstudy.results import EstimationResult
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class PoissonScoreProblem:
         sw = np.sqrt(w)[:, None]
         k = self.X.shape[1]
         if Zt.shape[1] > k:  # explicit dummies collinear with the nested effects or each other
-            drop = collinear_columns(Zt[:, k:] * sw, Z[:, k:] * sw)
+            drop = dependent_columns_gram(Zt[:, k:] * sw, Z[:, k:] * sw)
             Zt = np.column_stack([Zt[:, :k], Zt[:, k:][:, ~drop]])
         Xs = Zt * sw
         A = np.linalg.inv(Xs.T @ Xs)
