@@ -377,7 +377,10 @@ def score_bootstrap(
                 half = a_dev[a_dev.size - 1 - k] if k < a_dev.size else 0.0
                 lows[t], highs[t] = tau - half, tau + half
         method = "score (multiplier) bootstrap of the influence function, centred on the estimate, non-studentized"
-        settings = {"cluster": cl_col, "n_clusters": G,
+        if impose_null:
+            logger.info("score bootstrap: the imputation influence-function bootstrap is centred on the estimate "
+                        "(impose_null does not apply)")
+        settings = {"cluster": cl_col, "n_clusters": G, "impose_null": False,
                     "ci": "test inversion (closed form)" if ci else None}
     else:
         prob, cl_name = _problem_from_result(result, cluster)
