@@ -234,3 +234,24 @@ def test_meat_without_score_matrix_equals_the_dense_scores(model: str) -> None:
     V1, d1 = _sandwich_from_meat(fit.coef_score_meat(one), n, df_k, df_resid, 1, "fixest-default")
     assert np.isnan(V1).all() and np.isnan(V0).all()
     assert (d1.identified, d1.note, d1.df_t) == (d0.identified, d0.note, d0.df_t)
+
+
+def test_mpdta_with_its_own_column_names_matches_pyfixest_saturated() -> None:
+    """County panel (countyreal, year, first.treat with 0 = never treated, lemp): cohort x period
+    cells and CRV1 errors (clustered by county) equal pyfixest's saturated regression."""
+    moderndid = pytest.importorskip("moderndid")
+    pf = pytest.importorskip("pyfixest")
+    d = moderndid.load_mpdta()
+    d = d.to_pandas() if hasattr(d, "to_pandas") else pd.DataFrame(d)
+    r = sun_abraham(d, outcome="lemp", unit="countyreal", time="year", cohort="first.treat", cluster="countyreal")
+    q = d.assign(g=d["first.treat"], rel=np.where(d["first.treat"] > 0, d["year"] - d["first.treat"], -1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = pf.feols("lemp ~ i(rel, g, ref=-1, ref2=0) | countyreal + year", data=q, vcov={"CRV1": "countyreal"})
+    coef, se = m.coef(), m.se()
+    cells = r.extra["cohort_effects"]
+    assert len(cells) == len(coef) == 12
+    for (g, k), row in cells.iterrows():
+        assert row["estimate"] == pytest.approx(coef[f"rel::{k}:g::{g}"], abs=1e-8)
+        assert row["std_error"] == pytest.approx(se[f"rel::{k}:g::{g}"], rel=1e-6)
+    assert r.info["n_clusters"] == 500

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from returnstudy.inference.cluster import variance_not_identified
-from returnstudy.models._design import prepare
+from returnstudy.models._design import DEFAULT_TIME, DEFAULT_UNIT, check_column_arguments, prepare
 from returnstudy.results import EstimationResult, make_table, panel_info
 
 logger = logging.getLogger(__name__)
@@ -114,22 +114,34 @@ def did_sample(
     cluster: str | None = "citizen",
     unit: str = "corridor",
     time: str = "year",
+    cohort: str | None = None,
 ) -> DidSample:
     """Validate and extract the arrays shared by the staggered-adoption estimators.
 
     The treatment must be binary (0/1) and absorbing; the adoption year is taken from
     ``{treatment}_cohort`` if present (checked against ``D``), else derived as the first
-    year with ``D == 1``. Rows with a missing outcome, treatment, identifier or (Poisson)
-    missing / non-positive exposure are dropped and counted. Duplicated ``(unit, time)``
-    rows raise ``ValueError``.
+    year with ``D == 1``. With ``cohort=`` (a column holding each unit's first treated
+    period, 0 / NaN / inf for never treated, as R *did*'s ``gname``) the adoption year is
+    that column, and the treatment indicator ``time >= cohort`` is built unless
+    ``treatment`` names an existing 0/1 column (then it is checked against the cohort).
+    Rows with a missing outcome, treatment, identifier or (Poisson) missing / non-positive
+    exposure are dropped and counted. Duplicated ``(unit, time)`` rows raise ``ValueError``;
+    a named column that does not exist raises ``KeyError`` listing the panel's columns.
     """
     if model not in ("linear", "poisson"):
         raise ValueError(f"model={model!r}: expected 'linear' or 'poisson'")
+    if isinstance(cluster, (list, tuple)) and len(cluster) == 1:
+        cluster = cluster[0]
+    check_column_arguments(panel, outcome=outcome, unit=unit, time=time, cohort=cohort, fe=tuple(fe) or None,
+                           cluster=cluster if isinstance(cluster, str) else None,
+                           exposure=exposure if model == "poisson" else None)
+    if cohort is not None:
+        panel, treatment = _with_cohort_treatment(panel, treatment, cohort, unit, time)
     if treatment not in panel.columns:
         valid = sorted(str(c)[: -len("_cohort")] for c in panel.columns if str(c).endswith("_cohort"))
         raise KeyError(
             f"treatment column {treatment!r} not in panel; treatments with cohort columns in this panel: "
-            f"{valid or 'none (run add_treatments first)'}"
+            f"{valid or 'none (run add_treatments first, or name the first-treated-period column with cohort=)'}"
         )
     if isinstance(cluster, (list, tuple)):
         if len(cluster) != 1:
@@ -185,6 +197,45 @@ def did_sample(
         sample.exposure = exp_arr
         sample = sample.subset(np.isfinite(exp_arr) & (exp_arr > 0), f"{exposure} missing or zero (no exposure)")
     return sample
+
+
+def _with_cohort_treatment(
+    panel: pd.DataFrame, treatment: str | None, cohort: str, unit: str, time: str
+) -> tuple[pd.DataFrame, str]:
+    """The panel with ``{name}_cohort`` taken from the column ``cohort`` (0, NaN, inf: never
+    treated) and, unless ``treatment`` is an existing column, the indicator ``time >= cohort``.
+
+    Returns the (lazily copied) panel and the treatment column's name (``treatment``, or
+    ``"treated"`` when None). The cohort must be numeric and constant within each unit.
+    """
+    g = pd.to_numeric(panel[cohort], errors="coerce").astype("float64")
+    bad = panel[cohort].notna().to_numpy() & g.isna().to_numpy()
+    if bad.any():
+        i = panel.index[np.flatnonzero(bad)[0]]
+        raise ValueError(f"cohort column {cohort!r} must be numeric (first treated period; 0 or NaN for never "
+                         f"treated); row {i!r} has {panel.loc[i, cohort]!r}")
+    g_arr = g.to_numpy()
+    g_arr = np.where(np.isfinite(g_arr) & (g_arr != 0), g_arr, np.nan)
+    u_codes = pd.factorize(panel[unit])[0]
+    seen = u_codes >= 0
+    key = np.nan_to_num(g_arr, nan=-1.0)
+    lo = np.full(u_codes.max() + 1 if seen.any() else 0, np.inf)
+    hi = np.full_like(lo, -np.inf)
+    np.minimum.at(lo, u_codes[seen], key[seen])
+    np.maximum.at(hi, u_codes[seen], key[seen])
+    if (lo < hi).any():
+        j = int(np.flatnonzero(lo < hi)[0])
+        u = panel[unit].to_numpy()[np.flatnonzero(u_codes == j)[0]]
+        u = u.item() if isinstance(u, np.generic) else u
+        raise ValueError(f"cohort column {cohort!r} varies within {unit}={u!r}; it must be the unit's first "
+                         "treated period in every row")
+    name = treatment if treatment is not None else "treated"
+    new = {f"{name}_cohort": pd.array(g_arr, dtype="Float64")}
+    if name not in panel.columns:
+        t = pd.to_numeric(panel[time], errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            new[name] = np.where(np.isnan(g_arr), 0.0, (t >= g_arr).astype(float))
+    return panel.assign(**new), name
 
 
 # --------------------------------------------------------------------------- sparse FE
@@ -519,32 +570,43 @@ def _pretrend_leads(
 
 def did_imputation(
     panel: pd.DataFrame,
-    treatment: str = "bilateral_binding",
+    treatment: str | None = None,
     model: str = "linear",
     outcome: str | None = None,
     exposure: str = "orders",
     event_time: bool = False,
     horizons: int | Sequence[int] | None = None,
-    fe: Sequence[str] = ("corridor", "year"),
+    fe: Sequence[str] | None = None,
     cluster: str | None = "citizen",
     min_untreated_periods: int = 1,
     pretrends: int = 0,
     alpha: float = 0.05,
+    unit: str | None = None,
+    time: str | None = None,
+    cohort: str | None = None,
 ) -> EstimationResult:
     """Borusyak-Jaravel-Spiess imputation estimator of the ATT of a staggered treatment.
 
     Parameters
     ----------
-    panel : corridor-year panel with the treatment contract columns.
-    treatment : binary absorbing treatment column (adoption year from ``{treatment}_cohort``).
+    panel : long panel, one row per unit and period (default: the corridor-year panel with
+        the treatment contract columns).
+    treatment : binary absorbing treatment column (adoption year from ``{treatment}_cohort``);
+        default ``bilateral_binding``, or with ``cohort=`` a label for the effect
+        (``"treated"``) unless it names an existing 0/1 column.
+    unit, time : unit and period columns (default ``corridor`` and ``year``).
+    cohort : column with each unit's first treated period (0 / NaN: never treated), e.g.
+        ``first.treat``; default ``{treatment}_cohort``.
     model : ``"linear"`` (outcome default ``return_rate``) or ``"poisson"`` (outcome
         default ``returns`` with offset ``log(exposure)``).
     event_time : if True, ``.table`` is indexed by years since adoption (int) and the
         overall ATT is in ``info["overall"]``; otherwise one row ``term == treatment``.
     horizons : event times to report (int H: 0..H; default all with treated data).
-    fe : fixed effects of the untreated-outcome model (columns or ``a^b`` interactions).
-    cluster : one-way cluster variable for the standard errors (None: by observation).
-    min_untreated_periods : treated corridors with fewer untreated years are dropped.
+    fe : fixed effects of the untreated-outcome model (columns or ``a^b`` interactions);
+        default unit and time effects ``(unit, time)``.
+    cluster : one-way cluster variable for the standard errors (default ``citizen``;
+        None: by observation).
+    min_untreated_periods : treated units with fewer untreated periods are dropped.
     pretrends : number of leads K for the BJS pre-trend test (Test 1): the untreated-outcome
         model is re-fitted on untreated rows with indicators for the K years before adoption;
         their coefficients (relative periods -K..-1, against earlier untreated years) join the
@@ -554,7 +616,11 @@ def did_imputation(
     """
     if outcome is None:
         outcome = "return_rate" if model == "linear" else "returns"
-    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster)
+    unit, time = unit or DEFAULT_UNIT, time or DEFAULT_TIME
+    fe = (unit, time) if fe is None else ((fe,) if isinstance(fe, str) else tuple(fe))
+    if treatment is None:
+        treatment = "treated" if cohort is not None else "bilateral_binding"
+    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster, unit=unit, time=time, cohort=cohort)
     if min_untreated_periods < 1:
         raise ValueError("min_untreated_periods must be >= 1")
     # corridors with too few untreated years
@@ -721,7 +787,7 @@ def did_imputation(
                      "kwargs": {"treatment": treatment, "model": model, "outcome": outcome, "exposure": exposure,
                                 "event_time": event_time, "horizons": horizons, "fe": tuple(fe), "cluster": cluster,
                                 "min_untreated_periods": min_untreated_periods, "pretrends": pretrends,
-                                "alpha": alpha}},
+                                "alpha": alpha, "unit": unit, "time": time, "cohort": cohort}},
             "influence": psi,
             "sample_index": s.frame.index,
         },

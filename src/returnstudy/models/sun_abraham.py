@@ -39,6 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from returnstudy.inference.cluster import VcovDetails, _parse_ssc, variance_not_identified
+from returnstudy.models._design import DEFAULT_TIME, DEFAULT_UNIT
 from returnstudy.models._fe import FixedEffects
 from returnstudy.models.imputation import SparseFE, did_sample, sparse_fit
 from returnstudy.results import EstimationResult, make_table
@@ -93,7 +94,7 @@ def _sandwich_from_meat(
 
 def sun_abraham(
     panel: pd.DataFrame,
-    treatment: str = "bilateral_binding",
+    treatment: str | None = None,
     model: str = "linear",
     outcome: str | None = None,
     exposure: str = "orders",
@@ -101,17 +102,27 @@ def sun_abraham(
     control: str = "never",
     ref_period: int = -1,
     window: tuple[int, int] | None = None,
-    fe: tuple[str, ...] = ("corridor", "year"),
+    fe: tuple[str, ...] | None = None,
     cluster: str | None = "citizen",
     small_sample: str = "fixest-default",
     alpha: float = 0.05,
+    unit: str | None = None,
+    time: str | None = None,
+    cohort: str | None = None,
 ) -> EstimationResult:
     """Sun-Abraham event study (or overall ATT) for a staggered binary treatment.
 
     Parameters
     ----------
-    panel : corridor-year panel with treatment contract columns.
-    treatment : binary absorbing treatment (adoption year from ``{treatment}_cohort``).
+    panel : long panel, one row per unit and period (default: the corridor-year panel with
+        the treatment contract columns).
+    treatment : binary absorbing treatment (adoption year from ``{treatment}_cohort``);
+        default ``bilateral_binding``, or with ``cohort=`` a label for the effect
+        (``"treated"``) unless it names an existing 0/1 column.
+    unit, time : unit and period columns (default ``corridor`` and ``year``).
+    cohort : column with each unit's first treated period (0 / NaN: never treated), e.g.
+        ``first.treat``; default ``{treatment}_cohort``.
+    fe : fixed effects (default unit and time effects ``(unit, time)``).
     model : ``"linear"`` (default outcome ``return_rate``) or ``"poisson"`` (``returns``,
         offset ``log(exposure)``).
     event_time : True: ``.table`` indexed by relative period (int, reference omitted);
@@ -125,7 +136,11 @@ def sun_abraham(
         outcome = "return_rate" if model == "linear" else "returns"
     if control not in ("never", "last"):
         raise ValueError(f"control={control!r}: expected 'never' or 'last'")
-    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster)
+    unit, time = unit or DEFAULT_UNIT, time or DEFAULT_TIME
+    fe = (unit, time) if fe is None else ((fe,) if isinstance(fe, str) else tuple(fe))
+    if treatment is None:
+        treatment = "treated" if cohort is not None else "bilateral_binding"
+    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster, unit=unit, time=time, cohort=cohort)
     coh = s.cohort
     first_year = np.nanmin(s.year)
     always = ~np.isnan(coh) & (coh <= first_year)
@@ -295,7 +310,8 @@ def sun_abraham(
                      "kwargs": {"treatment": treatment, "model": model, "outcome": outcome, "exposure": exposure,
                                 "event_time": event_time, "control": control, "ref_period": ref_period,
                                 "window": window, "fe": tuple(fe), "cluster": cluster,
-                                "small_sample": small_sample, "alpha": alpha}},
+                                "small_sample": small_sample, "alpha": alpha, "unit": unit, "time": time,
+                                "cohort": cohort}},
         },
     )
     if not det.identified:
