@@ -315,3 +315,23 @@ def test_exact_two_way_projection_equals_alternating_projections() -> None:
         np.testing.assert_allclose(proj.demean(Z, w), fx.demean(Z, weights=w, tol=1e-13), atol=1e-9, rtol=0)
     assert _TwoWayProjection.for_(FixedEffects([corridor], names=["corridor"])) is None
     assert _TwoWayProjection.for_(FixedEffects([corridor, rng.integers(0, 300, n)])) is None  # no small dimension
+
+
+def test_renamed_corridor_panel_gives_the_same_permutations() -> None:
+    """Nothing assumes the package's column names: the corridor panel with its identifiers
+    renamed (reporter, nationality, pair, period), permuted at level='nationality' within
+    'reporter', gives the draws and p-value of the original at level='citizen'."""
+    import returnstudy as rs
+
+    p = simulate_panel(seed=2, n_geo=6, n_citizen=30, years=(2010, 2018))
+    res = rs.ppml(p, treatments=["eu_agreement"])
+    ri = randomization_inference(res, reps=19, seed=8, level="citizen", panel=p)
+    names = {"geo": "reporter", "citizen": "nationality", "corridor": "pair", "year": "period",
+             "eu_agreement": "policy", "eu_agreement_cohort": "policy_start"}
+    q = p.drop(columns=["eu_agreement_years_since"]).rename(columns=names)
+    res_q = rs.ppml(q, treatments=["policy"], fe=["pair", "period"], cluster="nationality")
+    ri_q = randomization_inference(res_q, reps=19, seed=8, level="nationality", panel=q, unit="pair",
+                                   time="period", cohort="policy_start", within="reporter")
+    assert ri_q.info["randomization_inference"]["permutation"] == "pattern"
+    np.testing.assert_allclose(ri_q.extra["ri_draws"]["policy"], ri.extra["ri_draws"]["eu_agreement"], rtol=1e-9)
+    assert ri_q.table.loc["policy", "ri_p_value"] == ri.table.loc["eu_agreement", "ri_p_value"]
