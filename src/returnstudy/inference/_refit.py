@@ -182,8 +182,8 @@ class _RectifierCheck:
 class FixedDesignRefit:
     """A ``twfe`` or ``ppml`` specification on a fixed sample, re-fitted for new values of one regressor.
 
-    Build with :meth:`build` (returns None when the specification cannot be held fixed, e.g. an
-    unsupported keyword); :meth:`fit` takes the new regressor's values over the rows of the
+    Build with :meth:`build` (returns None when the specification cannot be held fixed, e.g.
+    the observed fit dropped rows as separated); :meth:`fit` takes the new regressor's values over the rows of the
     panel the refit was built on and returns a :class:`DrawFit`, or None when the draw needs a
     re-estimation from the panel (rows dropped as separated).
     """
@@ -283,9 +283,9 @@ class FixedDesignRefit:
 
         ``se=False``: coefficients only; a PPML fit starts from the observed fit under the null
         (3-4 IRLS steps instead of about 9). ``se=True``: also standard errors and p-values; a
-        PPML fit then takes the estimator's own IRLS path from its cold start, because the
-        sandwich is evaluated at the last step's working weights: the same path gives the same
-        standard errors, not merely equal ones to the IRLS tolerance.
+        PPML fit then takes the estimator's IRLS steps from its cold start, because the
+        sandwich is evaluated at the last step's working weights: the same steps give the same
+        standard errors to the demeaning tolerance, not merely to the IRLS tolerance.
         """
         x = np.asarray(x, dtype=float)[self.positions]
         if not np.all(np.isfinite(x)):
