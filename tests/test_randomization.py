@@ -335,3 +335,41 @@ def test_renamed_corridor_panel_gives_the_same_permutations() -> None:
     assert ri_q.info["randomization_inference"]["permutation"] == "pattern"
     np.testing.assert_allclose(ri_q.extra["ri_draws"]["policy"], ri.extra["ri_draws"]["eu_agreement"], rtol=1e-9)
     assert ri_q.table.loc["policy", "ri_p_value"] == ri.table.loc["eu_agreement", "ri_p_value"]
+
+
+def test_multiverse_null_test_fixed_design_equals_re_estimation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The multiverse null test re-fits twfe and ppml specifications on their fixed design; the
+    estimates, standard errors and p-values of every draw equal re-estimating each permuted
+    sample, so the curve statistics and adjusted p-values are the same."""
+    import returnstudy.multiverse_result as mr
+    from returnstudy.multiverse import multiverse
+    from returnstudy.multiverse_grid import grid_from_dict
+    from returnstudy.spec import spec_from_dict
+
+    spec = spec_from_dict({"study": {"name": "sim"}, "filters": [{"step": "min_orders", "n": 1, "how": "mean"}],
+                           "models": [{"name": "m", "estimator": "ppml", "treatments": ["bilateral_binding"]}]})
+    grid = grid_from_dict({
+        "grid": {"name": "sim", "treatments": ["bilateral_binding"], "focal_treatments": ["bilateral_binding"]},
+        "dimensions": [
+            {"name": "min_orders", "rationale": "r", "options": [
+                {"name": "1", "rationale": "r", "filters": {"min_orders": {"n": 1}}},
+                {"name": "20", "rationale": "r", "filters": {"min_orders": {"n": 20}}}]},
+            {"name": "estimator", "rationale": "r", "options": [
+                {"name": "ppml", "rationale": "r", "model": {"estimator": "ppml"}},
+                {"name": "linear", "rationale": "r",
+                 "model": {"estimator": "twfe", "outcome": "return_rate", "weights": "orders"}}]}]})
+    panel = simulate_panel(seed=4, n_geo=8, n_citizen=30, years=(2010, 2016), bilateral_share=0.3, base_effect=0.2)
+    res = multiverse(spec, None, grid, design="full", panel=panel)
+    from returnstudy.inference._refit import FixedDesignRefit
+
+    calls = []
+    original = FixedDesignRefit.fit
+    monkeypatch.setattr(FixedDesignRefit, "fit", lambda self, x, se=False: calls.append(se) or original(self, x, se))
+    fast = res.null_test("bilateral_binding", draws=9, seed=3)
+    assert calls.count(True) == 36  # every draw of the 4 specifications on the fixed design, with standard errors
+    monkeypatch.setattr(mr, "_fixed_design", lambda *a, **k: None)
+    slow = res.null_test("bilateral_binding", draws=9, seed=3)
+    assert fast.info["fits"] == slow.info["fits"] == 36
+    pd.testing.assert_frame_equal(fast.statistics, slow.statistics, rtol=1e-8)
+    cols = ["p_permutation", "p_fwer_minp", "p_fwer_romano_wolf", "valid_draws"]
+    pd.testing.assert_frame_equal(fast.per_spec[cols], slow.per_spec[cols])

@@ -245,10 +245,13 @@ class MultiverseResult:
                   address: str | None = None, progress: bool | None = False) -> NullTestResult:
         """Is the curve of ``treatment`` distinguishable from no effect?
 
-        Imposes the sharp null by permuting adoption dates (``level``: "citizen" for EU-level
-        treatments, "corridor" for bilateral ones; the package's randomization-inference
-        permuter), the same permutation in every specification of a draw, and re-fits the
-        estimated specifications (or ``n_specs`` of them drawn with ``seed``) per draw.
+        Imposes the sharp null by permuting adoption dates (``level``: the column at which they
+        are exchanged, as in :func:`~returnstudy.inference.randomization.randomization_inference`;
+        default "citizen" for EU-level treatments, "corridor" for bilateral ones), the same
+        permutation in every specification of a draw, and re-fits the estimated specifications
+        (or ``n_specs`` of them drawn with ``seed``) per draw: ``twfe`` and ``ppml``
+        specifications on their fixed design (only the treatment column changes), the others
+        by re-estimation on the permuted sample.
         Specifications coded with a share of the year (not a 0/1 treatment) cannot be permuted
         and are left out (counted). Reports Simonsohn, Simmons & Nelson's three statistics with
         permutation p-values, and per specification the unadjusted permutation p-value and
@@ -259,8 +262,6 @@ class MultiverseResult:
         if draws < 1:
             raise ValueError("draws must be >= 1")
         level = level or ("citizen" if treatment.startswith("eu_") else "corridor")
-        if level not in ("citizen", "corridor"):
-            raise ValueError(f"level={level!r}: expected 'citizen' or 'corridor'")
         ctx = self.context
         t = self.rows(treatment)
         t = t[np.isfinite(t["estimate"]) & np.isfinite(t["std_error"]) & (t["std_error"] > 0)]
