@@ -214,6 +214,13 @@ def test_meat_without_score_matrix_equals_the_dense_scores(model: str) -> None:
     scale = np.max(np.abs(scores.T @ scores))
     np.testing.assert_allclose(fit.coef_score_meat(cl), meat_clustered(scores, cl), rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(fit.coef_score_meat(None), scores.T @ scores, rtol=0, atol=1e-12 * scale)
+    # the cluster sums eliminate the corridor block exactly (Schur complement) and equal the
+    # sums through the sparse factor
+    assert fit._diagonal_block() == q["corridor"].nunique()
+    M = (sp.csr_matrix((fit.resid, (cl, np.arange(cl.size)))) @ fit.W).tocsc()
+    C = fit._cluster_sums_by_schur(M)
+    C_lu = np.asarray(M @ fit._coef_rows())
+    np.testing.assert_allclose(C, C_lu, rtol=0, atol=1e-12 * np.abs(C_lu).max())
     n, k = scores.shape
     df_k, df_resid = k + 50, n - k - fe.p
     for ssc in ("fixest-default", "conventional", "none", {"k_adj": False, "G_adj": True}):

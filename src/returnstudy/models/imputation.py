@@ -361,7 +361,8 @@ class SparseFit:
     """Least squares or Poisson fit of ``y`` on ``[X, fixed-effect dummies]`` (sparse design ``W``).
 
     ``theta[:k]`` are the coefficients on ``X``; ``resid`` = y - fitted (Poisson: y - mu);
-    ``solve`` applies the inverse Hessian (``W'W`` or ``W' diag(mu) W``).
+    ``solve`` applies the inverse Hessian (``W'W`` or ``W' diag(mu) W``; ``hess_weights``
+    is None or ``mu``).
     """
 
     theta: np.ndarray
@@ -372,6 +373,7 @@ class SparseFit:
     solve: Callable[[np.ndarray], np.ndarray]
     converged: bool = True
     n_iter: int = 0
+    hess_weights: np.ndarray | None = None
 
     def coef_scores(self) -> np.ndarray:
         """Per-observation influence on the X coefficients: (W H^-1 E_k)_i * resid_i, shape (n, k).
@@ -396,8 +398,8 @@ class SparseFit:
         without: ``sum_i s_i s_i' = A' (W' diag(resid^2) W) A`` with ``A = H^-1 E_k``
         (p x k work). Memory grows with the number of parameters, not rows x coefficients.
         """
-        A = self._coef_rows()
         if cluster is None:
+            A = self._coef_rows()
             WrW = (self.W.T @ (sp.diags(self.resid**2) @ self.W)).tocsr()
             return A.T @ np.asarray(WrW @ A)
         codes = np.asarray(cluster)
@@ -405,8 +407,52 @@ class SparseFit:
             raise ValueError(f"cluster has {codes.size} rows, the fit has {self.resid.size}")
         n_groups = int(codes.max()) + 1 if codes.size else 0
         S = sp.csr_matrix((self.resid, (codes, np.arange(codes.size))), shape=(n_groups, codes.size))
-        C = np.asarray((S @ self.W) @ A)
+        M = (S @ self.W).tocsc()  # (G, p): cluster sums of resid * W
+        C = self._cluster_sums_by_schur(M)
+        if C is None:
+            C = np.asarray(M @ self._coef_rows())
         return C.T @ C
+
+    def _diagonal_block(self) -> int:
+        """Number of fixed-effect columns right after the ``k`` X columns that no row shares
+        (the levels of one fixed effect, e.g. corridors): their Hessian block is diagonal."""
+        Wf = self.W[:, self.k:].tocsr()
+        Wf.sort_indices()
+        two = np.diff(Wf.indptr) >= 2
+        if not two.any():
+            return Wf.shape[1]
+        return int(Wf.indices[Wf.indptr[:-1][two] + 1].min())
+
+    def _cluster_sums_by_schur(self, M: sp.csc_matrix, max_rest: int = 3000) -> np.ndarray | None:
+        """``M H^-1 E_k`` by eliminating a diagonal block ``D`` of the Hessian exactly.
+
+        With ``H = [[diag(h), B'], [B, K]]`` (``D`` first, the rest ``R`` holding the X
+        columns), ``H^-1 E_k = [-diag(1/h) B' ; I] S^-1 E_k`` with the Schur complement
+        ``S = K - B diag(1/h) B'`` (dense, size of ``R``), so
+        ``M H^-1 E_k = (M_R - M_D diag(1/h) B') S^-1 E_k``: sparse products and a small
+        dense solve, no (parameters x k) matrix. None when there is no such block or ``R``
+        is large (the caller then solves with the sparse factor).
+        """
+        k, p = self.k, self.W.shape[1]
+        nd = self._diagonal_block()
+        m = p - nd
+        if nd == 0 or m > max_rest:
+            return None
+        w = self.hess_weights
+        H = (self.W.T @ (self.W if w is None else sp.diags(w) @ self.W)).tocsc()
+        d_idx = np.arange(k, k + nd)
+        r_idx = np.r_[np.arange(k), np.arange(k + nd, p)]
+        h = H.diagonal()[k:k + nd]
+        if not np.all(h > 0):
+            return None
+        B = H[:, d_idx].tocsr()[r_idx]  # (m, nd)
+        Bh = (B @ sp.diags(1.0 / h)).tocsr()
+        schur = H[:, r_idx].tocsr()[r_idx].toarray() - (Bh @ B.T).toarray()
+        E = np.zeros((m, k))
+        E[np.arange(k), np.arange(k)] = 1.0
+        SX = np.linalg.solve(schur, E)
+        T = M[:, r_idx].toarray() - (M[:, d_idx] @ Bh.T).toarray()
+        return T @ SX
 
 
 def sparse_fit(
@@ -467,7 +513,7 @@ def sparse_fit(
         ll_old = ll
     mu = np.exp(off + W @ theta)
     return SparseFit(theta=theta, fitted=mu, resid=y - mu, W=W, k=k, solve=factor(mu), converged=converged,
-                     n_iter=it)
+                     n_iter=it, hess_weights=mu)
 
 
 def _parse_horizons(horizons: int | Sequence[int] | None, rel_treated: np.ndarray) -> list[int]:
