@@ -373,3 +373,21 @@ def test_multiverse_null_test_fixed_design_equals_re_estimation(monkeypatch: pyt
     pd.testing.assert_frame_equal(fast.statistics, slow.statistics, rtol=1e-8)
     cols = ["p_permutation", "p_fwer_minp", "p_fwer_romano_wolf", "valid_draws"]
     pd.testing.assert_frame_equal(fast.per_spec[cols], slow.per_spec[cols])
+
+
+def test_blas_free_collinearity_check_matches_the_estimators() -> None:
+    """The re-fits' collinearity rule is the estimators' (collinear_columns): the same columns
+    dropped on designs with a column collinear with the fixed effects and one with the others."""
+    from returnstudy.inference._refit import _collinear
+    from returnstudy.models._fe import FixedEffects, collinear_columns
+
+    rng = np.random.default_rng(1)
+    n = 500
+    g = rng.integers(0, 40, n)
+    fx = FixedEffects([g, rng.integers(0, 5, n)])
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    for X in (np.column_stack([a, b]), np.column_stack([a, (g == 3).astype(float), b, a + 2 * b]),
+              np.column_stack([a, a * 1e-7 + b, b])):
+        Xd = fx.demean(X, tol=1e-13)
+        np.testing.assert_array_equal(_collinear(Xd, X), collinear_columns(Xd, X))
+    assert _collinear(*(2 * [np.column_stack([a, (g == 3).astype(float), b, a + 2 * b])])).tolist() == [False] * 3 + [True]

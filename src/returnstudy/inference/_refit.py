@@ -38,7 +38,7 @@ from scipy import stats
 
 from ..models._common import _nesting_clusters, fe_rank, vcov_type_of
 from ..models._design import Design
-from ..models._fe import FixedEffects, _poisson_deviance, collinear_columns
+from ..models._fe import FixedEffects, _poisson_deviance
 
 logger = logging.getLogger(__name__)
 
@@ -50,50 +50,85 @@ _FE_TOL, _COLLIN_TOL, _DEMEAN_TOL = 1e-11, 1e-9, 1e-10
 _SMALL_DIMENSION_LEVELS = 60
 
 
+def _cross(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A.T @ B`` for tall, narrow arrays without BLAS: a threaded BLAS spends more time
+    waking threads than computing a k x k cross-product, and on a busy machine much more."""
+    return np.einsum("ij,ik->jk", A, B) if B.ndim == 2 else np.einsum("ij,i->j", A, B)
+
+
+def _times(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``A @ b`` for a tall, narrow ``A`` without BLAS (see :func:`_cross`)."""
+    return np.einsum("ij,j->i", A, b) if b.ndim == 1 else np.einsum("ij,jk->ik", A, b)
+
+
+def _collinear(Xd: np.ndarray, X: np.ndarray, tol: float = _COLLIN_TOL) -> np.ndarray:
+    """:func:`~returnstudy.models._fe.collinear_columns` (same rule, same order of columns)
+    with its dot products written without BLAS (see :func:`_cross`)."""
+    k = Xd.shape[1]
+    drop = np.zeros(k, dtype=bool)
+    ss_d = np.einsum("ij,ij->j", Xd, Xd)
+    ss_raw = np.einsum("ij,ij->j", X, X)
+    drop |= ss_d <= tol * np.maximum(ss_raw, 1e-300)
+    basis: list[np.ndarray] = []
+    for j in range(k):
+        if drop[j]:
+            continue
+        v = Xd[:, j].copy()
+        for b in basis:
+            v -= np.einsum("i,i->", b, v) * b
+        nv = float(np.sqrt(np.einsum("i,i->", v, v)))
+        if nv * nv <= tol * ss_d[j]:
+            drop[j] = True
+        else:
+            basis.append(v / nv)
+    return drop
+
+
 class _TwoWayProjection:
     """Exact weighted within-transformation for two fixed-effect dimensions, one of them small
-    (years): by Frisch-Waugh-Lovell, residualise the columns and the small dimension's dummies
-    (one level left out) on the large dimension's groups (exact, one pass), then the columns
-    on those demeaned dummies. The result is the projection that alternating projections
-    converge to, without their iterations; ``FixedEffects.demean`` stops within its tolerance
-    of it (1e-11 relative in the PPML fits), so the two agree to that tolerance.
+    (years), by Frisch-Waugh-Lovell: demean the columns within the large dimension's groups
+    (exact, one pass), then partial out the small dimension's dummies (one level left out),
+    themselves demeaned within the groups. The dummies are never formed: with ``C[g, s]`` the
+    weight of group g in level s, their demeaned cross-products are ``diag(sum_g C) -
+    sum_g C_g C_g' / w_g`` and their cross-products with a demeaned column are its weighted
+    sums per level, so a call costs O(rows x columns + groups x levels^2). The result is the
+    projection that alternating projections converge to, without their iterations;
+    ``FixedEffects.demean`` stops within its tolerance of it.
     """
 
     def __init__(self, fx: FixedEffects) -> None:
-        import scipy.sparse as sp
-
         big = int(np.argmax(fx.n_levels))
-        small = 1 - big
-        n = fx.n_obs
-        self.codes, self.n_groups = fx.codes[big], fx.n_levels[big]
-        self.groups = sp.csr_matrix((np.ones(n), (self.codes, np.arange(n))), shape=(self.n_groups, n))
-        cs, gs = fx.codes[small], fx.n_levels[small]
-        self.D = np.zeros((n, max(gs - 1, 0)))
-        rows = np.flatnonzero(cs > 0)
-        self.D[rows, cs[rows] - 1] = 1.0
+        self.cb, self.gb = fx.codes[big], fx.n_levels[big]
+        self.cs, self.gs = fx.codes[1 - big], fx.n_levels[1 - big]
+        self.cell = self.cb.astype(np.int64) * self.gs + self.cs
 
     @classmethod
     def for_(cls, fx: FixedEffects | None) -> _TwoWayProjection | None:
-        """The projection for ``fx`` if it has two dimensions, one small, and the dummies fit in
-        a few tens of MB; else None (alternating projections)."""
+        """The projection for ``fx`` if it has two dimensions, one of them small; else None."""
         if fx is None or fx.n_dims != 2 or min(fx.n_levels) > _SMALL_DIMENSION_LEVELS:
-            return None
-        if fx.n_obs * (min(fx.n_levels) - 1) > 5_000_000:
             return None
         return cls(fx)
 
     def demean(self, Z: np.ndarray, w: np.ndarray) -> np.ndarray:
-        wsum = self.groups @ w
+        cb, gb, cs, gs = self.cb, self.gb, self.cs, self.gs
+        wsum = np.bincount(cb, weights=w, minlength=gb)
         inv = np.divide(1.0, wsum, out=np.zeros_like(wsum), where=wsum > 0)
-        both = np.column_stack([Z, self.D])
-        means = (self.groups @ (both * w[:, None])) * inv[:, None]
-        within = both - means[self.codes]
-        Zc, Dc = within[:, :Z.shape[1]], within[:, Z.shape[1]:]
-        if not Dc.shape[1]:
+        k = Z.shape[1]
+        means = np.empty((gb, k))
+        for j in range(k):
+            means[:, j] = np.bincount(cb, weights=w * Z[:, j], minlength=gb)
+        Zc = Z - (means * inv[:, None])[cb]
+        if gs < 2:
             return Zc
-        Dw = Dc * w[:, None]
-        coef = np.linalg.lstsq(Dw.T @ Dc, Dw.T @ Zc, rcond=None)[0]
-        return Zc - Dc @ coef
+        C = np.bincount(self.cell, weights=w, minlength=gb * gs).reshape(gb, gs)[:, 1:]
+        share = C * inv[:, None]
+        A = np.diag(C.sum(axis=0)) - _cross(C, share)
+        B = np.empty((gs - 1, k))
+        for j in range(k):
+            B[:, j] = np.bincount(cs, weights=w * Zc[:, j], minlength=gs)[1:]
+        coef = np.linalg.lstsq(A, B, rcond=None)[0]
+        fitted = np.vstack([np.zeros((1, k)), coef])[cs] - _times(share, coef)[cb]
+        return Zc - fitted
 
 
 @dataclass
@@ -162,11 +197,11 @@ class _RectifierCheck:
                 Zd = self._demean(np.column_stack([U, X]))
             ud, Xd = Zd[:, 0], Zd[:, 1:]
             if Xd.shape[1]:
-                keepc = ~collinear_columns(Xd, X)
+                keepc = ~_collinear(Xd, X)
                 Xd = Xd[:, keepc]
                 Xw = Xd * omega[:, None]
-                b = np.linalg.lstsq(Xw.T @ Xd, Xw.T @ ud, rcond=None)[0]
-                resid = ud - Xd @ b
+                b = np.linalg.lstsq(_cross(Xw, Xd), _cross(Xw, ud), rcond=None)[0]
+                resid = ud - _times(Xd, b)
             else:
                 resid = ud
             uhat = U - resid
@@ -306,18 +341,18 @@ class FixedDesignRefit:
         Zd = self._Zd.copy()
         Zd[:, 1 + j] = self._demean_twfe(x[:, None])[:, 0]
         yd, Xd_all = Zd[:, 0], Zd[:, 1:]
-        drop = collinear_columns(Xd_all, X, _COLLIN_TOL)
+        drop = _collinear(Xd_all, X, _COLLIN_TOL)
         Xd = Xd_all[:, ~drop]
         w = self.w
         Xw = Xd if w is None else Xd * w[:, None]
-        bread = np.linalg.inv(Xw.T @ Xd) if Xd.shape[1] else np.zeros((0, 0))
-        b = bread @ (Xw.T @ yd) if Xd.shape[1] else np.zeros(0)
+        bread = np.linalg.inv(_cross(Xw, Xd)) if Xd.shape[1] else np.zeros((0, 0))
+        b = bread @ _cross(Xw, yd) if Xd.shape[1] else np.zeros(0)
         beta = np.full(len(self.names), np.nan)
         beta[~drop] = b
         if not se:
             self._check_estimable(drop)
             return DrawFit(self.names, beta)
-        resid = yd - Xd @ b
+        resid = yd - _times(Xd, b)
         scores = Xd * (resid if w is None else w * resid)[:, None]
         scale = None
         if self.vcov_type == "iid":
@@ -372,12 +407,12 @@ class FixedDesignRefit:
             prev = [Z, Zd]
             zd, Xd_all = Zd[:, 0], Zd[:, 1:]
             if it == 1 and k:
-                drop_cols = collinear_columns(Xd_all, X, _COLLIN_TOL)
+                drop_cols = _collinear(Xd_all, X, _COLLIN_TOL)
             Xd = Xd_all[:, ~drop_cols]
             if Xd.shape[1]:
                 Xw = Xd * wts[:, None]
-                delta = np.linalg.solve(Xw.T @ Xd, Xw.T @ zd)
-                resid = zd - Xd @ delta
+                delta = np.linalg.solve(_cross(Xw, Xd), _cross(Xw, zd))
+                resid = zd - _times(Xd, delta)
             else:
                 delta = np.zeros(0)
                 resid = zd
@@ -404,7 +439,7 @@ class FixedDesignRefit:
         if not se:
             self._check_estimable(drop)
             return DrawFit(self.names, beta)
-        bread = np.linalg.inv((Xd * wts[:, None]).T @ Xd) if Xd.shape[1] else np.zeros((0, 0))
+        bread = np.linalg.inv(_cross(Xd * wts[:, None], Xd)) if Xd.shape[1] else np.zeros((0, 0))
         scores = Xd * (wts * resid)[:, None]
         return self._inference(self.design, drop, beta, scores, bread, 1.0 if self.vcov_type == "iid" else None,
                                poisson=True)
