@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy.filter_step import FilterStep
+from returnstudy.provenance import freeze_attrs
 
 if typing.TYPE_CHECKING:  # annotations only: the spec module imports this one
     from returnstudy.spec import StudySpec
@@ -673,5 +674,5 @@ def apply_filters(
     result = current.copy() if current is panel else current
     result = result.reset_index(drop=True)
     attrs["filters"] = [{**r, "line": None if r["line"] is pd.NA else r["line"]} for r in records]
-    result.attrs = attrs
+    result.attrs = freeze_attrs(attrs)
     return FilterResult(panel=result, flow=flow, steps=plan)

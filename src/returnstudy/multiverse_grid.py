@@ -208,6 +208,12 @@ class Grid:
         return [self.resolve(c) for c in out], excluded
 
     def _choices(self, design: str) -> tuple[list[dict[str, str]], dict[str, int]]:
+        from returnstudy.reuse import reused  # one enumeration per grid and design within a report
+
+        key = (self.sha256, repr(self.dimensions), repr(self.exclude), design)
+        return reused("grid choices", key, lambda: self._enumerate(design), copy=lambda v: (list(v[0]), dict(v[1])))
+
+    def _enumerate(self, design: str) -> tuple[list[dict[str, str]], dict[str, int]]:
         if design not in DESIGNS:
             raise ValueError(f"design={design!r}: expected one of {list(DESIGNS)}")
         names = self.names

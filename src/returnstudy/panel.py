@@ -27,6 +27,8 @@ import pandas as pd
 from returnstudy.data import codes
 from returnstudy.data.eurostat import normalise_last_update
 from returnstudy.data.tables import Table, has_table, read_table
+from returnstudy.provenance import freeze_attrs
+from returnstudy.reuse import reused
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +101,27 @@ def load_panel(
         cells missing.
 
     Returns a DataFrame sorted by geo, citizen, year, whose ``attrs["vintage"]``
-    records, per table, its source, LAST UPDATE values, sha256 and the rows used.
+    records, per table, its source, LAST UPDATE values, sha256 and the rows used. Inside a
+    :func:`returnstudy.reuse.reuse_prepared` block (one report) the tables are read once per
+    set of arguments and each call gets its own copy of that panel.
     """
+    options = {"keep_aggregates": keep_aggregates, "keep_eu_plus_citizens": keep_eu_plus_citizens,
+               "eu_plus_only": eu_plus_only, "uk_until": uk_until, "zero_fill": zero_fill}
+    key = (None if data_dir is None else str(Path(data_dir).resolve()), repr(years), repr(sorted(options.items())))
+    return reused("panel", key, lambda: _build_panel(data_dir, years, **options), copy=pd.DataFrame.copy)
+
+
+def _build_panel(
+    data_dir: str | Path | None,
+    years: Sequence[int] | tuple[int, int] | None,
+    *,
+    keep_aggregates: bool,
+    keep_eu_plus_citizens: bool,
+    eu_plus_only: bool,
+    uk_until: int | None,
+    zero_fill: ZeroFill,
+) -> pd.DataFrame:
+    """:func:`load_panel` without reuse: read the tables and build the panel."""
     tables: dict[str, Table] = {}
     for var, (code, _) in VARIABLES.items():
         if code in tables:
@@ -189,6 +210,7 @@ def load_panel(
         "zero_fill": zero_fill,
         "zero_fill_applied": zero_fill_log,
     }
+    panel.attrs = freeze_attrs(panel.attrs)
     log.info("panel: %d corridor-years, %d corridors", len(panel), panel["corridor"].nunique())
     return panel
 

@@ -24,6 +24,7 @@ from returnstudy.honest_report import study_pretrend_reports
 from returnstudy.identification import switching_counts
 from returnstudy.paths import project_data_dir
 from returnstudy.robustness import DEFAULT_VARIATIONS, sensitivity
+from returnstudy.reuse import reuse_prepared
 from returnstudy.runner import StudyRun, run_study
 from returnstudy.spec import TREATMENT_TYPES, load_spec
 from returnstudy.verdict import NOT_IDENTIFIED, STUDY_HEADLINE, verdict
@@ -219,8 +220,15 @@ def build_report(
 
     ``specs``: spec files (default: ``data/specs/wodc.toml`` and
     ``data/specs/third_country_2014_2023.toml``). ``data_dir``: Eurostat tables to use
-    (default: each spec's ``[data] data_dir``, else the cache).
+    (default: each spec's ``[data] data_dir``, else the cache). Each spec's panel and sample
+    are prepared once and shared by every section (:func:`returnstudy.reuse.reuse_prepared`).
     """
+    with reuse_prepared():
+        return _build_report(out_dir, specs, data_dir, progress=progress)
+
+
+def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_dir: str | Path | None, *,
+                  progress: bool) -> Report:
     from returnstudy.plots import plot_coefficients, plot_event_study
     from returnstudy.quality import quality_report
 

@@ -349,13 +349,29 @@ def study_sample(spec: StudySpec | str | Path | None = None, data_dir: str | Pat
     """The spec's panel with treatment columns, and the filtered sample (a ``FilterResult``).
 
     ``data_dir`` overrides the spec's ``[data] data_dir`` (e.g. a snapshot directory).
+    Inside a :func:`returnstudy.reuse.reuse_prepared` block (one report) each spec's sample is
+    prepared once and every call gets its own copy.
     """
+    from returnstudy.filters import FilterResult
+    from returnstudy.reuse import reused
+
+    if not isinstance(spec, StudySpec):
+        spec = load_spec(spec)
+    key = (str(spec.sha256), repr(spec.data), repr(spec.treatments), repr(spec.filters),
+           "" if data_dir is None else str(Path(data_dir).resolve()))
+
+    def copied(prepared: tuple[pd.DataFrame, Any]) -> tuple[pd.DataFrame, Any]:
+        panel, filtered = prepared
+        return panel.copy(), FilterResult(panel=filtered.panel.copy(), flow=filtered.flow.copy(), steps=list(filtered.steps))
+
+    return reused("study sample", key, lambda: _prepare_sample(spec, data_dir), copy=copied)
+
+
+def _prepare_sample(spec: StudySpec, data_dir: str | Path | None) -> tuple[pd.DataFrame, Any]:
     from returnstudy.filters import apply_filters
     from returnstudy.panel import load_panel
     from returnstudy.treatments import add_treatments
 
-    if not isinstance(spec, StudySpec):
-        spec = load_spec(spec)
     kwargs = spec.data.load_panel_kwargs()
     if data_dir is not None:
         kwargs["data_dir"] = data_dir

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy.provenance import freeze_attrs
+
 logger = logging.getLogger(__name__)
 
 TREATMENTS: tuple[str, ...] = ("eu_agreement", "eu_nonbinding", "bilateral_binding", "bilateral_nonbinding")
@@ -329,6 +331,7 @@ def simulate_panel(
     df.attrs["synthetic"] = True
     df.attrs["vintage"] = {"synthetic": {"source": f"SYNTHETIC simulate_panel(seed={seed}, effect={effect!r})", **params}}
     df.attrs["true_effect"] = true_effect_summary(df, effect_on)
+    df.attrs = freeze_attrs(df.attrs)
     return df
 
 

@@ -33,6 +33,8 @@ from .agreement_tables import (
     start_basis_keyword,
 )
 from .paths import project_data_dir
+from .provenance import freeze_attrs
+from .reuse import reused
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +410,7 @@ def add_treatments(
         raise ValueError("panel has duplicate (geo, citizen, year) rows")
 
     adir = Path(agreements_dir) if agreements_dir is not None else _default_agreements_dir()
-    tables, problems, hashes = read_tables(adir, codes_dir)
+    tables, problems, hashes = reused("agreement tables", (str(adir), str(codes_dir)), lambda: read_tables(adir, codes_dir), copy=copy.deepcopy)
     if problems:
         raise AgreementDataError(problems)
 
@@ -510,6 +512,7 @@ def add_treatments(
         "agreements_dir": str(adir),
         "files": dict(hashes),
     }
+    out.attrs = freeze_attrs(out.attrs)
     return out
 
 
