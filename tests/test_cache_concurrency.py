@@ -18,7 +18,7 @@ from _cache_scenarios import cache_state, cli, leftover_temporaries, make_varian
 from returnstudy.data.cache import cache_status
 from returnstudy.data.tables import read_table
 
-RUNS = 6  # each run starts two real processes; bounded to keep the suite short
+RUNS = 3  # each run starts two real processes; benchmarks/cache_kill_study.py runs many more
 SEED = 20261206
 
 

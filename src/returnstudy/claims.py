@@ -142,16 +142,18 @@ def variance_decomposition(
         raise ValueError(f"variance_decomposition: {len(d)} corridors with a finite {value!r}; need at least 3")
     point = _two_way_shares(d[value].to_numpy(float), d["geo"].to_numpy(), d["citizen"].to_numpy())
     rng = np.random.default_rng(seed)
-    by_cit = {c: g for c, g in d.groupby("citizen", sort=True)}
-    keys = list(by_cit)
+    # rows of each citizenship (in sample order); a citizenship drawn k times enters as k clusters
+    rows_of = list(d.groupby("citizen", sort=True).indices.values())
+    y_all, g_all = d[value].to_numpy(float), d["geo"].to_numpy()
     draws = []
     for _ in range(reps):
-        pick = rng.integers(0, len(keys), len(keys))
-        parts = [by_cit[keys[k]].assign(citizen=f"{keys[k]}#{i}") for i, k in enumerate(pick)]
-        b = pd.concat(parts, ignore_index=True)
-        if b["geo"].nunique() < 2 or b["citizen"].nunique() < 2:
+        pick = rng.integers(0, len(rows_of), len(rows_of))
+        idx = np.concatenate([rows_of[k] for k in pick])
+        clusters = np.repeat(np.arange(len(pick)), [len(rows_of[k]) for k in pick])
+        geo = g_all[idx]
+        if pd.Series(geo).nunique() < 2 or len(pick) < 2:
             continue
-        draws.append(_two_way_shares(b[value].to_numpy(float), b["geo"].to_numpy(), b["citizen"].to_numpy()))
+        draws.append(_two_way_shares(y_all[idx], geo, clusters))
     rows = []
     for comp in ("geo", "citizen", "covariance", "residual"):
         vals = np.array([dr[comp] for dr in draws]) if draws else np.array([np.nan])
