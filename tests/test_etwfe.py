@@ -361,3 +361,37 @@ def test_poisson_cell_with_only_zero_outcomes_counts_as_minus_100_percent() -> N
     lm = etwfe(q, "bilateral_binding", model="poisson", poisson_scale="log_mean")
     assert lm.table.loc["bilateral_binding", "n_treated"] == full.table.loc["bilateral_binding", "n_treated"] - in_cell.sum()
     assert "left out of the aggregates" in " ".join(lm.info["notes"])
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_event_vcov_is_the_delta_method_covariance_and_influence_sums_reproduce_every_covariance(model: str) -> None:
+    """extra['event_vcov']: labelled by relative period (placebo periods included with never-treated
+    controls), diagonal = reported SEs squared, the same matrix whatever the reported aggregation; for
+    the linear model it is A V_cells A' with A the treated-row weights of the cells (built here from the
+    cell table). The stored cluster influence sums C_g give sum_g C_g C_g' = the reported covariance of
+    every aggregation."""
+    p = _balanced(seed=6)
+    r = etwfe(p, "bilateral_binding", model=model, control="never", aggregation="event", tol=1e-13)
+    ev = r.extra["event_vcov"]
+    tab = r.table
+    assert list(ev.index) == list(tab.index) and min(tab.index) < -1 and 0 in tab.index
+    np.testing.assert_allclose(np.diag(ev.to_numpy()), tab["std_error"].to_numpy() ** 2, rtol=1e-12)
+    np.testing.assert_array_equal(ev.to_numpy(), r.vcov.to_numpy())
+    simple = etwfe(p, "bilateral_binding", model=model, control="never", tol=1e-13)
+    np.testing.assert_allclose(simple.extra["event_vcov"].to_numpy(), ev.to_numpy(), rtol=1e-12, atol=1e-300)
+    if model == "linear":
+        cells = r.info["cells"]
+        n_tr = cells["n_treated"].to_numpy(dtype=float)
+        A = np.vstack([np.where(cells["rel_period"].to_numpy() == e, n_tr, 0.0) for e in tab.index])
+        A /= A.sum(axis=1, keepdims=True)
+        Vc = r.extra["cell_vcov"].to_numpy()
+        np.testing.assert_allclose(ev.to_numpy(), A @ Vc @ A.T, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(tab["estimate"].to_numpy(), A @ cells["estimate"].to_numpy(), atol=1e-12)
+    inf = r.extra["influence_sums"]
+    assert inf["cluster"] == "citizen" and inf["n_clusters"] == p["citizen"].nunique()
+    for agg, C in inf["sums"].items():
+        V = r.extra["aggregation_vcov"][agg]
+        assert list(C.columns) == list(r.info["aggregations"][agg].index)
+        np.testing.assert_allclose(C.to_numpy().T @ C.to_numpy(), V, rtol=1e-10, atol=1e-12 * np.abs(V).max())
+    # no one-way cluster: no influence sums
+    assert etwfe(p, "bilateral_binding", model=model, cluster=None).extra["influence_sums"] is None

@@ -479,3 +479,51 @@ def test_honest_command_json_matches_library(eurostat_dir: Path, capsys) -> None
     assert rows[0]["pretest_p_value"] < 0.05 and rows[0]["verdict"].startswith("pre-trends reject")
     assert main(["honest", "--data", str(eurostat_dir), "--mbar", "a,b"]) == 1
 
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_etwfe_event_time_aggregates_feed_honest_did(model: str) -> None:
+    """etwfe with never-treated controls: the event-time aggregates (pre = placebo periods before the
+    reference period cohort - 1) and their delta-method covariance give honest_did exactly what a direct
+    call with (betahat, sigma) gives; Poisson on the log scale with percent columns."""
+    import returnstudy as rs
+
+    panel = rs.simulate_panel(seed=4, n_geo=6, n_citizen=30, zero_share=0.0, years=(2011, 2016))
+    r = rs.etwfe(panel, "bilateral_binding", model=model, control="never", aggregation="event", tol=1e-13)
+    c = event_study_coefficients(r)
+    ev = r.table
+    pre = [k for k in ev.index if k < 0]
+    post = [k for k in ev.index if k >= 0]
+    assert c.labels == pre + post and -1 not in c.labels and (c.n_pre, c.n_post) == (len(pre), len(post))
+    assert c.poisson == (model == "poisson")
+    np.testing.assert_array_equal(c.beta, ev["estimate"].to_numpy())
+    np.testing.assert_allclose(np.diag(c.sigma), ev["std_error"].to_numpy() ** 2, rtol=1e-12)
+    np.testing.assert_array_equal(c.sigma, r.extra["event_vcov"].loc[c.labels, c.labels].to_numpy())
+    kw = dict(m=[0, 1], target="average")
+    out = honest_did(r, **kw)
+    direct = honest_did(c.beta, c.sigma, c.n_pre, c.n_post, **kw)
+    np.testing.assert_allclose(out[["lb", "ub", "original_lb", "original_ub"]].to_numpy(),
+                               direct[["lb", "ub", "original_lb", "original_ub"]].to_numpy(), rtol=0, atol=1e-12)
+    # any reported aggregation gives the same event-time input
+    cs = event_study_coefficients(rs.etwfe(panel, "bilateral_binding", model=model, control="never", tol=1e-13))
+    assert cs.labels == c.labels
+    np.testing.assert_allclose(cs.beta, c.beta, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cs.sigma, c.sigma, rtol=1e-10, atol=1e-15)
+    if model == "poisson":  # log scale: the event-time effect is log(sum mu / sum mu0) and percent columns follow
+        np.testing.assert_allclose(out["pct_lb"], 100 * np.expm1(out["lb"]), rtol=1e-12)
+        np.testing.assert_allclose(r.table["pct_effect"], 100 * np.expm1(r.table["estimate"]), rtol=1e-12)
+    else:
+        assert "pct_lb" not in out.columns
+
+
+def test_etwfe_honest_did_needs_never_treated_controls_and_shifts_with_anticipation() -> None:
+    import returnstudy as rs
+
+    panel = rs.simulate_panel(seed=4, n_geo=6, n_citizen=30, years=(2008, 2018))
+    with pytest.raises(ValueError, match="control='never'"):
+        honest_did(rs.etwfe(panel, "bilateral_binding"))
+    r = rs.etwfe(panel, "bilateral_binding", control="never", anticipation=1, aggregation="event")
+    c = event_study_coefficients(r)
+    assert -2 not in c.labels and -1 in c.labels  # reference period cohort - 2; cohort - 1 is an effect
+    assert c.labels[c.n_pre] == -1 and all(k < -2 for k in c.labels[: c.n_pre])
+    assert any("anticipation=1" in n for n in c.notes)

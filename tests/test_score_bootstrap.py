@@ -208,3 +208,143 @@ def test_bad_input(fit16) -> None:
         score_bootstrap(lin, reps=19)
     with pytest.raises(ValueError, match="full_enumeration=True needs"):
         score_bootstrap(fit16, reps=19, weights="webb", full_enumeration=True)
+
+
+# ---------------------------------------------------------------- extended TWFE: influence-function bootstrap
+def _etwfe_influence_sums(res, panel: pd.DataFrame, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster sums of the simple ATT's influence function built independently: every fixed effect a
+    dummy column, the fit by least squares (numpy) or Poisson GLM with the exposure offset (statsmodels),
+    the Poisson ATT log(sum mu / sum mu0) differentiated numerically over all parameters, influence
+    = row score x inverse Hessian x gradient; scaled by the CRV1 factor read off the cell SEs.
+    Returns (C (G,), cluster codes in order of first appearance)."""
+    s = panel.loc[res.extra["sample_index"]]
+    cells = res.info["cells"]
+    g = s["bilateral_binding_cohort"].astype("float64").to_numpy()
+    t = s["year"].to_numpy()
+    T = np.column_stack([((g == a) & (t == b)).astype(float) for a, b in cells.index])
+    K = T.shape[1]
+    W = np.column_stack([T, _dummies(pd.factorize(s["corridor"])[0], False), _dummies(pd.factorize(s["year"])[0], True)])
+    cl = pd.factorize(s["citizen"])[0]
+    G = cl.max() + 1
+    post = (T @ (cells["rel_period"].to_numpy() >= 0)) > 0
+    if model == "linear":
+        y = s["return_rate"].to_numpy(dtype=float)
+        theta = np.linalg.lstsq(W, y, rcond=None)[0]
+        e = y - W @ theta
+        Hinv = np.linalg.pinv(W.T @ W)
+        w_cells = np.where(cells["rel_period"].to_numpy() >= 0, cells["n_treated"].to_numpy(), 0.0)
+        grad = np.r_[w_cells / w_cells.sum(), np.zeros(W.shape[1] - K)]
+        assert res.coef("bilateral_binding") == pytest.approx(float(grad @ theta), abs=1e-10)
+    else:
+        y = s["returns"].to_numpy(dtype=float)
+        off = np.log(s["orders"].to_numpy(dtype=float))
+        theta = sm.GLM(y, W, family=sm.families.Poisson(), offset=off).fit(tol=1e-14, maxiter=200).params
+        mu = np.exp(off + W @ theta)
+        e = y - mu
+        Hinv = np.linalg.pinv((W * mu[:, None]).T @ W)
+        W0 = W.copy()
+        W0[:, :K] = 0.0
+
+        def log_ratio(th: np.ndarray) -> float:
+            return float(np.log(np.exp(off + W @ th)[post].sum() / np.exp(off + W0 @ th)[post].sum()))
+
+        h = 1e-6
+        grad = np.array([(log_ratio(theta + h * u) - log_ratio(theta - h * u)) / (2 * h) for u in np.eye(theta.size)])
+        assert res.coef("bilateral_binding") == pytest.approx(log_ratio(theta), abs=1e-9)
+    S = np.vstack([W[cl == c].T @ e[cl == c] for c in range(G)])  # (G, p) cluster scores
+    Vraw = Hinv @ S.T @ S @ Hinv
+    ratio = res.info["cells"]["std_error"].to_numpy() ** 2 / np.diag(Vraw)[:K]  # one CRV1 factor for all cells
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)
+    return np.sqrt(ratio[0]) * (S @ Hinv @ grad), cl
+
+
+def _brute_multiplier(tau: float, C: np.ndarray, W: np.ndarray, null: float = 0.0) -> tuple[np.ndarray, float]:
+    """tau* = tau + sum_g v_g C_g for every draw (columns of W), one draw at a time; p-value of the null."""
+    draws = []
+    for b in range(W.shape[1]):
+        acc = tau
+        for g in range(W.shape[0]):
+            acc += W[g, b] * C[g]
+        draws.append(acc)
+    draws = np.array(draws)
+    return draws, float(np.mean(np.abs(draws - tau) >= abs(tau - null) - 1e-12))
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_etwfe_bootstrap_equals_brute_force_loop_over_draws(model: str) -> None:
+    from returnstudy.models.etwfe import etwfe
+
+    p = _panel(21, 16)
+    res = etwfe(p, "bilateral_binding", model=model, tol=1e-14)
+    G = res.info["n_clusters"]
+    assert G == 16
+    C, _ = _etwfe_influence_sums(res, p, model)
+    stored = res.extra["influence_sums"]["sums"]["simple"]["bilateral_binding"].to_numpy()
+    tol = 1e-10 if model == "linear" else 1e-7  # Poisson: numerical gradient (h = 1e-6) and GLM tolerance
+    np.testing.assert_allclose(stored, C, rtol=0, atol=tol * np.abs(C).max())
+    assert np.sqrt(np.sum(C**2)) == pytest.approx(res.table.loc["bilateral_binding", "std_error"], rel=tol)
+    reps = 199
+    b = wild_bootstrap(res, reps=reps, seed=5)
+    W = bootstrap_weights(np.random.default_rng(5), G, reps)
+    tau = res.coef("bilateral_binding")
+    brute, p_brute = _brute_multiplier(tau, C, W)
+    np.testing.assert_allclose(b.extra["bootstrap_draws"]["bilateral_binding"], brute, rtol=0,
+                               atol=10 * tol * np.abs(C).max())
+    row = b.table.loc["bilateral_binding"]
+    assert row["boot_p_value"] == pytest.approx(p_brute)
+    # the interval is the set of nulls the brute-force test does not reject at 5%
+    scale = np.abs(C).max()
+    for end, inward in ((row["boot_ci_low"], 1.0), (row["boot_ci_high"], -1.0)):
+        assert _brute_multiplier(tau, C, W, null=end + inward * 1e-6 * scale)[1] > 0.05
+        assert _brute_multiplier(tau, C, W, null=end - inward * 1e-4 * scale)[1] <= 0.05
+    info = b.info["wild_bootstrap"]
+    assert info["impose_null"] is False and "centred on the estimate" in info["method"]
+    assert info["n_draws"] == reps and not info["full_enumeration"]
+    if model == "poisson":
+        assert row["boot_pct_ci_low"] == pytest.approx(100 * np.expm1(row["boot_ci_low"]), rel=1e-12)
+    else:
+        assert "boot_pct_ci_low" not in b.table.columns
+
+
+@pytest.mark.parametrize("model", ["linear", "poisson"])
+def test_etwfe_bootstrap_enumerates_all_sign_vectors_with_few_clusters(model: str) -> None:
+    from returnstudy.models.etwfe import etwfe
+
+    p = _panel(8, 10, n_geo=5)
+    res = etwfe(p, "bilateral_binding", model=model, tol=1e-14)
+    G = res.info["n_clusters"]
+    assert G <= 12
+    a = wild_bootstrap(res, reps=99, seed=1)
+    assert a.info["wild_bootstrap"]["full_enumeration"] and a.info["wild_bootstrap"]["n_draws"] == 2**G
+    assert wild_bootstrap(res, reps=499, seed=9).table.equals(a.table)  # seed and reps not used
+    C = res.extra["influence_sums"]["sums"]["simple"]["bilateral_binding"].to_numpy()
+    W = np.array(list(itertools.product([-1.0, 1.0], repeat=G))).T  # (G, 2^G), every sign vector once
+    tau = res.coef("bilateral_binding")
+    brute, p_brute = _brute_multiplier(tau, C, W)
+    np.testing.assert_allclose(np.sort(a.extra["bootstrap_draws"]["bilateral_binding"]), np.sort(brute),
+                               rtol=1e-12, atol=1e-14)
+    assert a.table.loc["bilateral_binding", "boot_p_value"] == pytest.approx(p_brute, abs=1e-15)
+    # exact randomisation distribution: the Rademacher variance is sum_g C_g^2 = the clustered variance
+    assert np.var(brute) == pytest.approx(res.table.loc["bilateral_binding", "std_error"] ** 2, rel=1e-10)
+    # Webb weights and forced sampling are sampled
+    assert not wild_bootstrap(res, reps=99, seed=1, weights="webb").info["wild_bootstrap"]["full_enumeration"]
+
+
+def test_etwfe_bootstrap_event_terms_and_bad_input() -> None:
+    from returnstudy.models.etwfe import etwfe
+
+    p = _panel(21, 16)
+    res = etwfe(p, "bilateral_binding", model="poisson", control="never", aggregation="event")
+    b = score_bootstrap(res, reps=99, seed=2)
+    C = res.extra["influence_sums"]["sums"]["event"]
+    W = bootstrap_weights(np.random.default_rng(2), 16, 99)
+    for e in res.table.index:
+        np.testing.assert_allclose(b.extra["bootstrap_draws"][e], res.table.loc[e, "estimate"] + C[e].to_numpy() @ W,
+                                   rtol=1e-12)
+    assert b.table["boot_p_value"].notna().all() and min(res.table.index) < -1  # placebo periods too
+    with pytest.raises(ValueError, match="estimation cluster 'citizen'"):
+        wild_bootstrap(res, reps=99, seed=2, cluster="geo")
+    with pytest.raises(KeyError, match="not in the result table"):
+        wild_bootstrap(res, reps=99, seed=2, terms=[99])
+    with pytest.raises(ValueError, match="one cluster variable"):
+        wild_bootstrap(etwfe(p, "bilateral_binding", cluster=None), reps=99, seed=2)

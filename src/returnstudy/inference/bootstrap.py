@@ -35,7 +35,9 @@ fixed effects. Under the null ``tau = tau0`` the restricted model
 intervals by test inversion (WCR) or percentile (WCU).
 
 **Poisson results** (``ppml``, ``event_study(model="ppml")``, ``did_imputation(model="poisson")``)
-go to the score bootstrap of :mod:`returnstudy.inference.score_bootstrap` (Kline & Santos 2012).
+go to the score bootstrap of :mod:`returnstudy.inference.score_bootstrap` (Kline & Santos 2012);
+``etwfe`` results, linear and Poisson, to its multiplier bootstrap of the aggregates' influence
+functions (:func:`~returnstudy.inference.score_bootstrap.influence_bootstrap`).
 
 **Few clusters**: with Rademacher weights and at most 12 clusters every one of the ``2**G``
 sign vectors is used once (full enumeration, as boottest / wildboottest); ``reps`` and the
@@ -458,9 +460,9 @@ def wild_bootstrap(
     if reps < 9:
         raise ValueError(f"reps={reps}: need at least 9 draws")
     _weight_values(weights)
-    from returnstudy.inference.score_bootstrap import is_poisson_result, score_bootstrap
+    from returnstudy.inference.score_bootstrap import is_etwfe_result, is_poisson_result, score_bootstrap
 
-    if is_poisson_result(result):
+    if is_poisson_result(result) or is_etwfe_result(result):  # etwfe: influence-function bootstrap
         return score_bootstrap(result, reps=reps, weights=weights, seed=seed, impose_null=impose_null,
                                cluster=cluster, terms=terms, null=null, ci=ci, alpha=alpha,
                                full_enumeration=full_enumeration)

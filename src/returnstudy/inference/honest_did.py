@@ -97,9 +97,12 @@ def event_study_coefficients(result: Any) -> EventStudyCoefficients:
 
     Accepts ``event_study`` (linear and Poisson), ``sun_abraham(event_time=True)``,
     ``callaway_santanna(event_time=True, base_period="universal")`` and
-    ``did_imputation(event_time=True, pretrends=K)``. Coefficients are those with integer
-    relative periods: negative = pre, zero or positive = post. Periods with zero variance
-    (a normalised base period) are dropped.
+    ``did_imputation(event_time=True, pretrends=K)`` and ``etwfe(control="never")`` (any
+    aggregation: its event-time aggregates and their delta-method covariance,
+    ``extra["event_vcov"]``, are used; log scale for Poisson). Coefficients are those with
+    integer relative periods: negative = pre, zero or positive = post (for etwfe with
+    ``anticipation=a``: from ``-a`` on, the reference period being ``-a - 1``). Periods with
+    zero variance (a normalised base period) are dropped.
     """
     params = getattr(result, "params", None)
     vcov = getattr(result, "vcov", None)
@@ -107,8 +110,27 @@ def event_study_coefficients(result: Any) -> EventStudyCoefficients:
         raise TypeError(f"expected an EstimationResult with params and vcov, got {type(result).__name__}")
     model = str(getattr(result, "model", ""))
     notes: list[str] = []
-    call = (getattr(result, "extra", {}) or {}).get("call", {}) or {}
+    extra = getattr(result, "extra", {}) or {}
+    call = extra.get("call", {}) or {}
     kwargs = call.get("kwargs", {}) or {}
+    first_post = 0
+    if model.startswith("etwfe"):
+        if kwargs.get("control", "notyet") != "never":
+            raise ValueError(
+                "etwfe with control='notyet' has no pre-period (placebo) cells, so no pre-trend to extrapolate: "
+                "re-estimate with control='never' (cells before the reference period cohort - 1 are then estimated)"
+            )
+        event_table = (getattr(result, "info", {}) or {}).get("aggregations", {}).get("event")
+        if event_table is None or extra.get("event_vcov") is None:
+            raise ValueError(f"result {model!r} has no event-time aggregation (info['aggregations']['event'] and "
+                             "extra['event_vcov'])")
+        params, vcov = event_table["estimate"], extra["event_vcov"]
+        first_post = -int(kwargs.get("anticipation", 0))
+        notes.append("etwfe event-time aggregates over the treated rows of each relative period, with their "
+                     "delta-method covariance (extra['event_vcov']) from the clustered covariance of the fit")
+        if first_post < 0:
+            notes.append(f"anticipation={-first_post}: relative periods from {first_post} on count as post periods "
+                         f"(reference period {first_post - 1})")
     if model.startswith("callaway_santanna") and kwargs.get("base_period", "varying") == "varying":
         raise ValueError(
             "callaway_santanna with base_period='varying' gives pre-period coefficients that are one-year "
@@ -130,8 +152,8 @@ def event_study_coefficients(result: Any) -> EventStudyCoefficients:
         notes.append(f"relative periods {zero} have zero variance (normalised) and were left out")
         labels = [k for k in labels if k not in zero]
         V = vcov.loc[labels, labels].to_numpy(dtype=float)
-    pre = [k for k in labels if k < 0]
-    post = [k for k in labels if k >= 0]
+    pre = [k for k in labels if k < first_post]
+    post = [k for k in labels if k >= first_post]
     if not pre or not post:
         raise ValueError(
             f"result {model!r} needs at least one pre-period (lead) and one post-period coefficient; "

@@ -50,6 +50,15 @@ studentized, like the linear imputation bootstrap), ``p = mean(|tau* - tau| >= |
 the interval inverts that test in closed form (``tau +- `` the ``ceil((1 - alpha) B)``-th
 smallest ``|tau* - tau|``).
 
+**Extended TWFE** (``etwfe``, linear and Poisson; :func:`influence_bootstrap`): every aggregate
+(simple, group, calendar or event-time ATT; for Poisson ``log(sum mu / sum mu0)``, a nonlinear
+function of the cell coefficients and, on the ratio scale, of the fixed effects) has the influence
+function ``scores x bread x gradient`` of its delta method; the estimator stores its cluster sums
+``C_g`` scaled by the square root of the clustered small-sample factor (``sum_g C_g^2`` is the
+reported variance). The same multiplier bootstrap as for Poisson imputation: ``tau* - tau =
+sum_g v_g C_g``, unrestricted (centred on the estimate, not studentized), closed-form test
+inversion.
+
 Weights: Rademacher or Webb's six-point; with at most 12 clusters and Rademacher weights
 every ``2**G`` sign vector is used (see :func:`~returnstudy.inference.bootstrap.make_draws`).
 The table reports ``boot_p_value``, ``boot_ci_low``/``boot_ci_high`` (log scale) and
@@ -83,7 +92,30 @@ from returnstudy.results import EstimationResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["is_poisson_result", "score_bootstrap"]
+__all__ = ["influence_bootstrap", "is_etwfe_result", "is_poisson_result", "score_bootstrap"]
+
+
+def is_etwfe_result(result: EstimationResult) -> bool:
+    """True for extended TWFE results (bootstrapped through their aggregates' influence functions)."""
+    return isinstance(getattr(result, "design", None), dict) and result.design.get("estimator") == "etwfe"
+
+
+def _multiplier_test(
+    c: np.ndarray, tau: float, null: float, alpha: float, bw: BootstrapDraws, ci: bool,
+) -> tuple[float, np.ndarray, float, float]:
+    """Multiplier bootstrap of an estimate ``tau`` with cluster influence sums ``c`` (G,):
+    ``tau* - tau = c'v`` per draw, ``p = mean(|tau* - tau| >= |tau - null|)`` and the interval of
+    nulls not rejected at ``alpha`` in closed form, ``tau +- `` the ``(floor(alpha B) + 1)``-th
+    largest ``|tau* - tau|``. Returns (p, tau* per draw, ci low, ci high; NaN without ``ci``)."""
+    dev = bw.dot(c)
+    p = float(np.mean(np.abs(dev) >= abs(tau - null) - 1e-12))
+    lo = hi = np.nan
+    if ci:
+        a_dev = np.sort(np.abs(dev))
+        k = int(np.floor(alpha * a_dev.size + 1e-9))  # p(b0) > alpha <=> |tau - b0| <= (k+1)-th largest
+        half = a_dev[a_dev.size - 1 - k] if k < a_dev.size else 0.0
+        lo, hi = tau - half, tau + half
+    return p, tau + dev, lo, hi
 
 
 def is_poisson_result(result: EstimationResult) -> bool:
@@ -327,9 +359,14 @@ def score_bootstrap(
     if reps < 9:
         raise ValueError(f"reps={reps}: need at least 9 draws")
     _weight_values(weights)
+    if is_etwfe_result(result):
+        return influence_bootstrap(result, reps=reps, weights=weights, seed=seed, impose_null=impose_null,
+                                   cluster=cluster, terms=terms, null=null, ci=ci, alpha=alpha,
+                                   full_enumeration=full_enumeration)
     if not is_poisson_result(result):
         raise TypeError(f"score bootstrap: result of model {result.model!r} is not a Poisson result "
-                        "(supported: ppml, event_study(model='ppml'), did_imputation(model='poisson'))")
+                        "(supported: ppml, event_study(model='ppml'), did_imputation(model='poisson'), "
+                        "etwfe(model='poisson'))")
     alpha = result.alpha if alpha is None else float(alpha)
     rng = np.random.default_rng(seed)
     table = result.table.copy()
@@ -368,14 +405,9 @@ def score_bootstrap(
                 raise KeyError(f"term {t!r} has no influence function (pre-trend leads are not bootstrapped)")
             j = names_psi.index(key)
             tau = float(result.params.iloc[-psi.shape[1] + j])
-            dev = bw.dot(Cs[:, j])
-            pvals[t] = float(np.mean(np.abs(dev) >= abs(tau - null) - 1e-12))
-            draws[t] = tau + dev
+            pvals[t], draws[t], lo, hi = _multiplier_test(Cs[:, j], tau, null, alpha, bw, ci)
             if ci:
-                a_dev = np.sort(np.abs(dev))
-                k = int(np.floor(alpha * a_dev.size + 1e-9))  # p(b0) > alpha <=> |tau - b0| <= (k+1)-th largest
-                half = a_dev[a_dev.size - 1 - k] if k < a_dev.size else 0.0
-                lows[t], highs[t] = tau - half, tau + half
+                lows[t], highs[t] = lo, hi
         method = "score (multiplier) bootstrap of the influence function, centred on the estimate, non-studentized"
         if impose_null:
             logger.info("score bootstrap: the imputation influence-function bootstrap is centred on the estimate "
@@ -445,4 +477,92 @@ def score_bootstrap(
         table["boot_pct_ci_high"] = 100.0 * np.expm1(table["boot_ci_high"])
     settings = {"reps": reps, "weights": weights, "seed": seed, "impose_null": impose_null, "null": null,
                 "method": method, "scale": "coefficient (log); pct columns 100 (exp(b) - 1)", **settings}
+    return finish_bootstrap(result, table, settings, bw, draws)
+
+
+def influence_bootstrap(
+    result: EstimationResult,
+    reps: int = 999,
+    weights: str = "rademacher",
+    seed: int | None = None,
+    impose_null: bool = True,
+    cluster: str | None = None,
+    terms: Sequence[Any] | None = None,
+    null: float = 0.0,
+    ci: bool = True,
+    alpha: float | None = None,
+    full_enumeration: bool | None = None,
+) -> EstimationResult:
+    """Wild (multiplier) cluster bootstrap of an ``etwfe`` result's aggregates, linear or Poisson.
+
+    Each aggregate of ``result.table`` (simple, group, calendar or event-time ATT; log scale for
+    Poisson) is ``tau + sum_g v_g C_g`` per draw, ``C_g`` the cluster sums of its influence function
+    (scores x bread x delta-method gradient, scaled so that ``sum_g C_g^2`` is the reported clustered
+    variance; ``extra["influence_sums"]``). The bootstrap is unrestricted (centred on the estimate,
+    not studentized; ``impose_null`` does not apply and is recorded as False): ``p = mean(|tau* - tau|
+    >= |tau - null|)``, interval by closed-form test inversion. Rademacher weights with at most 12
+    clusters use all ``2**G`` sign vectors (see :func:`~returnstudy.inference.bootstrap.make_draws`).
+    ``cluster`` must be None or the estimation cluster (the influence sums are stored for it).
+
+    Returns a copy of ``result`` whose table gains ``boot_p_value``, ``boot_ci_low``, ``boot_ci_high``
+    (and, for Poisson, ``boot_pct_ci_low``/``boot_pct_ci_high`` = ``100 (exp(b) - 1)``);
+    ``info["wild_bootstrap"]`` the settings, ``extra["bootstrap_draws"]`` the draws ``tau*`` per term.
+    """
+    if reps < 9:
+        raise ValueError(f"reps={reps}: need at least 9 draws")
+    _weight_values(weights)
+    if not is_etwfe_result(result):
+        raise TypeError(f"influence bootstrap: result of model {result.model!r} is not an etwfe result")
+    inf = result.extra.get("influence_sums")
+    if inf is None:
+        raise ValueError(
+            f"influence bootstrap: the etwfe result was estimated with vcov {result.info.get('vcov_type')!r} "
+            f"and cluster={result.design.get('cluster')!r}; the bootstrap needs one cluster variable "
+            "(re-estimate with cluster=<column>)")
+    if cluster is not None and cluster != inf["cluster"]:
+        raise ValueError(f"influence bootstrap: the influence sums are stored for the estimation cluster "
+                         f"{inf['cluster']!r}; got cluster={cluster!r} (re-estimate with cluster={cluster!r})")
+    aggregation = result.info.get("aggregation", "simple")
+    sums: pd.DataFrame = inf["sums"][aggregation]
+    alpha = result.alpha if alpha is None else float(alpha)
+    table = result.table.copy()
+    if terms is None:
+        terms = [t for t in table.index if np.isfinite(table.loc[t, "std_error"])]
+    terms = list(terms)
+    missing = [t for t in terms if t not in table.index]
+    if missing:
+        raise KeyError(f"terms {missing} not in the result table ({aggregation} aggregation); "
+                       f"available: {list(table.index)}")
+    bad = [t for t in terms if not np.all(np.isfinite(sums[t].to_numpy()))]
+    if bad:
+        raise ValueError(f"influence bootstrap: terms {bad} have no finite influence function (variance not "
+                         "identified)")
+    rng = np.random.default_rng(seed)
+    bw = make_draws(rng, int(inf["n_clusters"]), reps, weights, full_enumeration)
+    pvals: dict[Any, float] = {}
+    lows: dict[Any, float] = {}
+    highs: dict[Any, float] = {}
+    draws: dict[Any, np.ndarray] = {}
+    for t in terms:
+        tau = float(table.loc[t, "estimate"])
+        pvals[t], draws[t], lows[t], highs[t] = _multiplier_test(sums[t].to_numpy(dtype=float), tau, null, alpha,
+                                                                 bw, ci)
+    if impose_null:
+        logger.info("influence bootstrap: the etwfe bootstrap is centred on the estimate (impose_null does not apply)")
+    table["boot_p_value"] = pd.Series(pvals, dtype=float)
+    poisson = bool(result.is_poisson)
+    if ci:
+        table["boot_ci_low"] = pd.Series(lows, dtype=float)
+        table["boot_ci_high"] = pd.Series(highs, dtype=float)
+        if poisson:
+            table["boot_pct_ci_low"] = 100.0 * np.expm1(table["boot_ci_low"])
+            table["boot_pct_ci_high"] = 100.0 * np.expm1(table["boot_ci_high"])
+    settings = {
+        "reps": reps, "weights": weights, "seed": seed, "impose_null": False, "null": null,
+        "method": ("wild (multiplier) bootstrap of the cluster sums of the aggregates' influence functions "
+                   "(scores x bread x delta-method gradient), centred on the estimate, non-studentized"),
+        "scale": ("coefficient (log); pct columns 100 (exp(b) - 1)" if poisson else "outcome units"),
+        "aggregation": aggregation, "cluster": inf["cluster"], "n_clusters": int(inf["n_clusters"]),
+        "ci": "test inversion (closed form)" if ci else None,
+    }
     return finish_bootstrap(result, table, settings, bw, draws)

@@ -46,6 +46,15 @@ the fixed effects are held at their estimates. Intervals for Poisson are on the 
 transformed (``pct_ci_low``, ``pct_ci_high``); linear intervals use the t distribution with
 G - 1 degrees of freedom, like the regression's.
 
+``extra["event_vcov"]``: the covariance of the event-time aggregates (labelled by ``rel_period``;
+with ``control="never"`` the placebo event times before the reference period included), what
+:func:`returnstudy.inference.honest_did.honest_did` takes. ``extra["influence_sums"]`` (one-way
+clustered fits): for every aggregation the per-cluster sums ``C_g`` of each aggregate's influence
+function (row scores x bread x delta-method gradient; the fixed effects' part included for the Poisson
+``ratio`` scale), times the square root of the small-sample factor, so that ``sum_g C_g C_g'`` is the
+reported covariance; the bootstrap of etwfe results
+(:func:`returnstudy.inference.score_bootstrap.influence_bootstrap`) perturbs them.
+
 Caution: a cell whose treated rows all lie in one cluster has a clustered variance near zero;
 ``info["notes"]`` says how many post-adoption cells are in that case.
 """
@@ -198,6 +207,12 @@ def _aggregate(
     return est, G, lvl, lvl_G
 
 
+def _sum_by(M: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Column sums of ``M`` (n, k) within groups ``codes`` (0..n_groups-1) -> (n_groups, k)."""
+    M = np.asarray(M, dtype=float).reshape(M.shape[0], -1)
+    return np.column_stack([np.bincount(codes, weights=M[:, j], minlength=n_groups) for j in range(M.shape[1])])
+
+
 def _zero_cell_rows(
     out: Any, pre: Any, in_zero: np.ndarray, fe_cols: Sequence[str], exposure: str | None, names: list[str],
     nonT_names: set[str],
@@ -231,7 +246,7 @@ def _zero_cell_rows(
 def _full_delta_vcov(
     out: Any, masks: list[np.ndarray], treated: np.ndarray, T: np.ndarray, bT: np.ndarray, ti: list[int],
     small_sample: str, zero: dict[str, Any] | None = None, zero_masks: list[np.ndarray] | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray, Any]:
     """Clustered covariance of the Poisson aggregates ``log(S_A / S0_A)`` and ``(S_A - S0_A) / n_A``
     (``S`` = sum of fitted means, ``S0`` = of counterfactual means over the treated rows ``A``), by the
     delta method over *all* parameters: treatment cells, other regressors and the absorbed fixed effects.
@@ -243,6 +258,10 @@ def _full_delta_vcov(
     sandwich uses the same clusters and small-sample factors as the coefficients. Rows of all-zero
     cells (``zero``) add ``-mu0 W / S0`` to the gradient: their regressor part enters ``e``, their
     fixed-effect part ``b`` gives ``z - X~ bread X' Omega z`` with ``z = D (D' Omega D)^-1 b``.
+
+    Returns the covariance (2m x 2m), the per-row influence values ``(y_i - mu_i) omega_i u_i``
+    (n x 2m: the aggregates' scores x bread x gradient) and the sandwich's
+    :class:`~returnstudy.inference.cluster.VcovDetails` (its small-sample factors).
     """
     from returnstudy.inference.cluster import vcov_details
     from returnstudy.models._common import fe_rank
@@ -287,13 +306,13 @@ def _full_delta_vcov(
         U += Zfe - Xd @ (fit.bread @ ((zero["Xk"] * wts[:, None]).T @ Zfe))
     scores = (wts * fit.resid)[:, None] * U
     k = len(out.names)
-    V, _ = vcov_details(scores, None, d.clusters if out.details.vcov_type == "cluster" else [], np.eye(2 * m_),
-                        small_sample, vcov_type=out.details.vcov_type, df_k=out.df_k,
-                        df_resid=n - k - fe_rank(d.fe, n - k), on_unidentified="nan")
+    V, det = vcov_details(scores, None, d.clusters if out.details.vcov_type == "cluster" else [], np.eye(2 * m_),
+                          small_sample, vcov_type=out.details.vcov_type, df_k=out.df_k,
+                          df_resid=n - k - fe_rank(d.fe, n - k), on_unidentified="nan")
     for j, m in enumerate(masks):
         if mu_tr[m].sum() == 0:  # an aggregate of all-zero cells only: log ratio is -inf
             V[j, :], V[:, j] = np.nan, np.nan
-    return V
+    return V, scores, det
 
 
 def etwfe(
@@ -526,9 +545,21 @@ def etwfe(
                          f"upward: {', '.join(zero)}")
 
     full_delta = poisson and poisson_scale == "ratio" and out.details.vcov_type != "iid"
+    # one-way clustered: per-cluster sums of the aggregates' influence functions (for the bootstrap)
+    one_way = (out.details.vcov_type == "cluster" and len(d.clusters) == 1 and bool(out.details.identified)
+               and bool(out.details.factors))
+    cl_codes, cl_values, score_sums = None, None, None
+    if one_way:
+        cl_codes, cl_values = pd.factorize(d.clusters[0])
+        if not full_delta:  # aggregates linear in the coefficients: sum_g of scores, then bread and gradient
+            score_sums = _sum_by(out.fit.scores, cl_codes, cl_values.size)
 
-    def table_of(groups: list[tuple[Any, str, float]], index_name: str) -> tuple[pd.DataFrame, np.ndarray]:
-        """Aggregates selected by (label, kind, value): kind 'post', 'group', 'calendar' or 'event'."""
+    def table_of(groups: list[tuple[Any, str, float]],
+                 index_name: str) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
+        """Aggregates selected by (label, kind, value): kind 'post', 'group', 'calendar' or 'event'.
+        Returns the table, the covariance of the estimates and, when one-way clustered, the
+        per-cluster influence sums of the estimates scaled so that their cross-product is that
+        covariance (None otherwise)."""
 
         def select(kind: str, val: float, gg: np.ndarray, tt: np.ndarray) -> np.ndarray:
             ee = tt - gg
@@ -542,13 +573,23 @@ def etwfe(
         zmasks = None if zinfo is None else [select(kind, val, g_z, t_z) for _, kind, val in groups]
         mu0_z = None if zinfo is None else zinfo["mu0"]
         est, Gm, lvl, lvl_G = _aggregate(masks, T, bT, mu, poisson_scale, mu0_z, zmasks)
+        m_ = len(masks)
+        sums = None
         if full_delta:
-            V_all = _full_delta_vcov(out, masks, treated, T, bT, ti, small_sample, zinfo, zmasks)
-            m_ = len(masks)
+            V_all, scores, det = _full_delta_vcov(out, masks, treated, T, bT, ti, small_sample, zinfo, zmasks)
             V, V_lvl = V_all[:m_, :m_], V_all[m_:, m_:]
+            if one_way and det.factors:
+                sums = np.sqrt(det.factors[0]) * _sum_by(scores[:, :m_], cl_codes, cl_values.size)
         else:
             V = Gm @ VT @ Gm.T
             V_lvl = None if lvl_G is None else lvl_G @ VT @ lvl_G.T
+            if score_sums is not None:
+                sums = np.sqrt(out.details.factors[0]) * (score_sums @ (out.fit.bread[:, ti] @ Gm.T))
+        sums_df = None
+        if sums is not None:
+            sums[:, ~np.isfinite(np.diag(V))] = np.nan
+            sums_df = pd.DataFrame(sums, index=pd.Index(cl_values, name=d.cluster_names[0]),
+                                   columns=pd.Index(idx, name=index_name))
         with np.errstate(invalid="ignore"):
             tab = make_table(est, np.sqrt(np.clip(np.diag(V), 0, None)), index=idx, df=df_t, alpha=alpha,
                              poisson=poisson, index_name=index_name)
@@ -557,7 +598,7 @@ def etwfe(
         if lvl is not None and V_lvl is not None:
             tab["att_level"] = lvl
             tab["att_level_std_error"] = np.sqrt(np.clip(np.diag(V_lvl), 0, None))
-        return tab, V
+        return tab, V, sums_df
 
     def _key(x: float) -> Any:
         return int(x) if float(x).is_integer() else x
@@ -567,13 +608,13 @@ def etwfe(
     g_all_r = g_r[post] if zinfo is None else np.r_[g_r[post], g_z[t_z >= g_z]]
     t_all_r = t_r[post] if zinfo is None else np.r_[t_r[post], t_z[t_z >= g_z]]
     e_all = e_r if zinfo is None else np.r_[e_r, t_z - g_z]
-    aggs: dict[str, tuple[pd.DataFrame, np.ndarray]] = {
+    aggs: dict[str, tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]] = {
         "simple": table_of([(label, "post", 0.0)], "term"),
         "group": table_of([(_key(c), "group", c) for c in np.unique(g_all_r)], "cohort"),
         "calendar": table_of([(_key(c), "calendar", c) for c in np.unique(t_all_r)], "period"),
         "event": table_of([(int(k), "event", k) for k in np.unique(e_all)], "rel_period"),
     }
-    table, V = aggs[aggregation]
+    table, V, _ = aggs[aggregation]
     # cell coefficients
     cell_rows = [(a, b, nm) for (a, b), nm in zip(cells, cell_names) if nm in kept]
     ci = [kept[nm] for *_, nm in cell_rows]
@@ -678,6 +719,11 @@ def etwfe(
             "fit_output": out,
             "cell_vcov": pd.DataFrame(cell_V, index=cell_tab["term"], columns=cell_tab["term"]),
             "aggregation_vcov": {k: v[1] for k, v in aggs.items()},
+            "event_vcov": pd.DataFrame(aggs["event"][1], index=aggs["event"][0].index,
+                                       columns=aggs["event"][0].index),
+            "influence_sums": (None if not one_way else
+                               {"cluster": d.cluster_names[0], "n_clusters": int(cl_values.size),
+                                "sums": {k: v[2] for k, v in aggs.items()}}),
             "sample_index": d.frame.index,
             "call": {"func": etwfe, "panel": panel,
                      "kwargs": {"treatment": treatment, "model": model, "outcome": outcome, "exposure": exposure,
