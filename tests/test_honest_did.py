@@ -509,6 +509,8 @@ def test_etwfe_event_time_aggregates_feed_honest_did(model: str) -> None:
     assert cs.labels == c.labels
     np.testing.assert_allclose(cs.beta, c.beta, rtol=0, atol=1e-12)
     np.testing.assert_allclose(cs.sigma, c.sigma, rtol=1e-10, atol=1e-15)
+    assert breakdown(r, restriction="smoothness").value == breakdown(
+        c.beta, c.sigma, c.n_pre, c.n_post, restriction="smoothness").value
     if model == "poisson":  # log scale: the event-time effect is log(sum mu / sum mu0) and percent columns follow
         np.testing.assert_allclose(out["pct_lb"], 100 * np.expm1(out["lb"]), rtol=1e-12)
         np.testing.assert_allclose(r.table["pct_effect"], 100 * np.expm1(r.table["estimate"]), rtol=1e-12)
