@@ -435,7 +435,9 @@ def wild_bootstrap(
     result : a linear ``twfe`` / ``event_study(model="twfe")`` or ``did_imputation(model="linear")``
         result, or a Poisson result (``ppml``, ``event_study(model="ppml")``,
         ``did_imputation(model="poisson")``), which goes to the score bootstrap
-        (:func:`returnstudy.inference.score_bootstrap.score_bootstrap`; same arguments).
+        (:func:`returnstudy.inference.score_bootstrap.score_bootstrap`; same arguments), or an
+        ``etwfe`` result, linear or Poisson (unrestricted multiplier bootstrap of its aggregates'
+        influence functions, :func:`returnstudy.inference.score_bootstrap.influence_bootstrap`).
     reps : number of bootstrap draws (ignored under full enumeration).
     weights : ``"rademacher"`` or ``"webb"`` (six-point; better with few clusters).
     seed : seed of the numpy Generator (the same draws are used for every term and null value).
