@@ -1,0 +1,130 @@
+"""Wall time of ``report`` on the real snapshot, by section, and the cost of a column access.
+
+* ``report``: :func:`returnstudy.report.build_report` on the Eurostat snapshot, best of
+  ``--repeat`` runs, with the time spent in each section (model fits of both specs, the
+  multiverse section and its null test, sensitivity, inference checks, Part 3 and claims,
+  figures) and how often the Eurostat tables were read (once per spec panel is the target).
+* column access: ``sample[col]`` on the wodc estimation sample, which carries its provenance
+  (vintage, treatment coding, filter flow) in ``attrs``, against the same frame without attrs.
+
+Usage: ``python benchmarks/bench_report.py --data ../shared/data/eurostat [--repeat 1]
+[--out benchmarks/results/bench_report.csv]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import tempfile
+import time
+import timeit
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SECTIONS = {  # (module, attribute): section label
+    ("returnstudy.report", "run_study"): "model fits (both specs)",
+    ("returnstudy.multiverse_report", "multiverse_section"): "multiverse section",
+    ("returnstudy.multiverse_result", "MultiverseResult.null_test"): "  of which null test",
+    ("returnstudy.report", "sensitivity"): "sensitivity (one choice at a time)",
+    ("returnstudy.report", "_inference_checks"): "inference checks",
+    ("returnstudy.report", "_part3_and_claims"): "Part 3 and claims",
+    ("returnstudy.report", "_save_figure"): "figures (PNG + data)",
+    ("returnstudy.panel", "read_table"): "Eurostat table reads for panels",
+}
+
+
+def _instrument(times: dict[str, float], counts: dict[str, int]) -> list[Callable[[], None]]:
+    """Wrap each section's function to add up its wall time; returns the undo functions."""
+    import importlib
+
+    undo = []
+    for (mod_name, attr), label in SECTIONS.items():
+        owner: Any = importlib.import_module(mod_name)
+        if "." in attr:
+            cls, attr = attr.split(".")
+            owner = getattr(owner, cls)
+        original = getattr(owner, attr)
+
+        def timed(*args: Any, _f: Callable[..., Any] = original, _label: str = label, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                times[_label] += time.perf_counter() - t0
+                counts[_label] += 1
+
+        setattr(owner, attr, timed)
+        undo.append(lambda owner=owner, attr=attr, original=original: setattr(owner, attr, original))
+    return undo
+
+
+def column_access(data: Path) -> tuple[float, float, int, int]:
+    """Microseconds per ``sample[col]`` with and without provenance in attrs (best of 5 x 2000)."""
+    from returnstudy.runner import study_sample
+
+    _, filtered = study_sample(None, data)
+    sample = filtered.panel
+    plain = sample.copy()
+    plain.attrs = {}
+    n = 2000
+    with_attrs = min(timeit.repeat(lambda: sample["orders"], number=n, repeat=5)) / n * 1e6
+    without = min(timeit.repeat(lambda: plain["orders"], number=n, repeat=5)) / n * 1e6
+    return with_attrs, without, len(sample), len(sample.attrs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "eurostat",
+                    help="the Eurostat snapshot directory")
+    ap.add_argument("--repeat", type=int, default=1, help="report runs; the fastest is kept (default 1)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_report.csv")
+    args = ap.parse_args(argv)
+    if not (args.data / "migr_eiord.csv").is_file():
+        ap.error(f"--data {args.data}: no migr_eiord.csv there; pass the snapshot's eurostat directory")
+    logging.basicConfig(level=logging.ERROR)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from returnstudy.report import build_report
+
+    rows = []
+    best: tuple[float, dict[str, float], dict[str, int]] | None = None
+    for _ in range(max(1, args.repeat)):
+        times: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        undo = _instrument(times, counts)
+        try:
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                build_report(out, data_dir=args.data)
+                total = time.perf_counter() - t0
+        finally:
+            for u in undo:
+                u()
+        if best is None or total < best[0]:
+            best = (total, dict(times), dict(counts))
+    assert best is not None
+    total, times, counts = best
+    rows.append({"measure": "report total", "seconds": total, "calls": 1})
+    for label in SECTIONS.values():
+        rows.append({"measure": label, "seconds": times.get(label, 0.0), "calls": counts.get(label, 0)})
+    with_attrs, without, n_rows, n_keys = column_access(args.data)
+    rows.append({"measure": f"sample[col] with provenance ({n_keys} attrs entries), per access", "seconds": with_attrs * 1e-6,
+                 "calls": n_rows})
+    rows.append({"measure": "sample[col] without attrs, per access", "seconds": without * 1e-6, "calls": n_rows})
+    table = pd.DataFrame(rows)
+    table["machine"] = f"{platform.machine()} {platform.python_version()} pandas {pd.__version__}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False, float_format="%.6g")
+    with pd.option_context("display.width", 120, "display.max_colwidth", 70):
+        print(table.drop(columns="machine").to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
