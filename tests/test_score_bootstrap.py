@@ -348,3 +348,31 @@ def test_etwfe_bootstrap_event_terms_and_bad_input() -> None:
         wild_bootstrap(res, reps=99, seed=2, terms=[99])
     with pytest.raises(ValueError, match="one cluster variable"):
         wild_bootstrap(etwfe(p, "bilateral_binding", cluster=None), reps=99, seed=2)
+
+
+def test_interval_inversion_closed_form_and_unbounded_sides():
+    """Test inversion on a gap with known roots (est +/- 2 se), and a side where the restricted fit
+    fails or never rejects: that side is reported unbounded, not guessed."""
+    from returnstudy.inference.score_bootstrap import MAX_CI_HALF_WIDTH_SE, _invert_by_refits
+
+    est, se = 0.3, 0.1
+    lo, hi = _invert_by_refits(lambda b: abs(b - est) / se - 2.0, est, se, 0.05, 1e-8)
+    assert lo == pytest.approx(est - 2 * se, abs=1e-8) and hi == pytest.approx(est + 2 * se, abs=1e-8)
+
+    def failing(b: float) -> float:
+        if b > est + 3 * se:
+            raise ValueError("weights must be finite and non-negative")
+        return -1.0 if b >= est else abs(b - est) / se - 2.0
+
+    lo, hi = _invert_by_refits(failing, est, se, 0.05, 1e-8)
+    assert lo == pytest.approx(est - 2 * se, abs=1e-8) and hi == np.inf
+
+    calls = []
+
+    def never(b: float) -> float:
+        calls.append(b)
+        return -1.0
+
+    lo, hi = _invert_by_refits(never, est, se, 0.05, 1e-8)
+    assert (lo, hi) == (-np.inf, np.inf)
+    assert max(abs(b - est) for b in calls) <= (MAX_CI_HALF_WIDTH_SE + 2 * 32) * se

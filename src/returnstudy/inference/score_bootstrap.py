@@ -289,6 +289,25 @@ def _problem_from_result(result: EstimationResult, cluster: str | None) -> tuple
     return prob, cl_name
 
 
+#: Test inversion stops searching outward at this many standard errors from the estimate and
+#: reports that side of the interval as unbounded (for a log rate ratio, 50 SE is far beyond any
+#: effect the data could inform).
+MAX_CI_HALF_WIDTH_SE = 50.0
+
+
+def _not_rejected(gap: Callable[[float], float], b0: float) -> bool:
+    """True if ``b0`` is inside the interval; a restricted fit that fails so far out (the fitted
+    means overflow or the IRLS does not converge at an extreme null) counts as not rejected, so
+    that side of the interval is reported as unbounded rather than guessed."""
+    try:
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            return gap(b0) < 0
+    except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        logger.warning("score bootstrap interval: restricted fit failed at %g (%s); that side is reported unbounded",
+                       b0, exc)
+        return True
+
+
 def _invert_by_refits(gap: Callable[[float], float], est: float, se: float, alpha: float,
                       ci_tol: float) -> tuple[float, float]:
     """Endpoints of the interval {b0 : p(b0) > alpha}, every evaluation a restricted refit.
@@ -297,7 +316,8 @@ def _invert_by_refits(gap: Callable[[float], float], est: float, se: float, alph
     ``b0``: ``p(b0) > alpha`` exactly when ``gap(b0) < 0`` (up to ties), and unlike the
     step-function p-value the gap is continuous in ``b0``, so Brent's method converges in a
     few evaluations. Bracketing starts at the Wald endpoint and moves outward in steps of
-    0.5, 1, 2, ... SE while not rejected, or inward by halving towards the estimate while
+    0.5, 1, 2, ... SE while not rejected (up to ``MAX_CI_HALF_WIDTH_SE`` SE; beyond, or where
+    the restricted fit fails, that side is unbounded), or inward by halving towards the estimate while
     rejected; the root is refined to ``ci_tol`` SE.
     """
     z = float(stats.norm.ppf(1 - alpha / 2))
@@ -308,11 +328,11 @@ def _invert_by_refits(gap: Callable[[float], float], est: float, se: float, alph
         if g_start < 0:
             inner, step, outer = start, 0.5 * se, start + sign * 0.5 * se
             it = 0
-            while gap(outer) < 0 and it < 12:
+            while _not_rejected(gap, outer) and abs(outer - est) < MAX_CI_HALF_WIDTH_SE * se:
                 inner, step = outer, 2 * step
                 outer = outer + sign * step
                 it += 1
-            if gap(outer) < 0:
+            if _not_rejected(gap, outer):
                 out.append(sign * np.inf)
                 continue
         else:
