@@ -241,3 +241,17 @@ def test_misuse_errors_name_the_valid_choices_and_the_emptying_condition(small_r
     no_rate = sample.assign(return_rate=np.nan)
     with pytest.raises(ValueError, match=rf"no rows left of {len(sample)}: every row was dropped \(missing return_rate: {len(sample)} rows\)"):
         rs.twfe(no_rate, treatments=["eu_agreement"])
+
+
+def test_option_values_are_not_mistaken_for_columns(tmp_path: Path, eurostat_dir: Path) -> None:
+    """``other_treatments = "drop"`` is an option of the event study, not a column name: the spec runs
+    and gives the same coefficients as the direct call."""
+    from returnstudy.models.event_study import event_study
+
+    spec = _write(tmp_path, '[study]\nname = "es"\n[data]\nyears = [2012, 2016]\n\n[[models]]\nname = "es_drop"\n'
+                            'estimator = "event_study"\ntreatment = "bilateral_binding"\nwindow = [-2, 2]\n'
+                            'other_treatments = "drop"\n')
+    run = run_study(spec, eurostat_dir)
+    direct = event_study(run.sample, treatment="bilateral_binding", window=(-2, 2), other_treatments="drop")
+    np.testing.assert_allclose(run.models[0].result.table["estimate"].to_numpy(float),
+                               direct.table["estimate"].to_numpy(float), rtol=1e-12, equal_nan=True)

@@ -49,7 +49,7 @@ EFFECT_COLUMNS = [
 COHORT_ESTIMATORS = {"event_study", "did_imputation", "sun_abraham", "callaway_santanna", "etwfe"}
 #: Model arguments that name panel columns, and the kind of column each names.
 COLUMN_ARGUMENTS = {
-    "treatment": "treatment", "treatments": "treatment", "other_treatments": "treatment",
+    "treatment": "treatment", "treatments": "treatment",
     "fe": "grouping", "cluster": "grouping", "unit": "grouping", "time": "grouping", "cohort": "variable",
     "outcome": "variable", "exposure": "variable", "weights": "variable", "controls": "variable",
 }
