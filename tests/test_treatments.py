@@ -578,7 +578,7 @@ def test_overlapping_and_touching_spells_are_merged(tmp_path):
     fw = (FIXTURES / "bilateral_frameworks.csv").read_text().splitlines()
     keep = [r for r in fw if not r.startswith("FIX-DE-NG")]
     (d / "bilateral_frameworks.csv").write_text("\n".join(keep + rows) + "\n")
-    from returnstudy.treatments import _cohorts, _merge_spells
+    from returnstudy.treatments import _cohorts, _merged_spells, _PanelKeys, _year_values
 
     spells = pd.DataFrame(
         {
@@ -588,19 +588,22 @@ def test_overlapping_and_touching_spells_are_merged(tmp_path):
             "end": pd.to_datetime(["2012-08-31", "2012-12-30", "2010-12-31", "2011-06-30"]),
         }
     )
-    merged = _merge_spells(spells).set_index("geo")
-    assert merged.loc["NL", "start"] == pd.Timestamp("2012-01-01")
-    assert merged.loc["NL", "end"] == pd.Timestamp("2012-12-30")
-    assert merged.loc["DE", "start"] == pd.Timestamp("2010-07-01")
-    assert merged.loc["DE", "end"] == pd.Timestamp("2011-06-30")
-    coh = _cohorts(_merge_spells(spells), "first_full_year")
-    assert coh.empty  # neither corridor is ever in force for a whole calendar year
-    from returnstudy.treatments import _year_values
-
-    keys = pd.DataFrame({"geo": ["NL", "DE", "DE"], "citizen": ["NG"] * 3, "year": [2012, 2010, 2011]})
-    full = _year_values(keys, _merge_spells(spells), "first_full_year")
+    keys = _PanelKeys(np.array(["NL", "DE", "DE"], dtype=object), np.array(["NG"] * 3, dtype=object),
+                      np.array([2012, 2010, 2011]))
+    code, start, end = _merged_spells(keys, spells)
+    assert len(code) == 2
+    nl, de = keys.lookup(["NL", "DE"], ["NG", "NG"])
+    assert start[code == nl].view("datetime64[ns]")[0] == np.datetime64("2012-01-01")
+    assert end[code == nl].view("datetime64[ns]")[0] == np.datetime64("2012-12-30")
+    assert start[code == de].view("datetime64[ns]")[0] == np.datetime64("2010-07-01")
+    assert end[code == de].view("datetime64[ns]")[0] == np.datetime64("2011-06-30")
+    merged = (code, start, end)
+    coh = _cohorts(keys, merged, "first_full_year")
+    assert coh.isna().all()  # neither corridor is ever in force for a whole calendar year
+    assert _cohorts(keys, merged, "calendar_year").tolist() == [2012, 2010, 2010]
+    full = _year_values(keys, merged, "first_full_year")
     assert full.tolist() == [0.0, 0.0, 0.0]
-    share = _year_values(keys, _merge_spells(spells), "share_of_year")
+    share = _year_values(keys, merged, "share_of_year")
     assert share.tolist() == pytest.approx([365 / 366, 184 / 365, 181 / 365])
 
     p = _panel(["NL", "DE"], ["NG"], list(range(2009, 2014)))
@@ -612,3 +615,177 @@ def test_overlapping_and_touching_spells_are_merged(tmp_path):
     assert (_series(ff, "DE", "NG", "bilateral_nonbinding_cohort") == 2011).all()
     sh = add_treatments(p, rule="share_of_year", agreements_dir=d)
     assert _series(sh, "DE", "NG", "bilateral_nonbinding").loc[2010] == pytest.approx(184 / 365)
+
+
+# --------------------------------------------------------------------------- array coding = row-join coding
+# The coding works on integer corridor codes and a corridor x year day count. Below is the
+# previous implementation, which joined spells to the panel's rows on (geo, citizen) text keys,
+# kept here as an independent reference: both must give identical columns and counts on the
+# shipped agreement tables under every option.
+
+
+def _ref_merge_spells(spells: pd.DataFrame) -> pd.DataFrame:
+    cols = ["geo", "citizen", "start", "end"]
+    if spells.empty:
+        return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c in ("start", "end") else "str") for c in cols})
+    s = spells[cols].sort_values(["geo", "citizen", "start", "end"]).reset_index(drop=True)
+    keys = [s["geo"], s["citizen"]]
+    running_end = s.groupby(keys)["end"].cummax()
+    prev_end = running_end.groupby(keys).shift()
+    new = prev_end.isna() | (s["start"] > prev_end + pd.Timedelta(days=1))
+    out = s.groupby(new.cumsum()).agg(geo=("geo", "first"), citizen=("citizen", "first"), start=("start", "min"),
+                                      end=("end", "max"))
+    return out.reset_index(drop=True)
+
+
+def _ref_dates(year: pd.Series, month: int, day: int) -> pd.Series:
+    return pd.to_datetime(pd.DataFrame({"year": year.to_numpy(), "month": month, "day": day})).set_axis(year.index)
+
+
+def _ref_year_values(keys: pd.DataFrame, merged: pd.DataFrame, rule: str) -> pd.Series:
+    out = pd.Series(0.0, index=keys.index, dtype="float64")
+    m = keys.reset_index(names="_row").merge(merged, on=["geo", "citizen"], how="inner")
+    if m.empty:
+        return out
+    year = m["year"].astype("int64")
+    ys, ye = _ref_dates(year, 1, 1), _ref_dates(year, 12, 31)
+    lo = m["start"].where(m["start"] > ys, ys)
+    hi = m["end"].where(m["end"] < ye, ye)
+    m["days"] = ((hi - lo).dt.days + 1).clip(lower=0)
+    covered = m.groupby("_row")["days"].sum()
+    yr = keys.loc[covered.index, "year"].astype("int64")
+    days_in_year = np.where((yr % 4 == 0) & ((yr % 100 != 0) | (yr % 400 == 0)), 366, 365)
+    share = (covered / days_in_year).clip(upper=1.0)
+    if rule == "calendar_year":
+        vals = (share > 0).astype("float64")
+    elif rule == "first_full_year":
+        vals = (covered >= days_in_year).astype("float64")
+    else:
+        vals = share.astype("float64")
+    out.loc[vals.index] = vals.to_numpy()
+    return out
+
+
+def _ref_code_type(keys: pd.DataFrame, spells: pd.DataFrame, rule: str) -> tuple[pd.Series, pd.Series]:
+    merged = _ref_merge_spells(spells)
+    vals = _ref_year_values(keys, merged, rule)
+    start_year = merged["start"].dt.year
+    if rule == "first_full_year":
+        jan1 = (merged["start"].dt.month == 1) & (merged["start"].dt.day == 1)
+        first = start_year + (~jan1).astype("int64")
+        first = first.where(_ref_dates(first, 12, 31) <= merged["end"])
+    else:
+        first = start_year
+    c = merged.assign(cohort=first).dropna(subset=["cohort"]).groupby(["geo", "citizen"], as_index=False)["cohort"].min()
+    coh = keys[["geo", "citizen"]].merge(c, on=["geo", "citizen"], how="left")["cohort"]
+    coh.index = keys.index
+    return vals, coh.astype("Int64")
+
+
+def _ref_accession_adjust(keys: pd.DataFrame, spells: pd.DataFrame, rule: str, accession: str):
+    g = spells.groupby(["geo", "citizen"], as_index=False).agg(
+        first=("start", "min"), own_first=("own_start", "min"), accession=("accession", "min"))
+    via = g.loc[g["own_first"] < g["first"], ["geo", "citizen", "own_first", "accession"]]
+    via_key = keys[["geo", "citizen"]].merge(via, on=["geo", "citizen"], how="left")
+    is_via = via_key["own_first"].notna().to_numpy()
+    vals, coh = _ref_code_type(keys, spells, rule)
+    if accession == "switch" or via.empty:
+        return vals, coh, is_via
+    if accession == "drop":
+        return vals.where(~is_via, np.nan), coh.where(~is_via, pd.NA), is_via
+    s = spells.merge(via[["geo", "citizen"]].assign(_via=True), on=["geo", "citizen"], how="left")
+    s_via = s["_via"].fillna(False).astype(bool)
+    jan1 = s["start"].dt.to_period("Y").dt.start_time
+    vals, _ = _ref_code_type(keys, s.assign(start=s["start"].where(~s_via, pd.concat([s["own_start"], jan1], axis=1).max(axis=1))), rule)
+    _, coh = _ref_code_type(keys, s.assign(start=s["own_start"].where(s_via, s["start"])), rule)
+    acc_year = via_key["accession"].dt.year.to_numpy()
+    before = is_via & (keys["year"].to_numpy() < np.nan_to_num(acc_year, nan=-1))
+    return vals.where(~before, np.nan), coh, is_via
+
+
+def _ref_nonabsorbing(panel: pd.DataFrame, treatment: str) -> list[str]:
+    p = panel[["geo", "citizen", "year", treatment]].dropna(subset=[treatment]).sort_values(["geo", "citizen", "year"])
+    corridor = p["geo"].astype(str) + "-" + p["citizen"].astype(str)
+    falls = (p[treatment] < p.groupby(corridor.to_numpy())[treatment].cummax()).to_numpy()
+    return sorted(set(corridor.to_numpy()[falls]))
+
+
+def _ref_coding(panel: pd.DataFrame, kw: dict) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
+    """Columns and counts of the row-join coding, from the same spells as add_treatments."""
+    from returnstudy.treatments import EU_TYPES, EVENT_TREATMENTS, _coding_spells, _default_agreements_dir
+
+    prepared = _coding_spells(_default_agreements_dir(), None, kw.get("uk_in_eu_until", 2020),
+                              kw.get("protocols_as_binding", False), kw.get("nonbinding_start", "signed"),
+                              kw.get("binding_start", "in_force"), kw.get("unknown_binding", "by_type"))
+    keys = pd.DataFrame({"geo": panel["geo"].astype(str).to_numpy(), "citizen": panel["citizen"].astype(str).to_numpy(),
+                         "year": panel["year"].to_numpy(dtype="int64")})
+    rule, accession = kw.get("rule", "calendar_year"), kw.get("accession", "already_treated")
+    pairs = prepared.researched_pairs.assign(_r=True)
+    researched = keys[["geo", "citizen"]].merge(pairs, on=["geo", "citizen"], how="left")["_r"].notna().to_numpy()
+    cols: dict[str, np.ndarray] = {"bilateral_researched": researched}
+    counts: dict[str, dict[str, int]] = {"via_accession_corridors": {}, "unknown_start_missing": {}, "nonabsorbing_corridors": {}}
+    for t in TREATMENT_TYPES + EVENT_TREATMENTS:
+        sp = prepared.spells[t]
+        if t in EU_TYPES:
+            vals, coh, is_via = _ref_accession_adjust(keys, sp, rule, accession)
+            cols[f"{t}_via_accession"] = is_via
+            counts["via_accession_corridors"][t] = int((keys["geo"] + "-" + keys["citizen"])[is_via].nunique())
+        else:
+            vals, coh = _ref_code_type(keys, sp, rule)
+            if t in ("bilateral_binding", "bilateral_protocol", "bilateral_nonbinding"):
+                if kw.get("unknown_start") == "missing":
+                    maybe = _ref_year_values(keys, _ref_merge_spells(prepared.unknown_spells[t]), "calendar_year").to_numpy() > 0
+                    unknown = maybe & (vals.to_numpy() == 0)
+                    vals = vals.where(~unknown, np.nan)
+                    counts["unknown_start_missing"][t] = int(unknown.sum())
+                if kw.get("unresearched_as_missing"):
+                    vals, coh = vals.where(researched, np.nan), coh.where(researched, pd.NA)
+        cols[t] = vals.to_numpy(dtype="float64")
+        cols[f"{t}_cohort"] = coh.to_numpy()
+        cols[f"{t}_years_since"] = (keys["year"].astype("Int64") - coh.astype("Int64")).to_numpy()
+        frame = keys.assign(**{t: cols[t]})
+        counts["nonabsorbing_corridors"][t] = len(_ref_nonabsorbing(frame, t))
+    return cols, counts
+
+
+def _shipped_corridor_panel() -> pd.DataFrame:
+    """Every reporting country of the shipped tables x every citizenship they name (and one
+    named nowhere), 2000-2025, rows shuffled and indexed by a non-range index."""
+    tables = load_agreements()
+    geos = sorted(set(tables["eu_participation"]["geo"]) | {"EU27_2020"})
+    citizens = sorted(set(tables["eu_readmission_agreements"]["citizen"]) | set(tables["bilateral_frameworks"]["citizen"])
+                      | set(tables["eu_nonbinding_arrangements"]["citizen"]) | {"ZZ"})
+    p = _panel(geos, citizens, list(range(2000, 2026)))
+    p = p.sample(frac=1.0, random_state=3)
+    p.index = np.arange(len(p)) * 2 + 5
+    return p
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"rule": "first_full_year", "accession": "drop", "unknown_start": "missing"},
+    {"rule": "share_of_year", "accession": "switch", "protocols_as_binding": True, "unresearched_as_missing": True},
+    {"rule": "share_of_year", "binding_start": "in_force_or_signed", "nonbinding_start": "in_force", "uk_in_eu_until": 2019},
+    {"rule": "first_full_year", "unknown_binding": "drop", "unknown_start": "missing", "accession": "already_treated"},
+])
+def test_array_coding_equals_row_join_coding_on_shipped_agreements(kw):
+    p = _shipped_corridor_panel()
+    out = add_treatments(p, **kw)
+    cols, counts = _ref_coding(p, kw)
+    for c, ref in cols.items():
+        got = out[c].to_numpy()
+        if c.endswith(("_cohort", "_years_since")):
+            assert (pd.isna(got) == pd.isna(ref)).all(), c
+            assert (got[~pd.isna(got)].astype(int) == ref[~pd.isna(ref)].astype(int)).all(), c
+        else:
+            np.testing.assert_array_equal(got, ref, err_msg=c)
+    coding = out.attrs["treatment_coding"]
+    for what, ref_counts in counts.items():
+        assert {t: n for t, n in coding[what].items()} == ref_counts, what
+    assert sum(counts["nonabsorbing_corridors"].values()) > 0  # switch-offs (UK exit, ended instruments) are exercised
+    assert (out["eu_agreement"].fillna(0) > 0).sum() > 1000
+    if kw.get("rule") == "share_of_year":
+        frac = out["eu_agreement"].dropna()
+        assert ((frac > 0) & (frac < 1)).any()
+    for t in TREATMENT_TYPES:
+        assert nonabsorbing_corridors(out, t).tolist() == _ref_nonabsorbing(out, t)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -78,21 +80,6 @@ def _default_agreements_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- spells
-
-
-def _merge_spells(spells: pd.DataFrame) -> pd.DataFrame:
-    """Union of [start, end] intervals per (geo, citizen); touching intervals are joined."""
-    cols = ["geo", "citizen", "start", "end"]
-    if spells.empty:
-        return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c in ("start", "end") else "str") for c in cols})
-    s = spells[cols].sort_values(["geo", "citizen", "start", "end"]).reset_index(drop=True)
-    keys = [s["geo"], s["citizen"]]
-    running_end = s.groupby(keys)["end"].cummax()
-    prev_end = running_end.groupby(keys).shift()
-    new = prev_end.isna() | (s["start"] > prev_end + pd.Timedelta(days=1))
-    grp = new.cumsum()
-    out = s.groupby(grp).agg(geo=("geo", "first"), citizen=("citizen", "first"), start=("start", "min"), end=("end", "max"))
-    return out.reset_index(drop=True)
 
 
 def _participation_frame(part: pd.DataFrame, uk_in_eu_until: int) -> pd.DataFrame:
@@ -214,81 +201,148 @@ def _event_spells(events: pd.DataFrame, event_type: str) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- coding
 
-
-def _dates(year: pd.Series, month: int, day: int) -> pd.Series:
-    """Vectorised Timestamp(year, month, day)."""
-    return pd.to_datetime(pd.DataFrame({"year": year.to_numpy(), "month": month, "day": day}), errors="raise").set_axis(
-        year.index
-    )
+_DAY_NS = 86_400 * 10**9
 
 
-def _year_values(keys: pd.DataFrame, merged: pd.DataFrame, rule: str) -> pd.Series:
-    """Treatment value for each (geo, citizen, year) row of ``keys`` (aligned with keys' index)."""
-    out = pd.Series(0.0, index=keys.index, dtype="float64")
-    if merged.empty:
-        return out
-    k = keys.reset_index(names="_row")
-    m = k.merge(merged, on=["geo", "citizen"], how="inner")
-    if m.empty:
-        return out
-    year = m["year"].astype("int64")
-    ys = _dates(year, 1, 1)
-    ye = _dates(year, 12, 31)
-    lo = m["start"].where(m["start"] > ys, ys)
-    hi = m["end"].where(m["end"] < ye, ye)
-    m["days"] = ((hi - lo).dt.days + 1).clip(lower=0)
-    covered = m.groupby("_row")["days"].sum()
-    yr = keys.loc[covered.index, "year"].astype("int64")
-    days_in_year = np.where((yr % 4 == 0) & ((yr % 100 != 0) | (yr % 400 == 0)), 366, 365)
-    share = (covered / days_in_year).clip(upper=1.0)
+class _PanelKeys:
+    """The panel's corridor-years by position: integer corridor code and year index per row.
+
+    Corridors are the distinct (geo, citizen) pairs of the panel; spells are mapped onto them
+    with :meth:`lookup`, so coding is array indexing instead of joins on text keys.
+    """
+
+    def __init__(self, geo: np.ndarray, citizen: np.ndarray, year: np.ndarray) -> None:
+        self.frame = pd.DataFrame({"geo": geo, "citizen": citizen, "year": year})
+        self.index = self.frame.index
+        g, geos = pd.factorize(geo)
+        c, citizens = pd.factorize(citizen)
+        self.geos, self._citizens = pd.Index(geos, dtype=object), pd.Index(citizens, dtype=object)
+        pair = g.astype(np.int64) * len(self._citizens) + c
+        self._pairs, code = np.unique(pair, return_inverse=True)
+        self.code = code.astype(np.intp)
+        self.year = np.asarray(year, dtype=np.int64)
+        self.years, self.year_pos = np.unique(self.year, return_inverse=True)
+        y = self.years
+        leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+        self.days_in_year = np.where(leap, 366, 365)
+        self.jan1 = (y - 1970).astype("datetime64[Y]").astype("datetime64[ns]").view(np.int64)
+        self.dec31 = (y - 1969).astype("datetime64[Y]").astype("datetime64[ns]").view(np.int64) - _DAY_NS
+
+    def __len__(self) -> int:
+        return len(self.year)
+
+    @property
+    def n_corridors(self) -> int:
+        return len(self._pairs)
+
+    def duplicated(self) -> bool:
+        """Whether some (geo, citizen, year) occurs twice."""
+        cell = self.code.astype(np.int64) * len(self.years) + self.year_pos
+        return len(np.unique(cell)) < len(cell)
+
+    def lookup(self, geo: pd.Series, citizen: pd.Series) -> np.ndarray:
+        """Corridor code of each (geo, citizen), -1 where the pair is not in the panel."""
+        g = self.geos.get_indexer(pd.Index(np.asarray(geo, dtype=object)))
+        c = self._citizens.get_indexer(pd.Index(np.asarray(citizen, dtype=object)))
+        pair = g.astype(np.int64) * len(self._citizens) + c
+        if not len(self._pairs):
+            return np.full(len(pair), -1, dtype=np.intp)
+        pos = np.searchsorted(self._pairs, pair).clip(max=len(self._pairs) - 1)
+        found = (g >= 0) & (c >= 0) & (self._pairs[pos] == pair)
+        return np.where(found, pos, -1)
+
+    def per_row(self, by_corridor: np.ndarray) -> np.ndarray:
+        return by_corridor[self.code]
+
+
+def _ns(s: pd.Series) -> np.ndarray:
+    return s.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def _merged_spells(keys: _PanelKeys, spells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union of the [start, end] intervals of each panel corridor (touching intervals joined):
+    arrays (corridor code, start, end) in ns, sorted by corridor and start."""
+    code = keys.lookup(spells["geo"], spells["citizen"])
+    start, end = _ns(spells["start"]), _ns(spells["end"])
+    ok = (code >= 0) & (start != np.iinfo(np.int64).min)
+    code, start, end = code[ok], start[ok], end[ok]
+    if not len(code):
+        return code, start, end
+    order = np.lexsort((end, start, code))
+    code, start, end = code[order], start[order], end[order]
+    running_end = pd.Series(end).groupby(code).cummax().to_numpy()
+    first = np.r_[True, code[1:] != code[:-1]]
+    prev_end = np.r_[0, running_end[:-1]]
+    new = first | (start > prev_end + _DAY_NS)
+    at = np.flatnonzero(new)
+    return code[at], start[at], np.maximum.reduceat(end, at)
+
+
+def _coverage(keys: _PanelKeys, merged: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Days in force in each panel row's calendar year (int64, aligned with the rows)."""
+    code, start, end = merged
+    covered = np.zeros((keys.n_corridors, len(keys.years)), dtype=np.int64)
+    if len(code):
+        lo = np.maximum(start[:, None], keys.jan1[None, :])
+        hi = np.minimum(end[:, None], keys.dec31[None, :])
+        days = ((hi - lo) // _DAY_NS + 1).clip(min=0)
+        np.add.at(covered, code, days)
+    return covered[keys.code, keys.year_pos]
+
+
+def _year_values(keys: _PanelKeys, merged: tuple[np.ndarray, np.ndarray, np.ndarray], rule: str) -> pd.Series:
+    """Treatment value of each panel row under ``rule`` from the corridors' merged spells."""
+    covered = _coverage(keys, merged)
+    days_in_year = keys.days_in_year[keys.year_pos]
     if rule == "calendar_year":
-        vals = (share > 0).astype("float64")
+        vals = (covered > 0).astype("float64")
     elif rule == "first_full_year":
         vals = (covered >= days_in_year).astype("float64")
     else:
-        vals = share.astype("float64")
-    out.loc[vals.index] = vals.to_numpy()
-    return out
+        vals = np.minimum(covered / days_in_year, 1.0)
+    return pd.Series(vals, index=keys.index, dtype="float64")
 
 
-def _cohorts(merged: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """First calendar year treated under ``rule`` per (geo, citizen), independent of the panel's years."""
-    if merged.empty:
-        return pd.DataFrame({"geo": pd.Series(dtype="str"), "citizen": pd.Series(dtype="str"),
-                             "cohort": pd.Series(dtype="Int64")})
-    start_year = merged["start"].dt.year
-    if rule == "first_full_year":
-        jan1 = (merged["start"].dt.month == 1) & (merged["start"].dt.day == 1)
-        first = start_year + (~jan1).astype("int64")
-        dec31 = _dates(first, 12, 31)
-        first = first.where(dec31 <= merged["end"])
-    else:
-        first = start_year
-    c = merged.assign(cohort=first).dropna(subset=["cohort"])
-    c = c.groupby(["geo", "citizen"], as_index=False)["cohort"].min()
-    c["cohort"] = c["cohort"].astype("Int64")
-    return c
+def _cohorts(keys: _PanelKeys, merged: tuple[np.ndarray, np.ndarray, np.ndarray], rule: str) -> pd.Series:
+    """First calendar year treated under ``rule`` of each panel row's corridor (Int64, NA if
+    never), from the dates: it can precede the panel's first year."""
+    code, start, end = merged
+    first_by_corridor = np.full(keys.n_corridors, np.iinfo(np.int64).max, dtype=np.int64)
+    if len(code):
+        day = start.view("datetime64[ns]").astype("datetime64[D]")
+        year = day.astype("datetime64[Y]").astype(np.int64) + 1970
+        if rule == "first_full_year":
+            jan1 = day == (year - 1970).astype("datetime64[Y]").astype("datetime64[D]")
+            first = year + (~jan1).astype(np.int64)
+            dec31 = (first - 1969).astype("datetime64[Y]").astype("datetime64[ns]").view(np.int64) - _DAY_NS
+            ok = dec31 <= end
+            code, first = code[ok], first[ok]
+        else:
+            first = year
+        np.minimum.at(first_by_corridor, code, first)
+    per_row = keys.per_row(first_by_corridor)
+    never = per_row == np.iinfo(np.int64).max
+    return pd.Series(pd.arrays.IntegerArray(np.where(never, 0, per_row), never), index=keys.index, dtype="Int64")
 
 
-def _code_type(keys: pd.DataFrame, spells: pd.DataFrame, rule: str) -> tuple[pd.Series, pd.Series]:
-    merged = _merge_spells(spells)
-    vals = _year_values(keys, merged, rule)
-    coh = keys[["geo", "citizen"]].merge(_cohorts(merged, rule), on=["geo", "citizen"], how="left")["cohort"]
-    coh.index = keys.index
-    return vals, coh.astype("Int64")
+def _code_type(keys: _PanelKeys, spells: pd.DataFrame, rule: str) -> tuple[pd.Series, pd.Series]:
+    """Values and cohorts of one treatment type on the panel's rows."""
+    merged = _merged_spells(keys, spells)
+    return _year_values(keys, merged, rule), _cohorts(keys, merged, rule)
 
 
 # --------------------------------------------------------------------------- add_treatments
 
 
 def _accession_adjust(
-    keys: pd.DataFrame, spells: pd.DataFrame, rule: str, accession: str
+    keys: _PanelKeys, spells: pd.DataFrame, via: pd.DataFrame, rule: str, accession: str
 ) -> tuple[pd.Series, pd.Series, np.ndarray]:
     """Values and cohorts of an EU type under the ``accession`` choice, and the row mask of
-    corridors switching on only through accession."""
-    via = _via_accession(spells)
-    via_key = keys[["geo", "citizen"]].merge(via, on=["geo", "citizen"], how="left")
-    is_via = via_key["own_first"].notna().to_numpy()
+    corridors switching on only through accession (``via``: :func:`_via_accession` of the spells)."""
+    via_code = keys.lookup(via["geo"], via["citizen"])
+    via_corridor = np.zeros(keys.n_corridors, dtype=bool)
+    via_corridor[via_code[via_code >= 0]] = True
+    is_via = keys.per_row(via_corridor)
     if accession == "switch" or via.empty:
         vals, coh = _code_type(keys, spells, rule)
         return vals, coh, is_via
@@ -297,15 +351,88 @@ def _accession_adjust(
         return vals.where(~is_via, np.nan), coh.where(~is_via, pd.NA), is_via
     # already_treated: treated from the accession year on, cohort = the year the corridor would
     # have switched on as a member; years before accession are not EU+ years of this country (NaN)
-    s = spells.merge(via[["geo", "citizen"]].assign(_via=True), on=["geo", "citizen"], how="left")
-    s_via = s["_via"].fillna(False).astype(bool)
+    s = spells.reset_index(drop=True)
+    s_code = keys.lookup(s["geo"], s["citizen"])
+    s_via = pd.Series((s_code >= 0) & via_corridor[s_code.clip(min=0)], index=s.index)
     jan1 = s["start"].dt.to_period("Y").dt.start_time
     value_spells = s.assign(start=s["start"].where(~s_via, pd.concat([s["own_start"], jan1], axis=1).max(axis=1)))
     vals, _ = _code_type(keys, value_spells, rule)
     _, coh = _code_type(keys, s.assign(start=s["own_start"].where(s_via, s["start"])), rule)
-    acc_year = via_key["accession"].dt.year.to_numpy()
-    before = is_via & (keys["year"].to_numpy() < np.nan_to_num(acc_year, nan=-1))
+    acc_by_corridor = np.full(keys.n_corridors, -1, dtype=np.int64)
+    found = via_code >= 0
+    acc_by_corridor[via_code[found]] = via["accession"].dt.year.fillna(-1).to_numpy(dtype=np.int64)[found]
+    before = is_via & (keys.year < keys.per_row(acc_by_corridor))
     return vals.where(~before, np.nan), coh, is_via
+
+
+def _falling_corridors(code: np.ndarray, year: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Codes of the corridors whose (non-NaN) value falls from one year to a later one."""
+    ok = ~np.isnan(values)
+    code, year, values = code[ok], year[ok], values[ok]
+    if not len(code):
+        return code
+    order = np.lexsort((year, code))
+    _, rank = np.unique(values, return_inverse=True)
+    # (corridor, value rank) as one integer: within a corridor the running maximum is that of the
+    # ranks, and a later corridor's keys exceed every key of an earlier one
+    key = code[order].astype(np.int64) * (int(rank.max()) + 1) + rank[order]
+    falls = key < np.maximum.accumulate(key)
+    return np.unique(code[order][falls])
+
+
+@dataclass(frozen=True)
+class _CodingSpells:
+    """Everything of a coding that does not depend on the panel: the spells of each type (None:
+    table not available), the spells from signature of instruments with unknown start, counts,
+    the researched pairs, the participating geos and the tables' hashes. Read-only."""
+
+    problems: tuple[str, ...]
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    spells: Mapping[str, pd.DataFrame | None] = field(default_factory=dict)
+    unknown_spells: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    researched_pairs: pd.DataFrame | None = None
+    via_accession: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    participation_geos: frozenset[str] = frozenset()
+    bilateral_ok: bool = False
+    events_available: bool = False
+
+
+def _coding_spells(
+    adir: Path, codes_dir: Path | None, uk_year: int, protocols_as_binding: bool, nonbinding_start: str,
+    binding_start: str, unknown_binding: str,
+) -> _CodingSpells:
+    """Read the agreement tables (once per :func:`~returnstudy.reuse.reuse_prepared` block) and
+    turn them into spells under the coding options that act on the tables."""
+    tables, problems, hashes = reused("agreement tables", (str(adir), str(codes_dir)), lambda: read_tables(adir, codes_dir),
+                                      copy=copy.deepcopy)
+    if problems:
+        return _CodingSpells(problems=tuple(problems))
+    part = _participation_frame(tables["eu_participation"], uk_year)
+    spells: dict[str, pd.DataFrame | None] = {
+        "eu_agreement": _eu_agreement_spells(tables["eu_readmission_agreements"], part),
+        "eu_nonbinding": _eu_nonbinding_spells(tables["eu_nonbinding_arrangements"], part, nonbinding_start),
+    }
+    bilateral_ok = "bilateral_frameworks" in tables and "bilateral_coverage" in tables
+    dropped: dict[str, int] = {}
+    unknown_spells: dict[str, pd.DataFrame] = {}
+    researched_pairs = None
+    if bilateral_ok:
+        bil, dropped, unknown_spells = _bilateral_spells(
+            tables["bilateral_frameworks"], protocols_as_binding, nonbinding_start, binding_start, unknown_binding
+        )
+        spells.update(bil)
+        cov = tables["bilateral_coverage"]
+        researched_pairs = cov.loc[cov["researched"], ["geo", "citizen"]].reset_index(drop=True)
+    else:
+        spells.update({t: None for t in BILATERAL_TREATMENTS})
+    events = tables.get("corridor_events")
+    for ev in EVENT_TREATMENTS:
+        spells[ev] = None if events is None else _event_spells(events, ev)
+    return _CodingSpells(problems=(), hashes=dict(hashes), spells=spells, unknown_spells=unknown_spells, dropped=dropped,
+                         researched_pairs=researched_pairs, via_accession={t: _via_accession(spells[t]) for t in EU_TYPES},
+                         participation_geos=frozenset(part["geo"]),
+                         bilateral_ok=bilateral_ok, events_available=events is not None)
 
 
 def add_treatments(
@@ -406,21 +533,26 @@ def add_treatments(
         raise KeyError(f"panel is missing column(s) {missing}")
     if not pd.api.types.is_integer_dtype(panel["year"]):
         raise ValueError(f"panel column 'year' must be integer, got dtype {panel['year'].dtype}")
-    if panel.duplicated(["geo", "citizen", "year"]).any():
+
+    # positional keys: results are written back by position, whatever the panel's index
+    keys = _PanelKeys(panel["geo"].astype(str).to_numpy(), panel["citizen"].astype(str).to_numpy(),
+                      panel["year"].to_numpy(dtype="int64"))
+    if keys.duplicated():
         raise ValueError("panel has duplicate (geo, citizen, year) rows")
 
     adir = Path(agreements_dir) if agreements_dir is not None else _default_agreements_dir()
-    tables, problems, hashes = reused("agreement tables", (str(adir), str(codes_dir)), lambda: read_tables(adir, codes_dir), copy=copy.deepcopy)
-    if problems:
-        raise AgreementDataError(problems)
-
-    # positional keys: results are written back by position, whatever the panel's index
-    keys = pd.DataFrame(
-        {"geo": panel["geo"].astype(str).to_numpy(), "citizen": panel["citizen"].astype(str).to_numpy(),
-         "year": panel["year"].to_numpy(dtype="int64")}
+    prepared = reused(
+        "treatment spells",
+        (str(adir), str(codes_dir), uk_year, bool(protocols_as_binding), nonbinding_start, binding_start, unknown_binding),
+        lambda: _coding_spells(adir, codes_dir, uk_year, bool(protocols_as_binding), nonbinding_start, binding_start,
+                               unknown_binding),
     )
-    part = _participation_frame(tables["eu_participation"], uk_year)
-    unknown_geo = sorted(set(keys["geo"]) - set(part["geo"]))
+    if prepared.problems:
+        raise AgreementDataError(list(prepared.problems))
+    spells, unknown_spells, dropped, hashes = prepared.spells, prepared.unknown_spells, prepared.dropped, prepared.hashes
+    bilateral_ok = prepared.bilateral_ok
+
+    unknown_geo = sorted(set(keys.geos) - prepared.participation_geos)
     if unknown_geo:
         from returnstudy.data.codes import aggregate_codes
 
@@ -430,63 +562,55 @@ def add_treatments(
             logger.info("aggregate geo %s: coded as not bound by EU-level instruments", aggregates)
         if others:
             logger.warning("geo %s not in eu_participation.csv: coded as not bound by EU-level instruments", others)
-
-    spells: dict[str, pd.DataFrame | None] = {
-        "eu_agreement": _eu_agreement_spells(tables["eu_readmission_agreements"], part),
-        "eu_nonbinding": _eu_nonbinding_spells(tables["eu_nonbinding_arrangements"], part, nonbinding_start),
-    }
-    bilateral_ok = "bilateral_frameworks" in tables and "bilateral_coverage" in tables
-    dropped: dict[str, int] = {}
-    unknown_spells: dict[str, pd.DataFrame] = {}
     if bilateral_ok:
-        bil, dropped, unknown_spells = _bilateral_spells(
-            tables["bilateral_frameworks"], protocols_as_binding, nonbinding_start, binding_start, unknown_binding
-        )
-        spells.update(bil)
-        cov = tables["bilateral_coverage"]
-        researched_pairs = cov.loc[cov["researched"], ["geo", "citizen"]].assign(_r=True)
-        researched = keys[["geo", "citizen"]].merge(researched_pairs, on=["geo", "citizen"], how="left")["_r"]
-        researched = researched.notna().to_numpy(dtype=bool)
+        researched_by_corridor = np.zeros(keys.n_corridors, dtype=bool)
+        found = keys.lookup(prepared.researched_pairs["geo"], prepared.researched_pairs["citizen"])
+        researched_by_corridor[found[found >= 0]] = True
+        researched = keys.per_row(researched_by_corridor)
     else:
         logger.warning("bilateral tables not available: bilateral treatment columns are NaN (unknown)")
-        spells.update({t: None for t in BILATERAL_TREATMENTS})
         researched = np.zeros(len(keys), dtype=bool)
-    events = tables.get("corridor_events")
-    if events is None:
+    if not prepared.events_available:
         logger.warning("corridor_events.csv not available: event columns %s are NaN", list(EVENT_TREATMENTS))
-    for ev in EVENT_TREATMENTS:
-        spells[ev] = None if events is None else _event_spells(events, ev)
 
-    out = panel.copy()
-    existing = [c for c in out.columns if c in _output_columns()]
+    existing = [c for c in panel.columns if c in _output_columns()]
     if existing:
         logger.info("replacing existing treatment columns %s", existing)
     via_counts: dict[str, int] = {}
     missing_counts: dict[str, int] = {}
+    nonabsorbing: dict[str, int] = {}
+    columns: dict[str, np.ndarray | pd.api.extensions.ExtensionArray] = {}  # in the order they are added
+    year = pd.array(keys.year, dtype="Int64")
     for t in TREATMENT_TYPES + EVENT_TREATMENTS:
         sp = spells[t]
         if sp is None:
             vals = pd.Series(np.nan, index=keys.index, dtype="float64")
             coh = pd.Series(pd.NA, index=keys.index, dtype="Int64")
         elif t in EU_TYPES:
-            vals, coh, is_via = _accession_adjust(keys, sp, rule, accession)
-            out[f"{t}_via_accession"] = is_via
-            via_counts[t] = int(pd.Series(keys["geo"] + "-" + keys["citizen"])[is_via].nunique())
+            vals, coh, is_via = _accession_adjust(keys, sp, prepared.via_accession[t], rule, accession)
+            columns[f"{t}_via_accession"] = is_via
+            via_counts[t] = len(np.unique(keys.code[is_via]))
         else:
             vals, coh = _code_type(keys, sp, rule)
             if t in BILATERAL_TREATMENTS and unknown_start == "missing":
-                maybe = _year_values(keys, _merge_spells(unknown_spells[t]), "calendar_year").to_numpy() > 0
+                maybe = _coverage(keys, _merged_spells(keys, unknown_spells[t])) > 0
                 unknown = maybe & (vals.to_numpy() == 0)
                 vals = vals.where(~unknown, np.nan)
                 missing_counts[t] = int(unknown.sum())
             if t in BILATERAL_TREATMENTS and unresearched_as_missing:
                 vals = vals.where(researched, np.nan)
                 coh = coh.where(researched, pd.NA)
-        out[t] = vals.to_numpy(dtype="float64")
-        out[f"{t}_cohort"] = pd.array(coh.to_numpy(), dtype="Int64")
-        out[f"{t}_years_since"] = pd.array((keys["year"].astype("Int64") - coh.astype("Int64")).to_numpy(), dtype="Int64")
-    out["bilateral_researched"] = researched
-    nonabsorbing = {t: len(nonabsorbing_corridors(out, t)) for t in TREATMENT_TYPES + EVENT_TREATMENTS}
+        columns[t] = vals.to_numpy(dtype="float64")
+        columns[f"{t}_cohort"] = pd.array(coh.to_numpy(), dtype="Int64")
+        columns[f"{t}_years_since"] = year - columns[f"{t}_cohort"]
+        nonabsorbing[t] = len(_falling_corridors(keys.code, keys.year, columns[t]))
+    columns["bilateral_researched"] = researched
+    if existing:  # replaced in place, the others appended
+        out = panel.copy()
+        for c, v in columns.items():
+            out[c] = v
+    else:
+        out = pd.concat([panel, pd.DataFrame(columns, index=panel.index)], axis=1)
     if any(nonabsorbing.values()):
         logger.warning("treatments that switch off inside the panel's years (not absorbing), corridors per type: %s",
                        {t: n for t, n in nonabsorbing.items() if n})
@@ -506,7 +630,7 @@ def add_treatments(
         "switch_on": "entry into force or provisional application (own nationals); signature only where start_basis "
                      "says so; later of accession/opt-in and entry into force",
         "bilateral_available": bilateral_ok,
-        "bilateral_dropped": dropped,
+        "bilateral_dropped": dict(dropped),
         "via_accession_corridors": via_counts,
         "nonabsorbing_corridors": nonabsorbing,
         "agreements_dir": str(adir),
@@ -532,11 +656,12 @@ def nonabsorbing_corridors(panel: pd.DataFrame, treatment: str) -> pd.Index:
     """
     if treatment not in panel.columns:
         raise KeyError(f"panel has no column {treatment!r}; run add_treatments first")
-    p = panel[["geo", "citizen", "year", treatment]].dropna(subset=[treatment]).sort_values(["geo", "citizen", "year"])
-    corridor = p["geo"].astype(str) + "-" + p["citizen"].astype(str)
-    running_max = p.groupby(corridor.to_numpy())[treatment].cummax()
-    falls = (p[treatment] < running_max).to_numpy()
-    return pd.Index(sorted(set(corridor.to_numpy()[falls])), name="corridor")
+    g, geos = pd.factorize(panel["geo"].astype(str).to_numpy())
+    c, citizens = pd.factorize(panel["citizen"].astype(str).to_numpy())
+    pair = g.astype(np.int64) * len(citizens) + c
+    falling = _falling_corridors(pair, panel["year"].to_numpy(), panel[treatment].to_numpy(dtype="float64", na_value=np.nan))
+    names = {f"{geos[k // len(citizens)]}-{citizens[k % len(citizens)]}" for k in falling}
+    return pd.Index(sorted(names), name="corridor", dtype=object)
 
 
 def treatment_summary(panel_with_treatments: pd.DataFrame) -> pd.DataFrame:
