@@ -317,3 +317,104 @@ def test_cli_multiverse_csv_equals_library(eurostat_dir: Path, tmp_path: Path, c
     assert printed["estimate"].tolist() == pytest.approx(lib["estimate"].tolist(), rel=1e-12)
     assert printed["min_orders"].astype(str).tolist() == ["50", "200"]
     assert (tmp_path / "out" / "multiverse.csv").is_file() and (tmp_path / "out" / "curve_eu_agreement.png").is_file()
+
+
+# ----------------------------------------------------------------------------- grid enumeration = reference
+
+
+def _reference_enumeration(g, design: str) -> tuple[list[tuple[str, ...]], dict[str, int]]:
+    """The grid's specifications by walking every combination in Python (the previous enumeration):
+    n/a where a dimension does not apply, first occurrence kept, first matching rule counted."""
+    import itertools
+
+    pos = {d: i for i, d in enumerate(g.names)}
+    conds = [(i, [(pos[o], set(opts)) for o, opts in d.applies_to.items()]) for i, d in enumerate(g.dimensions) if d.applies_to]
+    rules = [(r.reason, [(pos[d], set(opts)) for d, opts in r.when.items()]) for r in g.exclude]
+    excluded = {r.reason: 0 for r in g.exclude}
+    seen: set[tuple[str, ...]] = set()
+    out: list[tuple[str, ...]] = []
+
+    def add(combo: tuple[str, ...]) -> None:
+        mapped = list(combo)
+        for i, cs in conds:
+            if any(combo[j] not in opts for j, opts in cs):
+                mapped[i] = "n/a"
+        key = tuple(mapped)
+        if key in seen:
+            return
+        seen.add(key)
+        for reason, when in rules:
+            if all(key[j] in opts for j, opts in when):
+                excluded[reason] += 1
+                return
+        out.append(key)
+
+    if design == "one_at_a_time":
+        base = [d.baseline for d in g.dimensions]
+        add(tuple(base))
+        for i, d in enumerate(g.dimensions):
+            for o in d.options:
+                if o.name != d.baseline:
+                    add(tuple(base[:i] + [o.name] + base[i + 1:]))
+    else:
+        for combo in itertools.product(*[[o.name for o in d.options] for d in g.dimensions]):
+            add(combo)
+    return out, excluded
+
+
+def _random_grid(rng: np.random.Generator) -> dict:
+    """A grid of 2-5 dimensions with 1-4 options, random applies_to conditions and exclusion rules."""
+    n_dim = int(rng.integers(2, 6))
+    dims = []
+    for i in range(n_dim):
+        opts = [f"o{k}" for k in range(int(rng.integers(1, 5)))]
+        d = {"name": f"d{i}", "rationale": "r", "baseline": str(rng.choice(opts)),
+             "options": [{"name": o, "rationale": "r"} for o in opts]}
+        dims.append(d)
+    for i in range(n_dim):
+        if rng.random() < 0.5:
+            j = int(rng.choice([k for k in range(n_dim) if k != i]))
+            names = [o["name"] for o in dims[j]["options"]]
+            dims[i]["applies_to"] = {f"d{j}": sorted(set(rng.choice(names, size=int(rng.integers(1, len(names) + 1)))))}
+    rules = []
+    for r in range(int(rng.integers(0, 4))):
+        when = {}
+        for j in rng.choice(n_dim, size=int(rng.integers(1, min(3, n_dim) + 1)), replace=False):
+            names = [o["name"] for o in dims[int(j)]["options"]]
+            when[f"d{int(j)}"] = sorted(set(rng.choice(names, size=int(rng.integers(1, len(names) + 1)))))
+        rules.append({"reason": f"rule {r}", "when": when})
+    return {"dimensions": dims, "exclude": rules}
+
+
+def test_grid_enumeration_equals_reference_on_small_and_random_grids() -> None:
+    rng = np.random.default_rng(7)
+    grids = [small_grid()] + [grid_from_dict(_random_grid(rng)) for _ in range(60)]
+    n_na = n_excluded = 0
+    for g in grids:
+        for design in ("full", "one_at_a_time"):
+            ref, ref_excluded = _reference_enumeration(g, design)
+            specs, excluded = g.specifications(design)
+            assert [tuple(s.choices.values()) for s in specs] == ref
+            assert excluded == ref_excluded and g.size(design) == len(ref)
+            n_na += sum("n/a" in c for c in ref)
+            n_excluded += sum(excluded.values())
+        ref, _ = _reference_enumeration(g, "full")
+        for seed in (0, 1):
+            n = max(1, len(ref) // 3)
+            pick = np.sort(np.random.default_rng(seed).choice(len(ref), size=n, replace=False)) if n < len(ref) else range(len(ref))
+            assert [tuple(s.choices.values()) for s in g.specifications("sample", n=n, seed=seed)[0]] == [ref[i] for i in pick]
+    assert n_na > 100 and n_excluded > 100  # both mechanisms are exercised
+
+
+def test_shipped_grid_enumeration_equals_reference() -> None:
+    g = load_grid()
+    ref, ref_excluded = _reference_enumeration(g, "full")
+    codes, excluded = g._enumerate("full")
+    assert excluded == ref_excluded and len(codes) == len(ref) == g.size("full")
+    labels = [np.array([o.name for o in d.options] + ["n/a"], dtype=object) for d in g.dimensions]  # code -1: n/a
+    assert list(zip(*(labels[i][codes[:, i]] for i in range(len(labels))))) == ref
+    for seed in (g.default_seed, 3):
+        pick = np.sort(np.random.default_rng(seed).choice(len(ref), size=2500, replace=False))
+        assert [tuple(s.choices.values()) for s in g.specifications("sample", n=2500, seed=seed)[0]] == [ref[i] for i in pick]
+    oat, oat_excluded = _reference_enumeration(g, "one_at_a_time")
+    assert [tuple(s.choices.values()) for s in g.specifications("one_at_a_time")[0]] == oat

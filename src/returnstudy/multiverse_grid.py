@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import itertools
 import json
 import logging
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -187,7 +187,7 @@ class Grid:
 
     def size(self, design: str = "full") -> int:
         """Number of specifications of ``design`` (``"full"`` or ``"one_at_a_time"``) after the exclusions."""
-        return len(self._choices(design)[0])
+        return len(self._codes(design)[0])
 
     def specifications(self, design: str = "full", n: int | None = None, seed: int = 0) -> tuple[list[Specification], dict[str, int]]:
         """Specifications of ``design`` and the number excluded by each rule (reason -> count).
@@ -198,63 +198,95 @@ class Grid:
         ``"sample"``: ``n`` specifications drawn without replacement from the full design with
         ``numpy.random.default_rng(seed)``, in grid order.
         """
-        out, excluded = self._choices("full" if design == "sample" else design)
+        codes, excluded = self._codes("full" if design == "sample" else design)
         if design == "sample":
             if n is None or n < 1:
                 raise ValueError("design='sample' needs n >= 1 (the number of specifications to draw)")
-            if n < len(out):
-                pick = np.sort(np.random.default_rng(seed).choice(len(out), size=n, replace=False))
-                out = [out[i] for i in pick]
-        return [self.resolve(c) for c in out], excluded
+            if n < len(codes):
+                codes = codes[np.sort(np.random.default_rng(seed).choice(len(codes), size=n, replace=False))]
+        return [self.resolve(c) for c in self._as_choices(codes)], dict(excluded)
 
     def _choices(self, design: str) -> tuple[list[dict[str, str]], dict[str, int]]:
+        """The choices (dimension -> option name) of every specification of ``design``, in grid order."""
+        codes, excluded = self._codes(design)
+        return self._as_choices(codes), dict(excluded)
+
+    def _as_choices(self, codes: np.ndarray) -> list[dict[str, str]]:
+        labels = [[o.name for o in d.options] + [NOT_APPLICABLE] for d in self.dimensions]  # code -1: n/a
+        names = self.names
+        return [dict(zip(names, (labels[i][k] for i, k in enumerate(row)))) for row in codes.tolist()]
+
+    def _codes(self, design: str) -> tuple[np.ndarray, dict[str, int]]:
         from returnstudy.reuse import reused  # one enumeration per grid and design within a report
 
         key = (self.sha256, repr(self.dimensions), repr(self.exclude), design)
-        return reused("grid choices", key, lambda: self._enumerate(design), copy=lambda v: (list(v[0]), dict(v[1])))
+        return reused("grid codes", key, lambda: self._enumerate(design), copy=lambda v: (v[0], dict(v[1])))
 
-    def _enumerate(self, design: str) -> tuple[list[dict[str, str]], dict[str, int]]:
+    def _enumerate(self, design: str) -> tuple[np.ndarray, dict[str, int]]:
+        """Option codes (specifications x dimensions, -1 = n/a; read-only) of ``design`` in grid
+        order, and the number of specifications each exclusion rule removed.
+
+        Combinations are numbered in ``itertools.product`` order (first dimension slowest);
+        dimensions that do not apply become n/a, duplicates keep their first occurrence, and a
+        specification matching a rule is counted for the first such rule and removed.
+        """
         if design not in DESIGNS:
             raise ValueError(f"design={design!r}: expected one of {list(DESIGNS)}")
-        names = self.names
-        pos = {d: i for i, d in enumerate(names)}
-        # applicability and rules as checks on option-name tuples (fast enough for 10^6 combinations)
-        conds = [(i, [(pos[o], set(opts)) for o, opts in d.applies_to.items()]) for i, d in enumerate(self.dimensions) if d.applies_to]
-        rules = [(r.reason, [(pos[d], set(opts)) for d, opts in r.when.items()]) for r in self.exclude]
-        excluded: dict[str, int] = {r.reason: 0 for r in self.exclude}
-        seen: set[tuple[str, ...]] = set()
-        out: list[tuple[str, ...]] = []
+        dims = self.dimensions
+        sizes = [len(d.options) for d in dims]
+        pos = {d.name: i for i, d in enumerate(dims)}
+        code_of = [{o.name: k for k, o in enumerate(d.options)} for d in dims]
 
-        def add(combo: tuple[str, ...]) -> None:
-            if conds:
-                c = list(combo)
-                for i, cs in conds:
-                    if any(combo[j] not in opts for j, opts in cs):
-                        c[i] = NOT_APPLICABLE
-                combo = tuple(c)
-            if combo in seen:
-                return
-            seen.add(combo)
-            for reason, when in rules:
-                if all(combo[j] in opts for j, opts in when):
-                    excluded[reason] += 1
-                    return
-            out.append(combo)
+        def codes_in(j: int, opts: Sequence[str]) -> list[int]:
+            return [code_of[j][o] for o in opts if o in code_of[j]] + ([-1] if NOT_APPLICABLE in opts else [])
 
         if design == "one_at_a_time":
-            base = [d.baseline for d in self.dimensions]
-            add(tuple(base))
-            for i, d in enumerate(self.dimensions):
-                for o in d.options:
-                    if o.name != d.baseline:
-                        add(tuple(base[:i] + [o.name] + base[i + 1:]))
+            base = [code_of[i][d.baseline] for i, d in enumerate(dims)]
+            rows = [base] + [base[:i] + [k] + base[i + 1:] for i, d in enumerate(dims)
+                             for k, o in enumerate(d.options) if o.name != d.baseline]
+            table = np.array(rows, dtype=np.int64).reshape(len(rows), len(dims))
+            cols = [table[:, i] for i in range(len(dims))]
         else:
-            for combo in itertools.product(*[[o.name for o in d.options] for d in self.dimensions]):
-                add(combo)
+            total = math.prod(sizes)
+            flat = np.arange(total, dtype=np.int64)
+            cols, stride = [], total
+            for n_opt in sizes:
+                stride //= n_opt
+                cols.append((flat // stride) % n_opt)
+        # a dimension is n/a where another dimension's option is outside its applies_to list
+        mapped = list(cols)
+        for i, d in enumerate(dims):
+            if d.applies_to:
+                na = np.zeros(len(cols[i]), dtype=bool)
+                for other, opts in d.applies_to.items():
+                    j = pos[other]
+                    na |= ~np.isin(cols[j], codes_in(j, opts))
+                mapped[i] = np.where(na, -1, cols[i])
+        # first occurrence of each distinct combination, in grid order
+        if math.prod(n + 1 for n in sizes) < 2**62:
+            key = np.zeros(len(cols[0]) if cols else 0, dtype=np.int64)
+            for m, n_opt in zip(mapped, sizes):
+                key = key * (n_opt + 1) + (m + 1)
+            first = np.unique(key, return_index=True)[1]
+        else:  # pragma: no cover - grids beyond 2^62 combinations cannot be enumerated anyway
+            first = np.unique(np.stack(mapped, axis=1), axis=0, return_index=True)[1]
+        first.sort()
+        codes = np.stack([m[first] for m in mapped], axis=1) if mapped else np.zeros((0, 0), dtype=np.int64)
+        keep = np.ones(len(codes), dtype=bool)
+        excluded: dict[str, int] = {r.reason: 0 for r in self.exclude}
+        for r in self.exclude:
+            hit = keep.copy()
+            for dim, opts in r.when.items():
+                j = pos[dim]
+                hit &= np.isin(codes[:, j], codes_in(j, opts))
+            excluded[r.reason] += int(hit.sum())
+            keep &= ~hit
         for reason, k in excluded.items():
             if k:
                 log.info("grid %s: %d specifications excluded: %s", self.name, k, reason)
-        return [dict(zip(names, c)) for c in out], excluded
+        out = np.ascontiguousarray(codes[keep])
+        out.setflags(write=False)
+        return out, excluded
 
     def describe(self) -> str:
         """One line per dimension: its options and rationale."""
