@@ -161,3 +161,31 @@ def test_cohort_zero_means_never_treated_and_event_time_is_time_minus_cohort() -
     q["adopted"] = q["adopted"] + 0.5
     with pytest.raises(ValueError, match="not a whole number of periods"):
         event_study(q, treatment="eu_agreement", cohort="adopted", model="twfe", window=(-2, 2))
+
+
+def test_corridor_whose_treatment_switches_off_gets_no_event_time() -> None:
+    """An EU agreement suspended two years after entry into force: the corridor is dropped
+    (counted and named), so each relative period loses exactly that corridor's rows and the
+    estimates equal those without the corridor; nonabsorbing='raise' stops instead."""
+    df = make_panel(7, n_geo=8, n_citizen=50)
+    rng = np.random.default_rng(7)
+    df["y"] = rng.normal(0, 1, len(df)) + 0.1 * (df["year"] - 2008)
+    coh = df.groupby("corridor")["eu_agreement_cohort"].first().dropna()
+    corridor, g = coh.index[0], int(coh.iloc[0])
+    q = df.copy()
+    q.loc[(q["corridor"] == corridor) & (q["year"] >= g + 2), "eu_agreement"] = 0.0
+    kw = dict(window=(-2, 2), model="twfe", outcome="y", other_treatments="ignore", bin_endpoints=False)
+    full = event_study(df, **kw)
+    res = event_study(q, **kw)
+    ref = event_study(df[df["corridor"] != corridor], **kw)
+    np.testing.assert_allclose(res.params.to_numpy(), ref.params.to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.vcov.to_numpy(), ref.vcov.to_numpy(), rtol=0, atol=1e-12)
+    n_rows = int((df["corridor"] == corridor).sum())
+    assert res.info["dropped"]["non-absorbing treatment"] == n_rows
+    assert res.info["nonabsorbing_units"] == [corridor]
+    # rows of the corridor per relative period (within the window; the others are dropped anyway)
+    rel = (df.loc[df["corridor"] == corridor, "year"] - g)
+    for k, n in full.info["obs_by_period"].items():
+        assert n - res.info["obs_by_period"][k] == int((rel == k).sum()), k
+    with pytest.raises(ValueError, match=f"event_study: treatment 'eu_agreement' is not absorbing.*{corridor}"):
+        event_study(q, nonabsorbing="raise", **kw)

@@ -72,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy.inference.cluster import variance_not_identified
+from returnstudy.models._absorbing import check_nonabsorbing_choice, drop_nonabsorbing
 from returnstudy.models.cs_aggregation import Aggregate, GroupTimeEffects, aggregate_effects, event_time_effects, simple_att
 from returnstudy.models.cs_two_by_two import (
     EST_METHODS,
@@ -226,6 +227,7 @@ def callaway_santanna(
     est_method: str = "dr",
     anticipation: int = 0,
     unbalanced_panel: str = "pairwise",
+    nonabsorbing: str = "drop",
 ) -> CallawaySantAnnaResult:
     """Group-time ATTs aggregated to event time or to one overall ATT (R *did*'s ``att_gt`` + ``aggte``).
 
@@ -262,6 +264,9 @@ def callaway_santanna(
         ``allow_unbalanced_panel = TRUE``: each 2x2 is a repeated-cross-section estimator over all
         units observed in each period — four period means without covariates — with influence
         values summed within units). All three coincide on a balanced panel without covariates.
+    nonabsorbing : units whose ``treatment`` column switches off inside the sample (no event
+        time after the switch-off): ``"drop"`` (default; rows counted in
+        ``info["dropped"]["non-absorbing treatment"]``, units named in the notes) or ``"raise"``.
 
     The group-time table is in ``.extra["group_time"]``; :meth:`CallawaySantAnnaResult.aggregate`
     gives the ``simple``, ``dynamic``, ``group`` and ``calendar`` aggregations.
@@ -278,6 +283,7 @@ def callaway_santanna(
         raise ValueError(f"est_method={est_method!r}: expected one of {list(EST_METHODS)}")
     if int(anticipation) != anticipation or anticipation < 0:
         raise ValueError(f"anticipation={anticipation!r}: expected a non-negative integer number of periods")
+    check_nonabsorbing_choice(nonabsorbing)
     covariates = [covariates] if isinstance(covariates, str) else list(covariates or [])
     if covariates and model == "poisson":
         raise ValueError("covariates are supported for model='linear' only (Sant'Anna-Zhao 2x2s)")
@@ -299,6 +305,7 @@ def callaway_santanna(
         raise KeyError(f"treatment column {treatment!r} (and its adoption period {treatment + '_cohort'!r}) not in "
                        f"panel; name the first-treated period with cohort=; columns in panel: "
                        f"{[str(c) for c in panel.columns]}")
+    panel, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit, time, nonabsorbing, "callaway_santanna")
     term = treatment if treatment is not None else "ATT"
     if cohort is None and not covariates:
         data, t_name = panel, treatment
@@ -463,7 +470,7 @@ def callaway_santanna(
     table["n_cells"] = [int(p.uses.sum()) for p in parts]
     Ccell = np.column_stack([np.bincount(cl_u, weights=Psi[:, j], minlength=G_cl) for j in range(Psi.shape[1])])
     gt["std_error"] = np.where((cell_df > 0) & (cl_note is None), np.sqrt(np.sum(Ccell**2, axis=0)), np.nan)
-    info = s.info()
+    info = nonabsorbing_drop.record(s.info())
     two_by_two = ("unconditional 2x2 DiD" if not covariates
                   else f"conditional 2x2 DiD, Sant'Anna-Zhao {est_method} with covariates {covariates}")
     info.update(
@@ -523,6 +530,7 @@ def callaway_santanna(
                                 "unit": unit, "min_e": min_e, "max_e": max_e, "model": model,
                                 "exposure": exposure, "alpha": alpha, "time": time, "cohort": cohort,
                                 "covariates": covariates or None, "est_method": est_method,
-                                "anticipation": anticipation, "unbalanced_panel": unbalanced_panel}},
+                                "anticipation": anticipation, "unbalanced_panel": unbalanced_panel,
+                                "nonabsorbing": nonabsorbing}},
         },
     )

@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy.models._absorbing import check_nonabsorbing_choice, drop_nonabsorbing
 from returnstudy.models._common import fit_design, vcov_type_of
 from returnstudy.models._design import prepare
 from returnstudy.models._fe import PPMLFit
@@ -334,6 +335,7 @@ def etwfe(
     small_sample: str = "fixest-default",
     tol: float = 1e-10,
     alpha: float = 0.05,
+    nonabsorbing: str = "drop",
 ) -> EstimationResult:
     """Wooldridge's extended two-way fixed-effects estimator of a staggered absorbing treatment.
 
@@ -365,12 +367,16 @@ def etwfe(
     poisson_scale : ``"ratio"`` or ``"log_mean"`` (see the module docstring).
     small_sample : small-sample correction of the sandwich (``"fixest-default"`` as pyfixest).
     tol : convergence tolerance of the Poisson IRLS (relative change in deviance).
+    nonabsorbing : units whose ``treatment`` column switches off inside the sample (no event
+        time after the switch-off): ``"drop"`` (default; rows counted in
+        ``info["dropped"]["non-absorbing treatment"]``, units named in the notes) or ``"raise"``.
     """
     _choice("model", model, MODELS)
     _choice("control", control, CONTROLS)
     _choice("fe_level", fe_level, FE_LEVELS)
     _choice("aggregation", aggregation, AGGREGATIONS)
     _choice("poisson_scale", poisson_scale, POISSON_SCALES)
+    check_nonabsorbing_choice(nonabsorbing)
     if not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
         raise ValueError(f"anticipation={anticipation!r}: expected a whole number of periods >= 0")
     if not isinstance(panel, pd.DataFrame):
@@ -388,6 +394,7 @@ def etwfe(
         raise KeyError(f"exposure column {exposure!r} not in panel (model='poisson'; exposure=None for no offset); "
                        f"available: {list(panel.columns)}")
     label = treatment if treatment is not None else "att"
+    panel, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit, time, nonabsorbing, "etwfe")
 
     g_all, cohort_source = _cohort_values(panel, treatment, cohort, unit, time)
     work = panel.assign(**{_G: g_all})
@@ -694,6 +701,7 @@ def etwfe(
         cells=cell_tab,
         notes=list(info.get("notes", [])) + notes,
     )
+    nonabsorbing_drop.record(info)
     if poisson:
         info["exposure"] = f"log({exposure}) offset" if exposure is not None else "none"
         info["poisson_scale"] = (
@@ -730,6 +738,7 @@ def etwfe(
                                 "unit": unit, "time": time, "cohort": cohort, "cluster": cluster, "control": control,
                                 "fe_level": fe_level, "covariates": tuple(covariates), "anticipation": anticipation,
                                 "aggregation": aggregation, "poisson_scale": poisson_scale,
-                                "small_sample": small_sample, "tol": tol, "alpha": alpha}},
+                                "small_sample": small_sample, "tol": tol, "alpha": alpha,
+                                "nonabsorbing": nonabsorbing}},
         },
     )

@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import EstimationResult, make_table
+from ._absorbing import check_nonabsorbing_choice, drop_nonabsorbing
 from ._common import fit_design, result_from_fit, vcov_type_of
 from ._design import (
     DEFAULT_TIME,
@@ -236,6 +237,7 @@ def event_study(
     unit: str | None = None,
     time: str | None = None,
     cohort: str | None = None,
+    nonabsorbing: str = "drop",
 ) -> EstimationResult:
     """Event-study estimates of the effect of ``treatment`` by year relative to entry into force.
 
@@ -250,6 +252,10 @@ def event_study(
     (default ``<treatment>_cohort``) holds each unit's first treated period (missing or 0:
     never treated), ``cluster`` (default "citizen") the cluster column; ``fe=None`` means
     unit and time effects. ``exposure`` applies to ``model="ppml"`` (None: no offset).
+
+    Units whose ``treatment`` column switches off inside the sample have no event time after
+    the switch-off: ``nonabsorbing="drop"`` (default) removes them (rows counted in
+    ``info["dropped"]["non-absorbing treatment"]``, units named in the notes), ``"raise"`` stops.
     """
     if model not in ("ppml", "twfe"):
         raise ValueError(f"model must be 'ppml' or 'twfe', got {model!r}")
@@ -257,6 +263,7 @@ def event_study(
         raise ValueError(f"other_treatments must be 'control', 'drop' or 'ignore', got {other_treatments!r}")
     if always_treated not in ("drop", "keep"):
         raise ValueError(f"always_treated must be 'drop' or 'keep', got {always_treated!r}")
+    check_nonabsorbing_choice(nonabsorbing)
     keys, fe = resolve_panel_ids(panel.columns, unit, time, fe)
     check_column_arguments(panel, controls=_as_list(controls) or None, fe=fe or None,
                            cluster=parse_cluster(cluster) or None, weights=weights)
@@ -267,7 +274,7 @@ def event_study(
     units = "corridors" if unit_col == DEFAULT_UNIT else f"units ({unit_col})"
     ctrl = _as_list(controls)
     pre_dropped: dict[str, int] = {}
-    work = panel
+    work, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit_col, time_col, nonabsorbing, "event_study")
     others = [t for t in TREATMENT_TYPES if t != treatment and t in panel.columns]
     if other_treatments == "control":
         ctrl = ctrl + [t for t in others if t not in ctrl]
@@ -377,6 +384,7 @@ def event_study(
     cohorts = _unit_series(work, unit_col)[ever_rows].groupby(cohort_values(work, coh_col)[ever_rows]).nunique()
     info["treated_corridors_by_cohort"] = {int(k): int(v) for k, v in cohorts.items()}
     info["cohort"] = coh_col
+    nonabsorbing_drop.record(info)
     res = EstimationResult(
         model=f"event_study_{model}", params=params, vcov=vcov, table=table, info=info,
         design={

@@ -42,6 +42,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from returnstudy.inference.cluster import variance_not_identified
+from returnstudy.models._absorbing import check_nonabsorbing_choice, drop_nonabsorbing
 from returnstudy.models._design import DEFAULT_TIME, DEFAULT_UNIT, check_column_arguments, prepare
 from returnstudy.results import EstimationResult, make_table, panel_info
 
@@ -630,6 +631,7 @@ def did_imputation(
     unit: str | None = None,
     time: str | None = None,
     cohort: str | None = None,
+    nonabsorbing: str = "drop",
 ) -> EstimationResult:
     """Borusyak-Jaravel-Spiess imputation estimator of the ATT of a staggered treatment.
 
@@ -659,6 +661,9 @@ def did_imputation(
         event-time table and their joint Wald test (cluster-robust, CRV1) is in
         ``info["pretrend_test"]``. Leads have zero covariance with the post-period effects in
         ``vcov`` (they come from a separate regression).
+    nonabsorbing : units whose ``treatment`` column switches off inside the sample (no event
+        time after the switch-off): ``"drop"`` (default; rows counted in
+        ``info["dropped"]["non-absorbing treatment"]``, units named in the notes) or ``"raise"``.
     """
     if outcome is None:
         outcome = "return_rate" if model == "linear" else "returns"
@@ -666,6 +671,8 @@ def did_imputation(
     fe = (unit, time) if fe is None else ((fe,) if isinstance(fe, str) else tuple(fe))
     if treatment is None:
         treatment = "treated" if cohort is not None else "bilateral_binding"
+    check_nonabsorbing_choice(nonabsorbing)
+    panel, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit, time, nonabsorbing, "did_imputation")
     s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster, unit=unit, time=time, cohort=cohort)
     if min_untreated_periods < 1:
         raise ValueError("min_untreated_periods must be >= 1")
@@ -771,7 +778,7 @@ def did_imputation(
         vcov = np.full_like(vcov, np.nan)
         logger.info("did_imputation: %s", var_note)
     se = np.sqrt(np.diag(vcov))
-    info = s.info()
+    info = nonabsorbing_drop.record(s.info())
     info.update(info_extra)
     info.update(
         {
@@ -833,7 +840,8 @@ def did_imputation(
                      "kwargs": {"treatment": treatment, "model": model, "outcome": outcome, "exposure": exposure,
                                 "event_time": event_time, "horizons": horizons, "fe": tuple(fe), "cluster": cluster,
                                 "min_untreated_periods": min_untreated_periods, "pretrends": pretrends,
-                                "alpha": alpha, "unit": unit, "time": time, "cohort": cohort}},
+                                "alpha": alpha, "unit": unit, "time": time, "cohort": cohort,
+                                "nonabsorbing": nonabsorbing}},
             "influence": psi,
             "sample_index": s.frame.index,
         },

@@ -39,6 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from returnstudy.inference.cluster import VcovDetails, _parse_ssc, variance_not_identified
+from returnstudy.models._absorbing import check_nonabsorbing_choice, drop_nonabsorbing
 from returnstudy.models._design import DEFAULT_TIME, DEFAULT_UNIT
 from returnstudy.models._fe import FixedEffects
 from returnstudy.models.imputation import SparseFE, did_sample, sparse_fit
@@ -109,6 +110,7 @@ def sun_abraham(
     unit: str | None = None,
     time: str | None = None,
     cohort: str | None = None,
+    nonabsorbing: str = "drop",
 ) -> EstimationResult:
     """Sun-Abraham event study (or overall ATT) for a staggered binary treatment.
 
@@ -131,6 +133,9 @@ def sun_abraham(
     ref_period : omitted relative period (default -1, the year before adoption).
     window : optional (lo, hi) relative periods to report (estimation stays saturated).
     cluster : one-way cluster variable; None gives heteroskedasticity-robust errors.
+    nonabsorbing : units whose ``treatment`` column switches off inside the sample (no event
+        time after the switch-off): ``"drop"`` (default; rows counted in
+        ``info["dropped"]["non-absorbing treatment"]``, units named in the notes) or ``"raise"``.
     """
     if outcome is None:
         outcome = "return_rate" if model == "linear" else "returns"
@@ -140,6 +145,8 @@ def sun_abraham(
     fe = (unit, time) if fe is None else ((fe,) if isinstance(fe, str) else tuple(fe))
     if treatment is None:
         treatment = "treated" if cohort is not None else "bilateral_binding"
+    check_nonabsorbing_choice(nonabsorbing)
+    panel, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit, time, nonabsorbing, "sun_abraham")
     s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster, unit=unit, time=time, cohort=cohort)
     coh = s.cohort
     first_year = np.nanmin(s.year)
@@ -268,7 +275,7 @@ def sun_abraham(
     if event_time and window is not None:
         lo, hi = window
         table = table.loc[[k for k in table.index if lo <= k <= hi]]
-    info = s.info()
+    info = nonabsorbing_drop.record(s.info())
     info.update(
         {
             "estimator": "Sun & Abraham interaction-weighted event study",
@@ -311,7 +318,7 @@ def sun_abraham(
                                 "event_time": event_time, "control": control, "ref_period": ref_period,
                                 "window": window, "fe": tuple(fe), "cluster": cluster,
                                 "small_sample": small_sample, "alpha": alpha, "unit": unit, "time": time,
-                                "cohort": cohort}},
+                                "cohort": cohort, "nonabsorbing": nonabsorbing}},
         },
     )
     if not det.identified:
