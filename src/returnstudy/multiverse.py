@@ -116,12 +116,23 @@ def filter_rows(raw: pd.DataFrame, spec: StudySpec, filters: Mapping[str, Mappin
     None when a step needs the treatment columns.
     """
     from returnstudy.filters import apply_filters
+    from returnstudy.reuse import reused
 
     v = varied_spec(spec, filters)
     if _needs_treatments(v):
         return None
-    kept = apply_filters(raw.assign(_multiverse_row=np.arange(len(raw))), v).panel
-    return kept["_multiverse_row"].to_numpy(dtype=np.int64)
+
+    def build() -> tuple[pd.DataFrame, np.ndarray]:
+        kept = apply_filters(raw.assign(_multiverse_row=np.arange(len(raw))), v).panel
+        rows = kept["_multiverse_row"].to_numpy(dtype=np.int64)
+        rows.setflags(write=False)
+        return raw, rows  # the entry holds ``raw``: its id is not reused while the entry lives
+
+    # within a report the multiverse and its null test filter the same panel object with the same sets
+    held, rows = reused("multiverse filter rows", (id(raw), repr(v)), build)
+    if held is not raw:  # pragma: no cover - the key names this very object
+        raise RuntimeError("filter_rows: cached rows belong to another panel")
+    return rows
 
 
 def take_rows(coded: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:

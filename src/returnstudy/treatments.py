@@ -211,12 +211,11 @@ class _PanelKeys:
     with :meth:`lookup`, so coding is array indexing instead of joins on text keys.
     """
 
-    def __init__(self, geo: np.ndarray, citizen: np.ndarray, year: np.ndarray) -> None:
-        self.frame = pd.DataFrame({"geo": geo, "citizen": citizen, "year": year})
-        self.index = self.frame.index
+    def __init__(self, geo: np.ndarray | pd.Series, citizen: np.ndarray | pd.Series, year: np.ndarray) -> None:
+        self.index = pd.RangeIndex(len(year))
         g, geos = pd.factorize(geo)
         c, citizens = pd.factorize(citizen)
-        self.geos, self._citizens = pd.Index(geos, dtype=object), pd.Index(citizens, dtype=object)
+        self.geos, self._citizens = pd.Index(np.asarray(geos, dtype=object)), pd.Index(np.asarray(citizens, dtype=object))
         pair = g.astype(np.int64) * len(self._citizens) + c
         self._pairs, code = np.unique(pair, return_inverse=True)
         self.code = code.astype(np.intp)
@@ -227,6 +226,7 @@ class _PanelKeys:
         self.days_in_year = np.where(leap, 366, 365)
         self.jan1 = (y - 1970).astype("datetime64[Y]").astype("datetime64[ns]").view(np.int64)
         self.dec31 = (y - 1969).astype("datetime64[Y]").astype("datetime64[ns]").view(np.int64) - _DAY_NS
+        self.order = np.lexsort((self.year, self.code))  # rows by corridor, then year
 
     def __len__(self) -> int:
         return len(self.year)
@@ -238,7 +238,7 @@ class _PanelKeys:
     def duplicated(self) -> bool:
         """Whether some (geo, citizen, year) occurs twice."""
         cell = self.code.astype(np.int64) * len(self.years) + self.year_pos
-        return len(np.unique(cell)) < len(cell)
+        return bool(len(cell)) and int(np.bincount(cell).max()) > 1
 
     def lookup(self, geo: pd.Series, citizen: pd.Series) -> np.ndarray:
         """Corridor code of each (geo, citizen), -1 where the pair is not in the panel."""
@@ -365,19 +365,32 @@ def _accession_adjust(
     return vals.where(~before, np.nan), coh, is_via
 
 
-def _falling_corridors(code: np.ndarray, year: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Codes of the corridors whose (non-NaN) value falls from one year to a later one."""
-    ok = ~np.isnan(values)
-    code, year, values = code[ok], year[ok], values[ok]
+def _falling_corridors(code: np.ndarray, year: np.ndarray, values: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Codes of the corridors whose (non-NaN) value falls from one year to a later one
+    (``order``: the rows sorted by corridor, then year, if known)."""
+    if order is None:
+        order = np.lexsort((year, code))
+    v = values[order]
+    ok = ~np.isnan(v)
+    code, v = code[order][ok], v[ok]
     if not len(code):
         return code
-    order = np.lexsort((year, code))
-    _, rank = np.unique(values, return_inverse=True)
+    if ((v == 0) | (v == 1)).all():
+        rank, n_ranks = v.astype(np.int64), 2
+    else:
+        _, rank = np.unique(v, return_inverse=True)
+        n_ranks = int(rank.max()) + 1
     # (corridor, value rank) as one integer: within a corridor the running maximum is that of the
     # ranks, and a later corridor's keys exceed every key of an earlier one
-    key = code[order].astype(np.int64) * (int(rank.max()) + 1) + rank[order]
-    falls = key < np.maximum.accumulate(key)
-    return np.unique(code[order][falls])
+    key = code.astype(np.int64) * n_ranks + rank
+    return np.unique(code[key < np.maximum.accumulate(key)])
+
+
+def _as_text(s: pd.Series) -> pd.Series | np.ndarray:
+    """Codes as text (a string column as it is, anything else through ``astype(str)``)."""
+    if pd.api.types.is_string_dtype(s) and not pd.api.types.is_object_dtype(s) and not s.hasnans:
+        return s
+    return s.astype(str).to_numpy()
 
 
 @dataclass(frozen=True)
@@ -535,8 +548,7 @@ def add_treatments(
         raise ValueError(f"panel column 'year' must be integer, got dtype {panel['year'].dtype}")
 
     # positional keys: results are written back by position, whatever the panel's index
-    keys = _PanelKeys(panel["geo"].astype(str).to_numpy(), panel["citizen"].astype(str).to_numpy(),
-                      panel["year"].to_numpy(dtype="int64"))
+    keys = _PanelKeys(_as_text(panel["geo"]), _as_text(panel["citizen"]), panel["year"].to_numpy(dtype="int64"))
     if keys.duplicated():
         raise ValueError("panel has duplicate (geo, citizen, year) rows")
 
@@ -603,7 +615,7 @@ def add_treatments(
         columns[t] = vals.to_numpy(dtype="float64")
         columns[f"{t}_cohort"] = pd.array(coh.to_numpy(), dtype="Int64")
         columns[f"{t}_years_since"] = year - columns[f"{t}_cohort"]
-        nonabsorbing[t] = len(_falling_corridors(keys.code, keys.year, columns[t]))
+        nonabsorbing[t] = len(_falling_corridors(keys.code, keys.year, columns[t], keys.order))
     columns["bilateral_researched"] = researched
     if existing:  # replaced in place, the others appended
         out = panel.copy()
