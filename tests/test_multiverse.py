@@ -418,3 +418,29 @@ def test_shipped_grid_enumeration_equals_reference() -> None:
         assert [tuple(s.choices.values()) for s in g.specifications("sample", n=2500, seed=seed)[0]] == [ref[i] for i in pick]
     oat, oat_excluded = _reference_enumeration(g, "one_at_a_time")
     assert [tuple(s.choices.values()) for s in g.specifications("one_at_a_time")[0]] == oat
+
+
+def test_filter_rows_are_built_once_per_panel_within_a_reuse_block(monkeypatch) -> None:
+    import returnstudy.filters as filters_module
+    from returnstudy.multiverse import filter_rows
+    from returnstudy.reuse import reuse_prepared
+
+    panel = rs.simulate_panel(seed=2, n_geo=6, n_citizen=30, years=(2010, 2016))
+    calls = []
+    real = filters_module.apply_filters
+    monkeypatch.setattr(filters_module, "apply_filters", lambda p, s: calls.append(1) or real(p, s))
+    strict = {"min_orders": {"n": 20}}
+    outside = filter_rows(panel, SIM_SPEC, strict)
+    # by hand: corridors whose mean orders reach 20 keep all their rows
+    mean = panel.groupby(["geo", "citizen"])["orders"].transform("mean")
+    np.testing.assert_array_equal(outside, np.flatnonzero((mean >= 20).to_numpy()))
+    assert 0 < len(outside) < len(panel)
+    with reuse_prepared():
+        first = filter_rows(panel, SIM_SPEC, strict)
+        again = filter_rows(panel, SIM_SPEC, strict)
+        loose = filter_rows(panel, SIM_SPEC, {"min_orders": {"n": 1}})
+        other = filter_rows(panel.copy(), SIM_SPEC, strict)  # another panel object: filtered afresh
+    np.testing.assert_array_equal(first, outside)
+    assert again is first and len(loose) > len(first)
+    np.testing.assert_array_equal(other, outside)
+    assert len(calls) == 1 + 3
