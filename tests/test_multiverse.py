@@ -420,7 +420,7 @@ def test_shipped_grid_enumeration_equals_reference() -> None:
     assert [tuple(s.choices.values()) for s in g.specifications("one_at_a_time")[0]] == oat
 
 
-def test_filter_rows_are_built_once_per_panel_within_a_reuse_block(monkeypatch) -> None:
+def test_filter_rows_are_built_once_per_panel_content_within_a_reuse_block(monkeypatch) -> None:
     import returnstudy.filters as filters_module
     from returnstudy.multiverse import filter_rows
     from returnstudy.reuse import reuse_prepared
@@ -439,8 +439,12 @@ def test_filter_rows_are_built_once_per_panel_within_a_reuse_block(monkeypatch) 
         first = filter_rows(panel, SIM_SPEC, strict)
         again = filter_rows(panel, SIM_SPEC, strict)
         loose = filter_rows(panel, SIM_SPEC, {"min_orders": {"n": 1}})
-        other = filter_rows(panel.copy(), SIM_SPEC, strict)  # another panel object: filtered afresh
+        same = filter_rows(panel.copy(), SIM_SPEC, strict)  # same content: reused
+        doubled = panel.assign(orders=panel["orders"] * 2)  # new content: filtered afresh
+        more = filter_rows(doubled, SIM_SPEC, strict)
     np.testing.assert_array_equal(first, outside)
-    assert again is first and len(loose) > len(first)
-    np.testing.assert_array_equal(other, outside)
+    assert again is first and same is first and len(loose) > len(first)
+    mean2 = doubled.groupby(["geo", "citizen"])["orders"].transform("mean")
+    np.testing.assert_array_equal(more, np.flatnonzero((mean2 >= 20).to_numpy()))
+    assert len(more) > len(first)
     assert len(calls) == 1 + 3

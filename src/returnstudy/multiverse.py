@@ -122,17 +122,18 @@ def filter_rows(raw: pd.DataFrame, spec: StudySpec, filters: Mapping[str, Mappin
     if _needs_treatments(v):
         return None
 
-    def build() -> tuple[pd.DataFrame, np.ndarray]:
+    def build() -> np.ndarray:
         kept = apply_filters(raw.assign(_multiverse_row=np.arange(len(raw))), v).panel
         rows = kept["_multiverse_row"].to_numpy(dtype=np.int64)
         rows.setflags(write=False)
-        return raw, rows  # the entry holds ``raw``: its id is not reused while the entry lives
+        return rows
 
-    # within a report the multiverse and its null test filter the same panel object with the same sets
-    held, rows = reused("multiverse filter rows", (id(raw), repr(v)), build)
-    if held is not raw:  # pragma: no cover - the key names this very object
-        raise RuntimeError("filter_rows: cached rows belong to another panel")
-    return rows
+    # within a report the multiverse, its null test and the sensitivity table filter the same
+    # panel (by content) with many of the same filter sets
+    held, fingerprint = reused("panel fingerprint", id(raw), lambda: (raw, panel_fingerprint(raw)))
+    if held is not raw:  # pragma: no cover - the entry holds ``raw``, so its id is not reused while it lives
+        raise RuntimeError("filter_rows: fingerprint cached for another panel")
+    return reused("multiverse filter rows", (fingerprint, repr(v)), build)
 
 
 def take_rows(coded: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
