@@ -13,6 +13,34 @@ matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = Path(os.environ.get("RETURNSTUDY_SNAPSHOT", REPO.parent / "shared" / "data"))
 
+# Modules whose tests take longest in total (a full report, killed and concurrent subprocesses,
+# notebook kernels, multiverse backends). pyproject runs the suite on two pytest-xdist workers with
+# whole files as the unit of work (module-scoped fixtures are then computed once) in collection
+# order, so these are collected first: started last, one of them would leave a worker running alone.
+LONG_MODULES = (
+    "test_report.py",
+    "test_cache_crash.py",
+    "test_notebooks.py",
+    "test_multiverse.py",
+    "test_cache_concurrency.py",
+)
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (``-p no:xdist``, or not installed) accept its options from addopts; they do nothing."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist", "parallel runs (pytest-xdist not loaded: these options are ignored)")
+    group.addoption("--numprocesses", dest="numprocesses", default=None, metavar="N")
+    group.addoption("--dist", dest="dist", default="no")
+    group.addoption("--no-loadscope-reorder", dest="loadscopereorder", action="store_false", default=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the tests of LONG_MODULES to the front, in that order; everything else keeps its order."""
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def snapshot_dir() -> Path:
