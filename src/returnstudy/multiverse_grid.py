@@ -248,11 +248,13 @@ class Grid:
             cols = [table[:, i] for i in range(len(dims))]
         else:
             total = math.prod(sizes)
-            flat = np.arange(total, dtype=np.int64)
+            flat = np.arange(total, dtype=np.int32 if total < 2**31 else np.int64)
+            small = np.int8 if max(sizes) < 127 else np.int32  # option codes (and -1) in the narrowest type
             cols, stride = [], total
             for n_opt in sizes:
                 stride //= n_opt
-                cols.append((flat // stride) % n_opt)
+                cols.append(((flat // stride) % n_opt).astype(small))
+            del flat
         # a dimension is n/a where another dimension's option is outside its applies_to list
         mapped = list(cols)
         for i, d in enumerate(dims):
@@ -261,12 +263,15 @@ class Grid:
                 for other, opts in d.applies_to.items():
                     j = pos[other]
                     na |= ~np.isin(cols[j], codes_in(j, opts))
-                mapped[i] = np.where(na, -1, cols[i])
+                mapped[i] = np.where(na, np.array(-1, dtype=cols[i].dtype), cols[i])
         # first occurrence of each distinct combination, in grid order
-        if math.prod(n + 1 for n in sizes) < 2**62:
-            key = np.zeros(len(cols[0]) if cols else 0, dtype=np.int64)
+        n_keys = math.prod(n + 1 for n in sizes)
+        if n_keys < 2**62:
+            key = np.zeros(len(cols[0]) if cols else 0, dtype=np.int32 if n_keys < 2**31 else np.int64)
             for m, n_opt in zip(mapped, sizes):
-                key = key * (n_opt + 1) + (m + 1)
+                key *= n_opt + 1
+                key += m
+                key += 1
             first = np.unique(key, return_index=True)[1]
         else:  # pragma: no cover - grids beyond 2^62 combinations cannot be enumerated anyway
             first = np.unique(np.stack(mapped, axis=1), axis=0, return_index=True)[1]
