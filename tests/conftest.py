@@ -63,6 +63,15 @@ def real_panel(eurostat_dir: Path):
     return load_panel(eurostat_dir)
 
 
+@pytest.fixture(scope="session")
+def wodc_run(eurostat_dir: Path):
+    """``run_study("wodc")`` on the snapshot, once per worker process: the spec's sample and every
+    model fit (read-only: copy before changing)."""
+    from returnstudy.runner import run_study
+
+    return run_study("wodc", eurostat_dir)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's cache or the network from a test."""

@@ -61,9 +61,12 @@ def test_sigkill_at_every_step_of_the_commit(tmp_path: Path, eurostat_dir: Path)
     """Kill the import just before its k-th atomic rename: journal (1), three tables (2-4), manifest (5)."""
     snapshots = {"old": eurostat_dir, "new": make_variant(eurostat_dir, tmp_path / "new", bump=5)}
     expected = {1: "old", 2: "new", 3: "new", 4: "new", 5: "new", 6: "new"}  # 6: not killed
+    template = tmp_path / "cache_old"
+    import_snapshot(snapshots["old"], None, template)  # imported once; each run starts from a copy
     for k, want in expected.items():
         cache = tmp_path / f"cache{k}"
-        import_snapshot(snapshots["old"], None, cache)
+        shutil.copytree(template, cache)
+        assert cache_state(cache, snapshots) == "old"
         p = subprocess.run([sys.executable, "-c", _KILL_AT_REPLACE, str(snapshots["new"]), str(cache), str(k)],
                            capture_output=True, text=True, timeout=300)
         if k < 6:

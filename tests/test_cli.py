@@ -157,7 +157,7 @@ def _widths(text: str) -> int:
     return max(len(line) for line in text.splitlines())
 
 
-def test_wide_tables_fit_100_columns_unless_asked(eurostat_dir: Path, capsys) -> None:
+def test_wide_tables_fit_100_columns_unless_asked(eurostat_dir: Path, real_panel, capsys) -> None:
     from returnstudy.filters import describe_filters
 
     assert main(["filters", "--list"]) == 0
@@ -177,10 +177,9 @@ def test_wide_tables_fit_100_columns_unless_asked(eurostat_dir: Path, capsys) ->
     assert main(["treatments", "--summary", "--data", str(eurostat_dir), "--format", "csv"]) == 0
     out = capsys.readouterr().out
     table = pd.read_csv(io.StringIO(out[out.index("\n") + 1:]), index_col=0)  # after the 'treatment coding' line
-    from returnstudy.panel import load_panel
     from returnstudy.treatments import add_treatments, treatment_summary
 
-    expected = treatment_summary(add_treatments(load_panel(eurostat_dir)))
+    expected = treatment_summary(add_treatments(real_panel))
     np.testing.assert_array_equal(table.to_numpy(dtype=float), expected.to_numpy(dtype=float, na_value=np.nan))
 
 

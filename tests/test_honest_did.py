@@ -463,15 +463,13 @@ def test_sensitivity_plot_draws_the_table() -> None:
     assert [t.get_text() for t in ax.get_xticklabels()][0] == "orig."
 
 
-def test_honest_command_json_matches_library(eurostat_dir: Path, capsys) -> None:
+def test_honest_command_json_matches_library(eurostat_dir: Path, wodc_run, capsys) -> None:
     from returnstudy.cli import main
-    from returnstudy.runner import run_study
 
     assert main(["honest", "--data", str(eurostat_dir), "--model", "event_study_eu_agreement", "--mbar", "0,1",
                  "--format", "json", "-q"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    run = run_study(None, eurostat_dir)
-    es = {m.name: m for m in run.event_studies()}["event_study_eu_agreement"].result
+    es = {m.name: m for m in wodc_run.event_studies()}["event_study_eu_agreement"].result
     lib = honest_did(es, m=[0, 1])
     assert [r["m"] for r in rows] == [0.0, 1.0]
     np.testing.assert_allclose([r["lb"] for r in rows], lib["lb"], rtol=1e-9)

@@ -116,6 +116,12 @@ def _n_images(nb: Any) -> int:
     )
 
 
+@pytest.fixture(scope="module")
+def spec_sample(eurostat_dir: Path):
+    """(spec, sample) of the shipped spec, built step by step as the notebooks do (read-only)."""
+    return _spec_sample(eurostat_dir)
+
+
 def _spec_sample(eurostat_dir: Path, rule: str | None = None, steps: list[dict[str, Any]] | None = None):
     import returnstudy as rs
 
@@ -167,12 +173,12 @@ def test_01_data_and_quality(run_notebook, real_panel, eurostat_dir: Path) -> No
 # --------------------------------------------------------------------------- 02
 
 
-def test_02_effects_of_agreements(run_notebook, eurostat_dir: Path) -> None:
+def test_02_effects_of_agreements(run_notebook, spec_sample, eurostat_dir: Path) -> None:
     import returnstudy as rs
 
     nb, key, seconds = run_notebook("02_effects_of_agreements.ipynb")
     assert _n_images(nb) >= 2  # two coefficient plots
-    spec, sample = _spec_sample(eurostat_dir)
+    spec, sample = spec_sample
     treatments = list(spec.treatments.types)
     assert key["sample_rows"] == len(sample)
 
@@ -213,12 +219,12 @@ def test_02_effects_of_agreements(run_notebook, eurostat_dir: Path) -> None:
 # --------------------------------------------------------------------------- 03
 
 
-def test_03_event_studies(run_notebook, eurostat_dir: Path) -> None:
+def test_03_event_studies(run_notebook, spec_sample) -> None:
     import returnstudy as rs
 
     nb, key, seconds = run_notebook("03_event_studies.ipynb")
     assert _n_images(nb) >= 6  # two event studies, two imputation paths, Sun-Abraham, synthetic comparison
-    _, sample = _spec_sample(eurostat_dir)
+    _, sample = spec_sample
 
     es = rs.event_study(sample, treatment="bilateral_binding", window=(-3, 3), model="ppml", control="notyet")
     assert key["bilateral_binding_pretrend_p"] == pytest.approx(es.info["pretrend_test"].p_value, rel=1e-6)
