@@ -448,3 +448,31 @@ def test_filter_rows_are_built_once_per_panel_content_within_a_reuse_block(monke
     np.testing.assert_array_equal(more, np.flatnonzero((mean2 >= 20).to_numpy()))
     assert len(more) > len(first)
     assert len(calls) == 1 + 3
+
+
+def test_filter_rows_step_by_step_equals_the_whole_spec_and_reuses_shared_steps(monkeypatch) -> None:
+    import returnstudy.filters as filters_module
+    from returnstudy.filters import apply_filters
+    from returnstudy.multiverse import filter_rows, varied_spec
+    from returnstudy.reuse import reuse_prepared
+
+    spec = spec_from_dict({"study": {"name": "sim3"}, "filters": [
+        {"step": "years", "start": 2011, "end": 2016}, {"step": "min_orders", "n": 5, "how": "mean"},
+        {"step": "min_orders", "n": 1, "how": "every_year"}],
+        "models": [{"name": "m", "estimator": "ppml", "treatments": ["bilateral_binding"]}]})
+    panel = rs.simulate_panel(seed=4, n_geo=6, n_citizen=30, years=(2010, 2016))
+    sets = [{}, {"min_orders": {"n": 20}}, {"min_orders": {"n": 40}}, {"years": {"start": 2012}},
+            {"years": {"start": 2012}, "min_orders": {"n": 40}}]
+    whole = [apply_filters(panel.assign(_r=np.arange(len(panel))), varied_spec(spec, f)).panel["_r"].to_numpy()
+             for f in sets]
+    assert len({len(w) for w in whole}) == len(sets)  # the sets keep different rows
+    steps = []
+    real = filters_module.apply_filters
+    monkeypatch.setattr(filters_module, "apply_filters", lambda p, s: steps.append(1) or real(p, s))
+    with reuse_prepared():
+        got = [filter_rows(panel, spec, f) for f in sets]
+    for g, w in zip(got, whole):
+        np.testing.assert_array_equal(g, w)
+    # 3 steps of the first set; then min_orders(n) and its successor (2 x 2); then years(2012) and both
+    # min_orders steps; then the last set shares years(2012)
+    assert len(steps) == 3 + 2 + 2 + 3 + 2

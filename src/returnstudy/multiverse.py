@@ -112,8 +112,10 @@ def filter_rows(raw: pd.DataFrame, spec: StudySpec, filters: Mapping[str, Mappin
     """Positions of the rows of ``raw`` kept by the spec's filters under ``filters`` overrides.
 
     Filters only drop rows and (except ``treatment_variation``) do not read treatment columns,
-    so the rows they keep are the same under every coding: computed once per filter set.
-    None when a step needs the treatment columns.
+    so the rows they keep are the same under every coding: computed once per filter set (within
+    a :func:`~returnstudy.reuse.reuse_prepared` block, the rows after each leading run of steps
+    are kept for the panel's content and reused by every filter set that starts with the same
+    steps). None when a step needs the treatment columns.
     """
     from returnstudy.filters import apply_filters
     from returnstudy.reuse import reused
@@ -122,18 +124,27 @@ def filter_rows(raw: pd.DataFrame, spec: StudySpec, filters: Mapping[str, Mappin
     if _needs_treatments(v):
         return None
 
-    def build() -> np.ndarray:
-        kept = apply_filters(raw.assign(_multiverse_row=np.arange(len(raw))), v).panel
-        rows = kept["_multiverse_row"].to_numpy(dtype=np.int64)
-        rows.setflags(write=False)
-        return rows
-
     # within a report the multiverse, its null test and the sensitivity table filter the same
-    # panel (by content) with many of the same filter sets
+    # panel (by content) with many filter sets that share their first steps
     held, fingerprint = reused("panel fingerprint", id(raw), lambda: (raw, panel_fingerprint(raw)))
     if held is not raw:  # pragma: no cover - the entry holds ``raw``, so its id is not reused while it lives
         raise RuntimeError("filter_rows: fingerprint cached for another panel")
-    return reused("multiverse filter rows", (fingerprint, repr(v)), build)
+    numbered: list[pd.DataFrame] = []  # raw with its row positions, built on first need
+    rows: np.ndarray | None = None  # None: every row
+    done: tuple[str, ...] = ()
+    for step in v.filters:  # the steps run in order, each on the rows the previous ones kept
+
+        def run_step(rows: np.ndarray | None = rows, step: Any = step) -> np.ndarray:
+            if not numbered:
+                numbered.append(raw.assign(_multiverse_row=np.arange(len(raw))))
+            before = numbered[0] if rows is None else numbered[0].iloc[rows]
+            kept = apply_filters(before, [step]).panel["_multiverse_row"].to_numpy(dtype=np.int64)
+            kept.setflags(write=False)
+            return kept
+
+        done = (*done, repr(step))
+        rows = reused("multiverse filter rows", (fingerprint, done), run_step)
+    return np.arange(len(raw), dtype=np.int64) if rows is None else rows
 
 
 def take_rows(coded: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
