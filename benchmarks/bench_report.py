@@ -3,7 +3,8 @@
 * ``report``: :func:`returnstudy.report.build_report` on the Eurostat snapshot, best of
   ``--repeat`` runs, with the time spent in each section (model fits of both specs, the
   multiverse section and its null test, sensitivity, inference checks, Part 3 and claims,
-  figures) and how often the Eurostat tables were read (once per spec panel is the target).
+  figures), the treatment coding and grid enumeration inside them (with their call counts),
+  and how often the Eurostat tables were read (once per spec panel is the target).
 * column access: ``sample[col]`` on the wodc estimation sample, which carries its provenance
   (vintage, treatment coding, filter flow) in ``attrs``, against the same frame without attrs.
 
@@ -14,6 +15,7 @@ Usage: ``python benchmarks/bench_report.py --data ../shared/data/eurostat [--rep
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import platform
 import tempfile
@@ -34,6 +36,8 @@ SECTIONS = {  # (module, attribute): section label
     ("returnstudy.report", "_inference_checks"): "inference checks",
     ("returnstudy.report", "_part3_and_claims"): "Part 3 and claims",
     ("returnstudy.report", "_save_figure"): "figures (PNG + data)",
+    ("returnstudy.treatments", "add_treatments"): "treatment coding (within the sections above)",
+    ("returnstudy.multiverse_grid", "Grid._enumerate"): "multiverse grid enumeration (within the sections above)",
     ("returnstudy.panel", "read_table"): "Eurostat table reads for panels",
 }
 
@@ -50,15 +54,19 @@ def _instrument(times: dict[str, float], counts: dict[str, int]) -> list[Callabl
             owner = getattr(owner, cls)
         original = getattr(owner, attr)
 
-        def timed(*args: Any, _f: Callable[..., Any] = original, _label: str = label, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return _f(*args, **kwargs)
-            finally:
-                times[_label] += time.perf_counter() - t0
-                counts[_label] += 1
+        def make_timed(f: Callable[..., Any], lbl: str) -> Callable[..., Any]:
+            @functools.wraps(f)  # keeps the signature: the grid reader inspects add_treatments' arguments
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return f(*args, **kwargs)
+                finally:
+                    times[lbl] += time.perf_counter() - t0
+                    counts[lbl] += 1
 
-        setattr(owner, attr, timed)
+            return timed
+
+        setattr(owner, attr, make_timed(original, label))
         undo.append(lambda owner=owner, attr=attr, original=original: setattr(owner, attr, original))
     return undo
 
