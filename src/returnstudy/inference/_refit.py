@@ -38,7 +38,7 @@ from scipy import stats
 
 from ..models._common import _nesting_clusters, fe_rank, vcov_type_of
 from ..models._design import Design
-from ..models._fe import FixedEffects, _poisson_deviance
+from ..models._fe import FixedEffects, _poisson_deviance, rectifier_iterations, rectifier_weights
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,7 @@ class _RectifierCheck:
         self.trivial = bool(self.interior.all())
         if self.trivial:
             return
-        n0 = max(int(self.interior.sum()), 1)
-        self.omega = np.where(self.interior, n0 / tol**2, 1.0)
+        self.omega = rectifier_weights(self.interior, tol)
         self.U0 = (~self.interior).astype(float)
         self.Zd0 = self._demean(np.column_stack([self.U0, X]))
 
@@ -187,31 +186,14 @@ class _RectifierCheck:
         """Mask of rows separated by the regressors ``X`` (those of the constructor but ``column``)."""
         if self.trivial:
             return np.zeros(self.y.size, dtype=bool)
-        interior, omega, tol = self.interior, self.omega, self.tol
-        U = self.U0
-        for it in range(self.maxiter):
-            if it == 0:
-                Zd = self.Zd0.copy()
-                Zd[:, 1 + column] = self._demean(X[:, column][:, None])[:, 0]
-            else:
-                Zd = self._demean(np.column_stack([U, X]))
-            ud, Xd = Zd[:, 0], Zd[:, 1:]
-            if Xd.shape[1]:
-                keepc = ~_collinear(Xd, X)
-                Xd = Xd[:, keepc]
-                Xw = Xd * omega[:, None]
-                b = np.linalg.lstsq(_cross(Xw, Xd), _cross(Xw, ud), rcond=None)[0]
-                resid = ud - _times(Xd, b)
-            else:
-                resid = ud
-            uhat = U - resid
-            within = (uhat > -0.1 * tol) & (uhat < tol)
-            uhat = np.where(interior | within, 0.0, uhat)
-            if (uhat >= 0).all():
-                return uhat > 0
-            U = np.where(interior, 0.0, np.maximum(uhat, 0.0))
-        logger.warning("separation check (iterative rectifier) did not converge")
-        return np.zeros(self.y.size, dtype=bool)
+        first = self.Zd0.copy()
+        first[:, 1 + column] = self._demean(X[:, column][:, None])[:, 0]
+        sep = rectifier_iterations(self.interior, X, self.omega, self.tol, self.maxiter, self._demean, first=first,
+                                   collinear=_collinear, cross=_cross, times=_times)
+        if sep is None:
+            logger.warning("separation check (iterative rectifier) did not converge")
+            return np.zeros(self.y.size, dtype=bool)
+        return sep
 
 
 class FixedDesignRefit:

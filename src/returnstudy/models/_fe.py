@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -564,22 +564,51 @@ def _separation_ir(
     interior = y > 0
     if interior.all():
         return np.zeros(y.size, dtype=bool)
+    omega = rectifier_weights(interior, tol)
+
+    def demean(Z: np.ndarray) -> np.ndarray:
+        return fx.demean(Z, weights=omega, tol=1e-12) if fx is not None and fx.n_dims else Z
+
+    sep = rectifier_iterations(interior, X, omega, tol, maxiter, demean)
+    if sep is None:
+        warnings.warn("separation check (iterative rectifier) did not converge", ConvergenceWarning, stacklevel=3)
+        return np.zeros(y.size, dtype=bool)
+    return sep
+
+
+def rectifier_weights(interior: np.ndarray, tol: float) -> np.ndarray:
+    """Weights of the rectifier regressions: N0/tol^2 on interior (y > 0) rows, 1 on the others."""
     n0 = max(int(interior.sum()), 1)
-    big = n0 / tol**2
-    omega = np.where(interior, big, 1.0)
+    return np.where(interior, n0 / tol**2, 1.0)
+
+
+def rectifier_iterations(
+    interior: np.ndarray,
+    X: np.ndarray,
+    omega: np.ndarray,
+    tol: float,
+    maxiter: int,
+    demean: Callable[[np.ndarray], np.ndarray],
+    first: np.ndarray | None = None,
+    collinear: Callable[[np.ndarray, np.ndarray], np.ndarray] = collinear_columns,
+    cross: Callable[[np.ndarray, np.ndarray], np.ndarray] = lambda A, B: A.T @ B,
+    times: Callable[[np.ndarray, np.ndarray], np.ndarray] = lambda A, b: A @ b,
+) -> np.ndarray | None:
+    """The rectifier steps of :func:`_separation_ir`: the mask of separated rows, or None if
+    they do not converge in ``maxiter`` steps. ``demean`` partials the fixed effects out of the
+    columns of its argument (weights ``omega``); ``first``: the demeaned ``[U0, X]`` of the first
+    step if the caller has it; ``collinear``, ``cross`` (A'B) and ``times`` (Ab) are the linear
+    algebra (callers may pass BLAS-free versions)."""
     U = (~interior).astype(float)
-    for _ in range(maxiter):
-        if fx is not None and fx.n_dims:
-            Zd = fx.demean(np.column_stack([U, X]), weights=omega, tol=1e-12)
-        else:
-            Zd = np.column_stack([U, X])
+    for it in range(maxiter):
+        Zd = first if it == 0 and first is not None else demean(np.column_stack([U, X]))
         ud, Xd = Zd[:, 0], Zd[:, 1:]
         if Xd.shape[1]:
-            keepc = ~collinear_columns(Xd, X)
+            keepc = ~collinear(Xd, X)
             Xd = Xd[:, keepc]
             Xw = Xd * omega[:, None]
-            b = np.linalg.lstsq(Xw.T @ Xd, Xw.T @ ud, rcond=None)[0]
-            resid = ud - Xd @ b
+            b = np.linalg.lstsq(cross(Xw, Xd), cross(Xw, ud), rcond=None)[0]
+            resid = ud - times(Xd, b)
         else:
             resid = ud
         uhat = U - resid
@@ -588,8 +617,7 @@ def _separation_ir(
         if (uhat >= 0).all():
             return uhat > 0
         U = np.where(interior, 0.0, np.maximum(uhat, 0.0))
-    warnings.warn("separation check (iterative rectifier) did not converge", ConvergenceWarning, stacklevel=3)
-    return np.zeros(y.size, dtype=bool)
+    return None
 
 
 def fit_ppml(
