@@ -105,6 +105,28 @@ class DidSample:
         return info
 
 
+def staggered_sample(
+    panel: pd.DataFrame, treatment: str | None, outcome: str | None, model: str, exposure: str,
+    fe: str | Sequence[str] | None, cluster: str | None, unit: str | None, time: str | None, cohort: str | None,
+    nonabsorbing: str, estimator: str,
+) -> tuple[DidSample, str, str, str, str, tuple[str, ...], int]:
+    """The entry step shared by the staggered estimators (``did_imputation``, ``sun_abraham``):
+    default outcome (``return_rate`` linear, ``returns`` Poisson), unit/time/fixed effects and
+    treatment name, units whose treatment switches off dropped (or refused), then :func:`did_sample`.
+    Returns the sample, the resolved treatment, outcome, unit, time and fixed effects, and the
+    number of rows dropped as non-absorbing."""
+    if outcome is None:
+        outcome = "return_rate" if model == "linear" else "returns"
+    unit, time = unit or DEFAULT_UNIT, time or DEFAULT_TIME
+    fe = (unit, time) if fe is None else ((fe,) if isinstance(fe, str) else tuple(fe))
+    if treatment is None:
+        treatment = "treated" if cohort is not None else "bilateral_binding"
+    check_nonabsorbing_choice(nonabsorbing)
+    panel, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit, time, nonabsorbing, estimator)
+    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster, unit=unit, time=time, cohort=cohort)
+    return s, treatment, outcome, unit, time, fe, nonabsorbing_drop
+
+
 def did_sample(
     panel: pd.DataFrame,
     treatment: str,
@@ -665,15 +687,8 @@ def did_imputation(
         time after the switch-off): ``"drop"`` (default; rows counted in
         ``info["dropped"]["non-absorbing treatment"]``, units named in the notes) or ``"raise"``.
     """
-    if outcome is None:
-        outcome = "return_rate" if model == "linear" else "returns"
-    unit, time = unit or DEFAULT_UNIT, time or DEFAULT_TIME
-    fe = (unit, time) if fe is None else ((fe,) if isinstance(fe, str) else tuple(fe))
-    if treatment is None:
-        treatment = "treated" if cohort is not None else "bilateral_binding"
-    check_nonabsorbing_choice(nonabsorbing)
-    panel, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit, time, nonabsorbing, "did_imputation")
-    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster, unit=unit, time=time, cohort=cohort)
+    s, treatment, outcome, unit, time, fe, nonabsorbing_drop = staggered_sample(
+        panel, treatment, outcome, model, exposure, fe, cluster, unit, time, cohort, nonabsorbing, "did_imputation")
     if min_untreated_periods < 1:
         raise ValueError("min_untreated_periods must be >= 1")
     # corridors with too few untreated years

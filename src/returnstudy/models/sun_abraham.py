@@ -39,10 +39,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from returnstudy.inference.cluster import VcovDetails, _parse_ssc, variance_not_identified
-from returnstudy.models._absorbing import check_nonabsorbing_choice, drop_nonabsorbing
-from returnstudy.models._design import DEFAULT_TIME, DEFAULT_UNIT
 from returnstudy.models._fe import FixedEffects
-from returnstudy.models.imputation import SparseFE, did_sample, sparse_fit
+from returnstudy.models.imputation import SparseFE, sparse_fit, staggered_sample
 from returnstudy.results import EstimationResult, make_table
 
 logger = logging.getLogger(__name__)
@@ -137,17 +135,10 @@ def sun_abraham(
         time after the switch-off): ``"drop"`` (default; rows counted in
         ``info["dropped"]["non-absorbing treatment"]``, units named in the notes) or ``"raise"``.
     """
-    if outcome is None:
-        outcome = "return_rate" if model == "linear" else "returns"
     if control not in ("never", "last"):
         raise ValueError(f"control={control!r}: expected 'never' or 'last'")
-    unit, time = unit or DEFAULT_UNIT, time or DEFAULT_TIME
-    fe = (unit, time) if fe is None else ((fe,) if isinstance(fe, str) else tuple(fe))
-    if treatment is None:
-        treatment = "treated" if cohort is not None else "bilateral_binding"
-    check_nonabsorbing_choice(nonabsorbing)
-    panel, nonabsorbing_drop = drop_nonabsorbing(panel, treatment, unit, time, nonabsorbing, "sun_abraham")
-    s = did_sample(panel, treatment, outcome, model, exposure, fe, cluster, unit=unit, time=time, cohort=cohort)
+    s, treatment, outcome, unit, time, fe, nonabsorbing_drop = staggered_sample(
+        panel, treatment, outcome, model, exposure, fe, cluster, unit, time, cohort, nonabsorbing, "sun_abraham")
     coh = s.cohort
     first_year = np.nanmin(s.year)
     always = ~np.isnan(coh) & (coh <= first_year)
