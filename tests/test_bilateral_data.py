@@ -126,10 +126,19 @@ def test_every_row_has_a_source_and_a_name(frameworks: pd.DataFrame) -> None:
 
 def test_verified_flag(frameworks: pd.DataFrame) -> None:
     assert set(frameworks["verified"]) <= {"true", "false"}
-    # a verified row carries at least one date (the one that was read in the source)
+    # a verified row carries the start date that was read in the source: the one its start_basis names
     verified = frameworks["verified"] == "true"
-    undated = verified & (frameworks["signed"] == "") & (frameworks["in_force"] == "")
+    keyword = frameworks["start_basis"].str.split(":").str[0].str.strip()
+    named = {"in_force": "in_force", "provisional": "provisional_from", "signature": "signed"}
+    has_start = pd.Series(False, index=frameworks.index)
+    for kw, col in named.items():
+        has_start |= (keyword == kw) & (frameworks[col] != "")
+    undated = verified & ~has_start
     assert not undated.any(), frameworks.loc[undated, "framework_id"].tolist()
+    # rows whose signature was read but whose entry into force was not say so
+    read_signature = frameworks["notes"].str.contains("signature seen in source_url, entry into force not")
+    assert (frameworks.loc[read_signature, "verified"] == "false").all()
+    assert (keyword[read_signature] == "in_force_unknown").all()
 
 
 def test_first_of_month_dates_are_flagged_when_imprecise(frameworks: pd.DataFrame) -> None:
@@ -233,7 +242,8 @@ def test_verified_dates(frameworks: pd.DataFrame, geo: str, citizen: str, type_:
 def test_spot_check_undated_in_force_and_corrections(frameworks: pd.DataFrame) -> None:
     # Sweden-Afghanistan MoU of 5 Oct 2016 and the Italy-Egypt agreement of 9 Jan 2007: signature only
     assert _one(frameworks, "SE", "AF", "mou", "2016-10-05")["in_force"] == ""
-    assert _one(frameworks, "IT", "EG", "agreement", "2007-01-09")["verified"] == "true"
+    it_eg = _one(frameworks, "IT", "EG", "agreement", "2007-01-09")
+    assert it_eg["in_force"] == "" and it_eg["verified"] == "false"  # signature read, no start date
     # Benelux-Georgia implementing protocol: 2013, not the 2023 of the unverified starting list
     ge = frameworks[(frameworks["citizen"] == "GE") & (frameworks["legal_form"] == "implementing_protocol")
                     & frameworks["notes"].str.contains("Benelux joint instrument")]
@@ -258,8 +268,10 @@ def test_spot_check_second_round_corrections(frameworks: pd.DataFrame) -> None:
     # starting-list entry-into-force dates not found in any source stay out of the column
     for geo, cit, signed in [("DE", "AL", "2002-11-18"), ("DE", "MK", "2002-06-24"), ("DE", "DZ", "1997-02-14")]:
         row = _one(frameworks, geo, cit, "agreement", signed)
-        assert row["in_force"] == "" and row["verified"] == "true"
+        # signature read in the source, entry into force not: no confirmed start date, so not verified
+        assert row["in_force"] == "" and row["verified"] == "false"
         assert "partial inventory (not verified)" in row["notes"]
+        assert row["notes"].startswith("signature seen in source_url, entry into force not")
 
 
 def test_none_found_pairs_have_a_reason(coverage: pd.DataFrame) -> None:

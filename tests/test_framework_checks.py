@@ -96,6 +96,12 @@ BAD_FRAMEWORKS = [
     (_set("FIX-DE-NG-1", start_basis="provisional: Art. 12"), ["row 4", "provisional_from is empty"]),
     (_set("FIX-DE-NG-1", provisional_from="2012-01-01", start_basis="provisional: Art. 12"),
      ["row 4", "'provisional_from'", "provisional_from 2012-01-01 is before signed 2012-08-18"]),
+    # verified = the start date was seen in the source: a row without a start date cannot be verified
+    (_set("FIX-DE-NG-1", verified="true"),
+     ["row 4 (line 5)", "'verified'", "FIX-DE-NG-1 is verified=true but has no start date",
+      "start_basis 'in_force_unknown' names no start date"]),
+    (_set("FIX-NL-MA-2", in_force="", start_basis="no_date: nothing found", verified="true"),
+     ["row 2 (line 3)", "'verified'", "FIX-NL-MA-2 is verified=true but has no start date"]),
     # spells
     (_set("FIX-NL-MA-1", ended="2011-01-01"), ["row 1", "'ended'", "ended 2011-01-01 is before in_force 2011-07-15"]),
     (_set("FIX-NL-MA-1", suspended_until="2014-01-01"), ["row 1", "'suspended_until'", "given without suspended_from"]),
@@ -215,6 +221,54 @@ def test_coverage_shares_on_a_hand_made_panel():
     assert cov.loc["never_treated_bilateral", "share_researched"] == pytest.approx(300 / 360)
     with pytest.raises(KeyError, match="add_treatments"):
         coverage_shares(pd.DataFrame(rows).drop(columns="bilateral_researched"))
+
+
+def test_verified_rows_with_a_start_date_pass(tmp_path):
+    """verified=true is accepted wherever the date named by start_basis is present: entry into
+    force, provisional application, or signature for an instrument that applies from signature."""
+    d = _make_dir(tmp_path)
+    _edit(d, BF, _set("FIX-NL-MA-1", verified="true"))
+    _edit(d, BF, _set("FIX-DE-MA-1", verified="true"))  # non-binding, starts at signature 2016-03-01
+    _edit(d, BF, _set("FIX-DE-NG-1", provisional_from="2013-01-01", start_basis="provisional: Art. 12",
+                      verified="true"))
+    assert check_agreements(d) == []
+    fw = load_agreements(d)["bilateral_frameworks"]
+    assert int(fw["verified"].sum()) == 3
+
+
+def _hand_made_frameworks() -> pd.DataFrame:
+    """Seven instruments; by hand, rows 1, 3 and 5 rest on a confirmed start date."""
+    rows = [
+        # (start_basis, legal_form, signed, in_force, provisional_from, verified)
+        ("in_force: gazette", "agreement", "2010-01-05", "2011-02-01", "", "true"),    # 1 confirmed
+        ("in_force: gazette", "agreement", "2010-01-05", "2011-02-01", "", "false"),   # 2 date not seen
+        ("signature: non-binding", "mou", "2012-03-04", "", "", "true"),              # 3 confirmed (signed)
+        ("in_force_unknown: searched", "agreement", "2009-01-01", "", "", "true"),    # 4 no start date
+        ("provisional: Art. 9", "agreement", "2013-05-06", "", "2013-06-01", "true"),  # 5 confirmed
+        ("in_force: gazette", "agreement", "2014-01-01", "", "", "true"),             # 6 named date empty
+        ("no_date: nothing found", "arrangement", "", "", "", "false"),                # 7
+    ]
+    fw = pd.DataFrame(rows, columns=["start_basis", "legal_form", "signed", "in_force", "provisional_from", "verified"])
+    for col in ("signed", "in_force", "provisional_from"):
+        fw[col] = pd.to_datetime(fw[col].replace("", None), format="%Y-%m-%d")
+    return fw
+
+
+def test_confirmed_start_on_a_hand_made_table():
+    from returnstudy.agreement_tables import confirmed_start, named_start_date
+
+    fw = _hand_made_frameworks()
+    assert confirmed_start(fw).tolist() == [True, False, True, False, True, False, False]
+    start = named_start_date(fw)
+    assert start.iloc[[0, 2, 4]].tolist() == [pd.Timestamp(x) for x in ("2011-02-01", "2012-03-04", "2013-06-01")]
+    assert start.iloc[[3, 5, 6]].isna().all()
+    # the start_basis x legal_form summary counts the same three rows, not the five marked verified
+    t = start_date_summary({"bilateral_frameworks": fw})
+    assert (int(t["rows"].sum()), int(t["verified"].sum())) == (7, 3)
+    assert t.loc[("in_force", "agreement")].tolist() == [3, 1]
+    assert t.loc[("in_force_unknown", "agreement")].tolist() == [1, 0]
+    assert t.loc[("signature", "mou")].tolist() == [1, 1]
+    assert t.loc[("provisional", "agreement")].tolist() == [1, 1]
 
 
 def test_start_date_summary_counts_rows_and_verified():

@@ -45,6 +45,8 @@ __all__ = [
     "instrument_kind",
     "is_binding_instrument",
     "start_basis_keyword",
+    "named_start_date",
+    "confirmed_start",
 ]
 
 LEGAL_FORMS: tuple[str, ...] = (
@@ -57,6 +59,9 @@ START_BASES: tuple[str, ...] = ("in_force", "provisional", "signature", "in_forc
 force; ``provisional``: provisional application (counts as in force); ``signature``: the
 instrument applied from signature (the text after the colon must say why);
 ``in_force_unknown``: entry into force not found (the text says what was searched); ``no_date``."""
+START_DATE_COLUMN: dict[str, str] = {"in_force": "in_force", "provisional": "provisional_from", "signature": "signed"}
+"""The date column each ``start_basis`` keyword names as the instrument's start; ``in_force_unknown``
+and ``no_date`` name none, so such a row has no start date that could be confirmed."""
 VISA_EVENT_TYPES: tuple[str, ...] = (
     "visa_liberalisation",
     "visa_facilitation",
@@ -477,6 +482,16 @@ def _framework_checks(raw: pd.DataFrame, parsed: pd.DataFrame) -> list[str]:
     orphan = (raw["suspended_until"] != "") & (raw["suspended_from"] == "")
     for i in np.flatnonzero(orphan.to_numpy()):
         problems.append(f"{_where(fname, i, 'suspended_until')}: given without suspended_from")
+    # verified = the start date was seen in source_url: a row without a start date cannot be verified
+    undated = parsed["verified"] & named_start_date(parsed).isna().to_numpy()
+    for i in np.flatnonzero(undated):
+        kw = keyword.iat[i]
+        col = START_DATE_COLUMN.get(kw)
+        why = f"'{col}' is empty" if col else f"start_basis '{kw or raw['start_basis'].iat[i]}' names no start date"
+        problems.append(
+            f"{_where(fname, i, 'verified')}: {raw['framework_id'].iat[i]} is verified=true but has no start date ({why}); "
+            "verified means the start date was seen in source_url: set it to false and say in notes what was seen"
+        )
     if problems:
         return problems
     problems += _overlap_checks(raw, parsed)
@@ -639,3 +654,23 @@ def check_agreements(agreements_dir: Path | None = None, codes_dir: Path | None 
 def start_basis_keyword(fw: pd.DataFrame) -> pd.Series:
     """The keyword opening each row's ``start_basis`` (one of :data:`START_BASES`, or '')."""
     return _basis(fw)[0]
+
+
+def named_start_date(fw: pd.DataFrame) -> pd.Series:
+    """The start date each row's ``start_basis`` names (see :data:`START_DATE_COLUMN`), from the
+    parsed table; NaT where the keyword names no date (``in_force_unknown``, ``no_date``) or the
+    named column is empty."""
+    keyword = start_basis_keyword(fw)
+    out = pd.Series(pd.NaT, index=fw.index, dtype="datetime64[ns]")
+    for kw, col in START_DATE_COLUMN.items():
+        hit = (keyword == kw).to_numpy()
+        out[hit] = pd.to_datetime(fw.loc[hit, col])
+    return out
+
+
+def confirmed_start(fw: pd.DataFrame) -> pd.Series:
+    """True where the row rests on a confirmed start date: ``verified`` and the date its
+    ``start_basis`` names present (the validator rejects ``verified`` without that date, so on a
+    loaded table this equals ``verified``)."""
+    verified = fw["verified"].astype(str).str.strip().str.lower().isin(["true", "1"])
+    return verified & named_start_date(fw).notna()

@@ -373,8 +373,8 @@ def _cmd_treatments(args: argparse.Namespace) -> int:
             print(f"  {group:24s} {r['share_researched']:6.1%} of {r['weight']:>12,.0f} orders; "
                   f"{int(r['researched_corridors'])} of {int(r['corridors'])} corridors researched")
         dates = start_date_summary()
-        print(f"\nbilateral instruments by start basis and legal form ({int(dates['verified'].sum())} of "
-              f"{int(dates['rows'].sum())} rows verified):")
+        print(f"\nbilateral instruments by start basis and legal form\n  ({int(dates['verified'].sum())} of "
+              f"{int(dates['rows'].sum())} rows rest on a start date confirmed in the cited source):")
         _print_table(dates, args, index=True)
     return status
 

@@ -28,6 +28,7 @@ from .agreement_tables import (
     OPEN_END,
     AgreementDataError,
     check_agreements,
+    confirmed_start,
     framework_periods,
     framework_start,
     load_agreements,
@@ -767,15 +768,16 @@ def coverage_shares(panel_with_treatments: pd.DataFrame, weight: str = "orders")
 
 
 def start_date_summary(tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """Bilateral instruments by how their switch-on date is known (``start_basis`` keyword),
-    legal form and verification: columns ``rows`` and ``verified`` (date and legal form checked
-    against the cited source)."""
+    """Bilateral instruments by how their switch-on date is known (``start_basis`` keyword) and
+    legal form: columns ``rows`` and ``verified``, the rows resting on a confirmed start date (the
+    date ``start_basis`` names -- entry into force, provisional application or signature -- present
+    and seen in the cited source; see :func:`~returnstudy.agreement_tables.confirmed_start`)."""
     if tables is None:
         tables = load_agreements()
     fw = tables.get("bilateral_frameworks")
     if fw is None:
         return pd.DataFrame(columns=["rows", "verified"])
     df = pd.DataFrame({"start_basis": start_basis_keyword(fw), "legal_form": fw["legal_form"],
-                       "verified": fw["verified"].astype(bool)})
+                       "verified": confirmed_start(fw)})
     out = df.groupby(["start_basis", "legal_form"]).agg(rows=("verified", "size"), verified=("verified", "sum"))
     return out.astype("int64")
