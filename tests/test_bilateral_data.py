@@ -274,6 +274,15 @@ def test_spot_check_second_round_corrections(frameworks: pd.DataFrame) -> None:
         assert row["notes"].startswith("signature seen in source_url, entry into force not")
 
 
+def test_norway_kazakhstan_date_is_not_confirmed(frameworks: pd.DataFrame) -> None:
+    # 2016-06-14 is read only on a secondary Kazakh portal and Norway's own list (June 2017) says
+    # not in force: the best-known date is kept, but the row is not verified
+    row = _one(frameworks, "NO", "KZ", "agreement", "2010-10-12")
+    assert row["in_force"] == "2016-06-14" and row["verified"] == "false"
+    assert row["notes"].startswith("entry into force not confirmed in a primary source")
+    assert "not confirmed in a primary source" in row["start_basis"]
+
+
 def test_none_found_pairs_have_a_reason(coverage: pd.DataFrame) -> None:
     # a none_found pair must say what was checked, beyond the list of addresses
     none = coverage[coverage["result"] == "none_found"]
