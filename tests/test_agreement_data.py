@@ -96,6 +96,12 @@ def test_uk_and_ie_participation(tables):
     assert ie == {"HK", "MO", "LK", "AL", "RU", "ME", "RS", "BA", "MK", "MD", "PK", "GE"}
     assert agr.loc["HK", "ie_bound_from"] == pd.Timestamp("2004-03-01")
     assert (agr.loc[sorted(ie - {"HK"}), "ie_bound_from"] == pd.Timestamp("2014-05-24")).all()
+    # the eleven 2014 opt-ins cite the Commission decision confirming them (and say its day of application is
+    # not confirmed); Hong Kong cites the Council decision Ireland took part in
+    for c in sorted(ie - {"HK"}):
+        assert "2014/298/EU of 22 May 2014, CELEX 32014D0298, OJ L 155 of 23.5.2014" in agr.loc[c, "notes"], c
+        assert "so that day is not confirmed" in agr.loc[c, "notes"], c
+    assert "Council Decision 2004/80/EC" in agr.loc["HK", "notes"]
     part = tables["eu_participation"].set_index("geo")
     assert part.loc["DK", "binds_eu_agreements"] == "none" and part.loc["DK", "covered_by_eu_nonbinding"]
     for g in ("NO", "CH", "IS", "LI"):
