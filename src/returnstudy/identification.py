@@ -12,13 +12,14 @@ rows used.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["rows_used", "switching_corridors", "switching_units", "switching_counts"]
+__all__ = ["rows_used", "switching_by_treatment", "switching_corridors", "switching_units", "switching_counts"]
 
 
 def rows_used(result: Any, sample: pd.DataFrame) -> pd.DataFrame | None:
@@ -71,11 +72,21 @@ def switching_corridors(rows: pd.DataFrame, treatment: str, unit: str | None = N
     """The corridors (or values of the ``unit`` column) whose ``treatment`` takes at least two
     distinct non-missing values among ``rows`` (sorted; empty if the column is absent): those
     that identify its effect under unit fixed effects (see :func:`switching_units`)."""
-    if treatment not in rows.columns or rows.empty:
-        return []
+    return switching_by_treatment(rows, [treatment], unit)[treatment]
+
+
+def switching_by_treatment(rows: pd.DataFrame, treatments: Sequence[str], unit: str | None = None) -> dict[str, list]:
+    """:func:`switching_corridors` of several treatments at once (one grouping of ``rows``)."""
+    present = [t for t in dict.fromkeys(treatments) if t in rows.columns]
+    out: dict[str, list] = {t: [] for t in treatments}
+    if not present or rows.empty:
+        return out
     labels = rows[unit] if unit is not None else _corridor_labels(rows)
-    varies = rows[treatment].groupby(labels.to_numpy()).nunique(dropna=True) > 1
-    return sorted(varies.index[varies.to_numpy()])
+    varies = rows[present].groupby(labels.to_numpy()).nunique(dropna=True) > 1
+    for t in present:
+        flags = varies[t].to_numpy()
+        out[t] = sorted(varies.index[flags])
+    return out
 
 
 def switching_counts(result: Any, sample: pd.DataFrame, treatment: str) -> tuple[int, int, str]:

@@ -32,8 +32,11 @@ import numpy as np
 import pandas as pd
 
 from returnstudy._progress import progress as _progress
-from returnstudy.identification import rows_used, switching_corridors
+from returnstudy.identification import rows_used, switching_by_treatment, switching_corridors
 from returnstudy.inference.randomization import _refit_spec
+from returnstudy.models._common import PreparedFit
+from returnstudy.models.ppml import prepare_ppml_call
+from returnstudy.models.twfe import prepare_twfe_call
 from returnstudy.results import EstimationResult
 
 logger = logging.getLogger(__name__)
@@ -144,12 +147,40 @@ def _terms_table(res: EstimationResult, terms: Sequence[Any], poisson: bool) -> 
     return res.table.reindex(index=list(terms), columns=cols).astype(float)
 
 
-def _treatment_switching(res: EstimationResult, sample: pd.DataFrame, term: Any, unit: str | None) -> float:
-    """Units whose treatment ``term`` varies among the rows ``res`` used (NaN: not a treatment column)."""
-    if not isinstance(term, str) or term not in sample.columns:
-        return np.nan
-    used = rows_used(res, sample)
-    return float(len(switching_corridors(sample if used is None else used, term, unit)))
+def _treatment_switching(res: EstimationResult, sample: pd.DataFrame, terms: Sequence[Any],
+                         unit: str | None) -> dict[Any, float]:
+    """Per term, the units whose treatment varies among the rows ``res`` used (NaN: not a
+    treatment column). Read from the fit's own rows (``design.frame``) when they hold the
+    columns, else from ``sample`` at the rows used."""
+    out: dict[Any, float] = {t: np.nan for t in terms}
+    treat = [t for t in terms if isinstance(t, str) and t in sample.columns]
+    if not treat:
+        return out
+    design = (getattr(res, "extra", None) or {}).get("design")
+    frame = getattr(design, "frame", None)
+    needed = set(treat) | ({unit} if unit is not None else ({"corridor"} if "corridor" in sample.columns else {"geo", "citizen"}))
+    if frame is not None and needed <= set(frame.columns):
+        used = frame
+    else:
+        used = rows_used(res, sample)
+        used = sample if used is None else used
+    for t, units in switching_by_treatment(used, treat, unit).items():
+        out[t] = float(len(units))
+    return out
+
+
+def _prepared_call(fixed: tuple[str, dict[str, Any]] | None, sample: pd.DataFrame, by: str) -> PreparedFit | None:
+    """The twfe/ppml call rebuilt from a result's design, prepared on ``sample`` (None for other
+    models, or when the design's rows do not carry the ``by`` column)."""
+    if fixed is None:
+        return None
+    model, kw = fixed
+    prepare = prepare_ppml_call if model == "ppml" else prepare_twfe_call
+    prepared = prepare(sample, **kw)
+    frame = prepared.design.frame
+    if by != "switching" and by not in frame.columns:
+        return None
+    return prepared
 
 
 def _unit_of(rows: pd.DataFrame, unit: str | None) -> pd.Series:
@@ -189,7 +220,7 @@ def influence(
 
     Returns an :class:`InfluenceResult` (tidy ``table``, ``most_influential()``, ``plot()``).
     """
-    sample, refit = _refit_spec(result, panel, estimator)[:2]
+    sample, refit, _, fixed, _ = _refit_spec(result, panel, estimator)
     terms = list(result.table.index) if terms is None else list(terms)
     missing = [t for t in terms if t not in result.table.index]
     if missing:
@@ -199,7 +230,10 @@ def influence(
         raise KeyError(f"influence: by={by!r} is not a panel column; choose 'switching' or one of {list(sample.columns)}")
 
     original = _terms_table(result, terms, poisson)
-    full_res = refit(sample)
+    # twfe/ppml: prepare the panel once and drop each unit's rows from the design (every
+    # preparation rule is row by row, so this is the same re-estimation without re-preparing)
+    prepared = _prepared_call(fixed, sample, by)
+    full_res = refit(sample) if prepared is None else prepared.fit()
     replay = _terms_table(full_res, terms, poisson)
     for col in ("estimate", "std_error"):  # the replay must reproduce the point estimate and its variance
         scale = np.maximum(1.0, original[col].abs())
@@ -246,15 +280,23 @@ def influence(
         unit_switches[t] = set(key_used[corridor_used.isin(corr).to_numpy()].unique())
 
     key_np = key_all.to_numpy()
+    key_design = None
+    if prepared is not None:
+        frame = prepared.design.frame
+        key_design = (_unit_of(frame, unit_col) if by == "switching" else frame[by]).to_numpy()
     rows = []
     for unit in _progress(units, f"influence (leave one {label} out)", progress, label=str):
-        sub_panel = sample.loc[key_np != unit]
         error = ""
         try:
-            res = refit(sub_panel)
+            if prepared is None:
+                sub_panel = sample.loc[key_np != unit]
+                res = refit(sub_panel)
+            else:
+                sub_panel = sample
+                res = prepared.without(key_design == unit, f"{label} left out").fit()
             tab = _terms_table(res, terms, poisson)
             n_obs = int(res.info.get("n_obs", np.nan))
-            switching = {t: _treatment_switching(res, sub_panel, t, unit_col) for t in terms}
+            switching = _treatment_switching(res, sub_panel, terms, unit_col)
         except (ValueError, np.linalg.LinAlgError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             logger.info("influence: re-estimation without %s %r failed: %s", label, unit, error)

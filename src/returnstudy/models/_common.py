@@ -9,11 +9,13 @@ degrees of freedom, drop singletons and describe the sample in the same way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..inference.cluster import VcovDetails, vcov_details
 from ..results import EstimationResult, make_table
@@ -22,7 +24,7 @@ from ._fe import FixedEffects, OLSFit, PPMLFit, fit_ppml, fit_wls, singleton_mas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitOutput", "fe_rank", "fit_design", "result_from_fit", "vcov_type_of"]
+__all__ = ["FitOutput", "PreparedFit", "fe_rank", "fit_design", "result_from_fit", "vcov_type_of"]
 
 
 def vcov_type_of(cluster: Any) -> str:
@@ -60,6 +62,35 @@ def _nesting_clusters(design: Design) -> list[np.ndarray]:
 
         cl.append(_intersect(cl)[0])
     return cl
+
+
+@dataclass(frozen=True)
+class PreparedFit:
+    """A ``twfe`` or ``ppml`` call prepared up to its fit.
+
+    ``design`` holds the rows left after the call's row-by-row rules (missing values, zero
+    weights, missing or non-positive exposure); singletons and Poisson separation, which
+    depend on the other rows, are decided by the fit. ``offset`` is aligned with the design
+    rows. :meth:`without` drops rows, so that ``prepared.without(mask).fit()`` is the call
+    re-estimated on the panel without those rows (the same design, fit and packaging), without
+    preparing the panel again: leave-one-out influence re-estimates hundreds of times.
+    """
+
+    design: Design
+    offset: np.ndarray | None
+    finish: Callable[[Design, np.ndarray | None], EstimationResult]
+
+    def without(self, mask: np.ndarray, reason: str = "left out") -> PreparedFit:
+        """The same call without the design rows where ``mask`` is True (counted under ``reason``)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape == (self.design.n_obs,) and mask.all():
+            raise ValueError(f"no rows left of {self.design.n_obs}: every row is {reason}")
+        offset = None if self.offset is None else self.offset[~mask]
+        return replace(self, design=self.design.drop(mask, reason), offset=offset)
+
+    def fit(self) -> EstimationResult:
+        """Fit and package the prepared call (singletons, separation, coefficients, covariance)."""
+        return self.finish(self.design, self.offset)
 
 
 def fe_rank(fe: FixedEffects | None, bound: int | None = None) -> int:
@@ -116,11 +147,17 @@ def fit_design(
     if design.fe is None:
         # no fixed effects: one all-observations group absorbs the intercept
         design = replace(design, fe=FixedEffects([np.zeros(design.n_obs, dtype=np.intp)], names=["(intercept)"]))
+    sparse_X = sp.issparse(design.X)  # e.g. cell dummies: no dense rows x regressors array (see _sparse_fit)
     if method == "ols":
-        fit: OLSFit | PPMLFit = fit_wls(design.y, design.X, design.fe, design.weights)
+        if sparse_X:
+            from ._sparse_fit import fit_wls_sparse
+
+            fit: OLSFit | PPMLFit = fit_wls_sparse(design.y, design.X, design.fe, design.weights)
+        else:
+            fit = fit_wls(design.y, design.X, design.fe, design.weights)
     elif method == "ppml":
         fit = fit_ppml(
-            design.y, design.X, design.fe, offset=offset, weights=design.weights,
+            design.y, design.X.toarray() if sparse_X else design.X, design.fe, offset=offset, weights=design.weights,
             tol=tol, maxiter=maxiter, separation=separation,
         )
         zero_names = [f"{n}: {g}" for n, g in fit.dropped_fe_groups.items() if g]

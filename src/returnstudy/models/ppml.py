@@ -13,6 +13,7 @@ Fixed effects are absorbed, never expanded into dummies.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -20,13 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ..results import EstimationResult
-from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import check_column_arguments, check_unique_keys, panel_keys, parse_cluster, prepare, resolve_panel_ids
+from ._common import PreparedFit, fit_design, result_from_fit, vcov_type_of
+from ._design import Design, check_column_arguments, check_unique_keys, panel_keys, parse_cluster, prepare, resolve_panel_ids
 from .twfe import _as_list, _key_meta, _treatment_counts, _unit_of, _unit_period_word
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ppml", "prepare_ppml"]
+__all__ = ["ppml", "prepare_ppml", "prepare_ppml_call"]
 
 
 def prepare_ppml(
@@ -131,6 +132,30 @@ def ppml(
     Inference uses the normal distribution (as fixest for GLMs); SEs are clustered by
     ``cluster`` with the fixest small-sample correction.
     """
+    return _prepare_call(
+        panel, treatments=treatments, outcome=outcome, exposure=exposure, exposure_as=exposure_as, fe=fe,
+        cluster=cluster, controls=controls, weights=weights, drop_singletons=drop_singletons, separation=separation,
+        small_sample=small_sample, alpha=alpha, tol=tol, maxiter=maxiter, unit=unit, time=time,
+    ).fit()
+
+
+def prepare_ppml_call(panel: pd.DataFrame, **kwargs: Any) -> PreparedFit:
+    """``ppml(panel, **kwargs)`` prepared up to its fit (see :class:`~returnstudy.models._common.PreparedFit`):
+    ``prepare_ppml_call(panel, **kw).without(mask).fit()`` (``mask`` over the design rows) equals ``ppml`` on
+    the panel without those rows."""
+    bound = inspect.signature(ppml).bind(panel, **kwargs)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    return _prepare_call(args.pop("panel"), **args)
+
+
+def _prepare_call(
+    panel: pd.DataFrame, *, treatments: str | Sequence[str], outcome: str, exposure: str | None, exposure_as: str,
+    fe: Sequence[str] | None, cluster: str | Sequence[str] | None, controls: str | Sequence[str] | None,
+    weights: str | None, drop_singletons: bool, separation: Sequence[str], small_sample: str | Mapping[str, Any],
+    alpha: float, tol: float, maxiter: int, unit: str | None, time: str | None,
+) -> PreparedFit:
+    """The body of :func:`ppml`: checks and design, with the fit and its packaging as ``finish``."""
     treat = _as_list(treatments)
     ctrl = _as_list(controls)
     if not treat:
@@ -140,19 +165,23 @@ def ppml(
                            cluster=parse_cluster(cluster) or None, weights=weights)
     design, offset, regs = prepare_ppml(panel, treat + ctrl, outcome, exposure, exposure_as, fe, cluster, weights,
                                         keys=keys)
-    out = fit_design(
-        design, "ppml", vcov_type=vcov_type_of(cluster), small_sample=small_sample,
-        drop_singletons=drop_singletons, offset=offset, separation=separation, tol=tol, maxiter=maxiter,
-    )
-    info: dict[str, Any] = {
-        "exposure": None if exposure is None else f"{exposure} ({'offset log(' + exposure + ')' if exposure_as == 'offset' else 'regressor log(' + exposure + ')'})",
-        "treatment_counts": _treatment_counts(out.design.frame, treat, _unit_of(keys)),
-        "control_group": (
-            f"untreated {_unit_period_word(keys)} (never and not-yet treated; already treated years are treated)"
-        ),
-    }
-    return result_from_fit(
-        out, "ppml", poisson=True, alpha=alpha, info=info,
-        design_meta={"treatments": treat, "controls": ctrl, "exposure": exposure, "exposure_as": exposure_as,
-                     **_key_meta(keys)},
-    )
+
+    def finish(design: Design, offset: np.ndarray | None) -> EstimationResult:
+        out = fit_design(
+            design, "ppml", vcov_type=vcov_type_of(cluster), small_sample=small_sample,
+            drop_singletons=drop_singletons, offset=offset, separation=separation, tol=tol, maxiter=maxiter,
+        )
+        info: dict[str, Any] = {
+            "exposure": None if exposure is None else f"{exposure} ({'offset log(' + exposure + ')' if exposure_as == 'offset' else 'regressor log(' + exposure + ')'})",
+            "treatment_counts": _treatment_counts(out.design.frame, treat, _unit_of(keys)),
+            "control_group": (
+                f"untreated {_unit_period_word(keys)} (never and not-yet treated; already treated years are treated)"
+            ),
+        }
+        return result_from_fit(
+            out, "ppml", poisson=True, alpha=alpha, info=info,
+            design_meta={"treatments": treat, "controls": ctrl, "exposure": exposure, "exposure_as": exposure_as,
+                         **_key_meta(keys)},
+        )
+
+    return PreparedFit(design, offset, finish)

@@ -12,6 +12,7 @@ effect on the return rate), with cluster-robust standard errors.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -19,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from ..results import EstimationResult
-from ._common import fit_design, result_from_fit, vcov_type_of
-from ._design import DEFAULT_UNIT, check_column_arguments, parse_cluster, prepare, resolve_panel_ids
+from ._common import PreparedFit, fit_design, result_from_fit, vcov_type_of
+from ._design import DEFAULT_UNIT, Design, check_column_arguments, parse_cluster, prepare, resolve_panel_ids
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["twfe", "build_outcome", "LOG_ZERO_RULES"]
+__all__ = ["twfe", "build_outcome", "prepare_twfe_call", "LOG_ZERO_RULES"]
 
 LOG_ZERO_RULES = ("drop", "add_half")
 DERIVED_OUTCOMES = ("return_rate", "log_return_rate", "ihs_return_rate")
@@ -129,6 +130,30 @@ def twfe(
 
     Returns an :class:`EstimationResult` with a t(G-1) reference distribution when clustered.
     """
+    return _prepare_call(
+        panel, outcome=outcome, treatments=treatments, fe=fe, cluster=cluster, controls=controls, weights=weights,
+        log_zero_rule=log_zero_rule, drop_singletons=drop_singletons, small_sample=small_sample, alpha=alpha,
+        unit=unit, time=time,
+    ).fit()
+
+
+def prepare_twfe_call(panel: pd.DataFrame, **kwargs: Any) -> PreparedFit:
+    """``twfe(panel, **kwargs)`` prepared up to its fit (see :class:`~returnstudy.models._common.PreparedFit`):
+    ``prepare_twfe_call(panel, **kw).without(mask).fit()`` (``mask`` over the design rows) equals ``twfe`` on
+    the panel without those rows (every outcome transformation is row by row)."""
+    bound = inspect.signature(twfe).bind(panel, **kwargs)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    return _prepare_call(args.pop("panel"), **args)
+
+
+def _prepare_call(
+    panel: pd.DataFrame, *, outcome: str, treatments: str | Sequence[str], fe: Sequence[str] | None,
+    cluster: str | Sequence[str] | None, controls: str | Sequence[str] | None, weights: str | None,
+    log_zero_rule: str, drop_singletons: bool, small_sample: str | Mapping[str, Any], alpha: float,
+    unit: str | None, time: str | None,
+) -> PreparedFit:
+    """The body of :func:`twfe`: checks, outcome and design, with the fit and its packaging as ``finish``."""
     treat = _as_list(treatments)
     ctrl = _as_list(controls)
     if not treat:
@@ -142,19 +167,23 @@ def twfe(
     check_column_arguments(panel, treatments=treat, controls=ctrl or None, fe=fe or None,
                            cluster=parse_cluster(cluster) or None, weights=weights)
     design = prepare(work, outcome, treat + ctrl, fe=fe, cluster=cluster, weights=weights, keys=keys)
-    vt = vcov_type_of(cluster)
-    out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
-    info: dict[str, Any] = {}
-    if "log_zero_rule" in meta:
-        info["log_zero_rule"] = meta["log_zero_rule"]
-    info["treatment_counts"] = _treatment_counts(out.design.frame, treat, _unit_of(keys))
-    info["control_group"] = (
-        f"untreated {_unit_period_word(keys)} (never and not-yet treated; already treated years are treated)"
-    )
-    return result_from_fit(
-        out, "twfe", poisson=False, alpha=alpha, info=info,
-        design_meta={"treatments": treat, "controls": ctrl, "outcome": outcome, **_key_meta(keys)},
-    )
+
+    def finish(design: Design, offset: np.ndarray | None) -> EstimationResult:
+        vt = vcov_type_of(cluster)
+        out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
+        info: dict[str, Any] = {}
+        if "log_zero_rule" in meta:
+            info["log_zero_rule"] = meta["log_zero_rule"]
+        info["treatment_counts"] = _treatment_counts(out.design.frame, treat, _unit_of(keys))
+        info["control_group"] = (
+            f"untreated {_unit_period_word(keys)} (never and not-yet treated; already treated years are treated)"
+        )
+        return result_from_fit(
+            out, "twfe", poisson=False, alpha=alpha, info=info,
+            design_meta={"treatments": treat, "controls": ctrl, "outcome": outcome, **_key_meta(keys)},
+        )
+
+    return PreparedFit(design, None, finish)
 
 
 def _unit_of(keys: Sequence[str] | None) -> str:
@@ -186,6 +215,6 @@ def _treatment_counts(
             continue
         v = pd.to_numeric(frame[t]).astype("float64")
         treated = v.fillna(0).to_numpy() > 0
-        corr = int(frame.loc[treated, unit].nunique()) if unit in frame.columns else 0
+        corr = int(pd.Series(frame[unit].to_numpy()[treated]).nunique()) if unit in frame.columns else 0
         out[t] = {"treated_rows": int(treated.sum()), "treated_corridors": corr}
     return out
