@@ -21,6 +21,7 @@ out, figures, and writes everything deterministically with :meth:`QualityReport.
 
 from __future__ import annotations
 
+import copy
 import html
 import logging
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from returnstudy.reuse import reused
 
 log = logging.getLogger(__name__)
 
@@ -388,20 +391,6 @@ def quality_report(
     if rounding_base < 1:
         raise ValueError(f"rounding_base must be >= 1, got {rounding_base}")
     all_vars = list(dict.fromkeys([*variables, "returns", "returns_third_country"]))
-    if panel is not None:
-        if not isinstance(panel, pd.DataFrame):
-            raise TypeError(f"panel must be a DataFrame, got {type(panel).__name__}")
-        cells, vintage = _long_from_panel(panel, [v for v in all_vars if v in panel.columns or v in variables])
-        source = f"corridor-year panel ({len(panel)} rows)"
-    else:
-        if tables is None:
-            tables = _read_tables(data_dir, all_vars)
-            source = f"Eurostat tables in {data_dir if data_dir is not None else 'the default cache'}"
-        else:
-            source = f"Eurostat tables {sorted(tables)}"
-        cells, vintage = _long_from_raw(tables, [v for v in all_vars if VARIABLE_SOURCES[v][0] in tables])
-    if years is not None:
-        cells = cells[cells["year"].between(years[0], years[1])]
     thresholds = {
         "break_k": float(break_k),
         "coverage_min": float(coverage_min),
@@ -410,7 +399,32 @@ def quality_report(
         "rate_excess_share_max": float(rate_excess_share_max),
         "total_gap_max": float(total_gap_max),
     }
-    return _build(cells, list(variables), thresholds, vintage, source)
+    if panel is not None:
+        if not isinstance(panel, pd.DataFrame):
+            raise TypeError(f"panel must be a DataFrame, got {type(panel).__name__}")
+        cells, vintage = _long_from_panel(panel, [v for v in all_vars if v in panel.columns or v in variables])
+        return _build(_in_years(cells, years), list(variables), thresholds, vintage,
+                      f"corridor-year panel ({len(panel)} rows)")
+    if tables is not None:
+        return _from_tables(tables, all_vars, variables, years, thresholds, f"Eurostat tables {sorted(tables)}")
+    # one directory, the same thresholds: built once within a report (Part 1 section and the claims)
+    source = f"Eurostat tables in {data_dir if data_dir is not None else 'the default cache'}"
+    key = (None if data_dir is None else str(Path(data_dir).resolve()), tuple(variables),
+           None if years is None else tuple(years), tuple(thresholds.items()))
+    return reused("quality report", key,
+                  lambda: _from_tables(_read_tables(data_dir, all_vars), all_vars, variables, years, thresholds, source),
+                  copy=copy.deepcopy)
+
+
+def _in_years(cells: pd.DataFrame, years: tuple[int, int] | None) -> pd.DataFrame:
+    return cells if years is None else cells[cells["year"].between(years[0], years[1])]
+
+
+def _from_tables(tables: Mapping[str, Any], all_vars: Sequence[str], variables: Sequence[str],
+                 years: tuple[int, int] | None, thresholds: dict[str, float], source: str) -> QualityReport:
+    """:func:`quality_report` on raw Eurostat tables (dataset code -> table)."""
+    cells, vintage = _long_from_raw(tables, [v for v in all_vars if VARIABLE_SOURCES[v][0] in tables])
+    return _build(_in_years(cells, years), list(variables), thresholds, vintage, source)
 
 
 def _national(corr: pd.DataFrame, totals: pd.DataFrame, var: str, k: float) -> pd.DataFrame:
