@@ -4,6 +4,7 @@ third-party module the package imports is declared (runtime or an optional extra
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -39,18 +40,31 @@ def _pyproject() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 
 
+@functools.cache
+def _top_level_owners() -> dict[str, tuple[str, ...]]:
+    """Importable top-level name -> installed distributions providing it (scanned once: the scan
+    reads every installed distribution's metadata)."""
+    from importlib.metadata import packages_distributions
+
+    return {m: tuple(d) for m, d in packages_distributions().items()}
+
+
 def _import_name(dist: str) -> str:
     if dist in IMPORT_NAMES:
         return IMPORT_NAMES[dist]
-    from importlib.metadata import packages_distributions
-
-    owners = {m for m, dists in packages_distributions().items()
+    owners = {m for m, dists in _top_level_owners().items()
               if any(d.lower().replace("-", "_") == dist for d in dists) and not m.startswith("_")}
     return dist if dist in owners or not owners else sorted(owners)[0]
 
 
 def _imported_modules() -> dict[str, set[str]]:
-    """Top-level module -> files (relative to src/returnstudy) that import it."""
+    """Top-level module -> files (relative to src/returnstudy) that import it (a fresh copy)."""
+    return {k: set(v) for k, v in _scan_imports().items()}
+
+
+@functools.cache
+def _scan_imports() -> dict[str, frozenset[str]]:
+    """The parse behind :func:`_imported_modules`, done once per process."""
     out: dict[str, set[str]] = {}
     for path in SRC.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -62,7 +76,7 @@ def _imported_modules() -> dict[str, set[str]]:
                 names = [node.module]
             for name in names:
                 out.setdefault(name.split(".")[0], set()).add(str(path.relative_to(SRC)))
-    return out
+    return {k: frozenset(v) for k, v in out.items()}
 
 
 def test_requirement_names_are_parsed() -> None:
