@@ -73,10 +73,16 @@ def _intersect(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
 
 
 def meat_clustered(scores: np.ndarray, codes: np.ndarray, n_groups: int | None = None) -> np.ndarray:
-    """sum_g (sum_{i in g} s_i)(sum_{i in g} s_i)' for integer cluster codes."""
-    scores = np.asarray(scores, dtype=float)
+    """sum_g (sum_{i in g} s_i)(sum_{i in g} s_i)' for integer cluster codes.
+
+    ``scores`` may also be implicit (an object with ``cluster_sums(codes, n_groups)``, e.g.
+    :class:`returnstudy.models._sparse_fit.ImplicitScores`)."""
     if n_groups is None:
         n_groups = int(codes.max()) + 1 if codes.size else 0
+    if hasattr(scores, "cluster_sums"):
+        S = scores.cluster_sums(codes, n_groups)
+        return S.T @ S
+    scores = np.asarray(scores, dtype=float)
     k = scores.shape[1]
     S = np.empty((n_groups, k))
     for j in range(k):
@@ -206,10 +212,15 @@ def vcov_details(
     freedom or fewer than two clusters, see :func:`variance_not_identified`) return a
     NaN matrix and a record with ``identified=False`` and the reason in ``note``;
     ``"raise"`` (default) raises ``ValueError``.
+    ``scores_or_X`` may be implicit scores (``shape``, ``cluster_sums(codes, g)`` and ``cross()``,
+    e.g. :class:`returnstudy.models._sparse_fit.ImplicitScores`; ``resid`` must then be None).
     """
     if on_unidentified not in ("raise", "nan"):
         raise ValueError(f"on_unidentified must be 'raise' or 'nan', got {on_unidentified!r}")
-    A = np.asarray(scores_or_X, dtype=float)
+    implicit = hasattr(scores_or_X, "cluster_sums")
+    if implicit and resid is not None:
+        raise ValueError("implicit scores (cluster_sums) take resid=None")
+    A = scores_or_X if implicit else np.asarray(scores_or_X, dtype=float)
     if A.ndim == 1:
         A = A[:, None]
     n, k = A.shape
@@ -262,7 +273,7 @@ def vcov_details(
         adj = n / (n - dfk) if k_adj else 1.0
         details.factors = [adj]
         details.df_t = n - dfk
-        meat = scores.T @ scores
+        meat = scores.cross() if implicit else scores.T @ scores
         return adj * bread @ meat @ bread, details
 
     for c in clusters:

@@ -68,6 +68,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from returnstudy.models._absorbing import check_nonabsorbing_choice, drop_nonabsorbing
 from returnstudy.models._common import fit_design, vcov_type_of
@@ -180,8 +181,8 @@ def _aggregate(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Estimates and delta-method gradients (rows) of each aggregate over its treated rows.
 
-    ``T`` holds the treatment regressors of the treated rows, ``b`` their coefficients; the
-    predicted effect of a row is ``T b`` (log scale for Poisson). Poisson ``ratio``: also the
+    ``T`` holds the treatment regressors of the treated rows (dense or scipy.sparse), ``b`` their
+    coefficients; the predicted effect of a row is ``T b`` (log scale for Poisson). Poisson ``ratio``: also the
     ATT in levels per row and its gradient; rows of cells with only zero outcomes (``mu = 0``,
     counterfactual ``mu0_zero``, selected by ``zero_masks``) count in the denominators.
     """
@@ -195,21 +196,32 @@ def _aggregate(
     for j, m in enumerate(masks):
         if mu is None or scale == "log_mean":
             est[j] = eff[m].mean()
-            G[j] = T[m].mean(axis=0)
+            G[j] = _col_sums(T, m) / m.sum()
         else:
             s1, s0, n_a = mu[m].sum(), mu0[m].sum(), m.sum()
             if mu0_zero is not None and zero_masks is not None:
                 s0 += mu0_zero[zero_masks[j]].sum()
                 n_a += zero_masks[j].sum()
             est[j] = np.log(s1 / s0) if s1 > 0 else -np.inf
-            G[j] = (mu[m][:, None] * T[m]).sum(axis=0) / s1 if s1 > 0 else np.nan
+            G[j] = _col_sums(T, m, mu[m]) / s1 if s1 > 0 else np.nan
             lvl[j] = (s1 - s0) / n_a
-            lvl_G[j] = (mu[m][:, None] * T[m]).sum(axis=0) / n_a
+            lvl_G[j] = _col_sums(T, m, mu[m]) / n_a
     return est, G, lvl, lvl_G
 
 
-def _sum_by(M: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Column sums of ``M`` (n, k) within groups ``codes`` (0..n_groups-1) -> (n_groups, k)."""
+def _col_sums(T: Any, m: np.ndarray, v: np.ndarray | None = None) -> np.ndarray:
+    """Column sums of the rows ``m`` of ``T`` (dense or scipy.sparse), weighted by ``v`` (one per selected row)."""
+    if sp.issparse(T):
+        Tm = T[np.flatnonzero(m)]
+        return np.asarray(Tm.sum(axis=0)).ravel() if v is None else Tm.T @ v
+    return T[m].sum(axis=0) if v is None else (v[:, None] * T[m]).sum(axis=0)
+
+
+def _sum_by(M: Any, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Column sums of ``M`` (n, k) within groups ``codes`` (0..n_groups-1) -> (n_groups, k); ``M`` may be
+    implicit scores (:class:`~returnstudy.models._sparse_fit.ImplicitScores`)."""
+    if hasattr(M, "cluster_sums"):
+        return M.cluster_sums(codes, n_groups)
     M = np.asarray(M, dtype=float).reshape(M.shape[0], -1)
     return np.column_stack([np.bincount(codes, weights=M[:, j], minlength=n_groups) for j in range(M.shape[1])])
 
@@ -454,11 +466,13 @@ def etwfe(
     cells = list(zip(cell_keys["g"].to_numpy(), cell_keys["t"].to_numpy()))
     cell_index = {k: j for j, k in enumerate(cells)}
     row_cell = np.full(t.size, -1, dtype=np.int64)
-    row_cell[in_cell] = [cell_index[(a, b)] for a, b in zip(g[in_cell], t[in_cell])]
+    row_cell[in_cell] = pd.MultiIndex.from_arrays([cell_keys["g"], cell_keys["t"]]).get_indexer(
+        pd.MultiIndex.from_arrays([g[in_cell], t[in_cell]]))
     n = t.size
     K = len(cells)
-    Xc = np.zeros((n, K))
-    Xc[np.flatnonzero(in_cell), row_cell[in_cell]] = 1.0
+    # the cell dummies (one non-zero per treated row) and their interactions stay sparse: the linear fit
+    # never forms a dense rows x cells array (models._sparse_fit); Poisson gets the dense array
+    Xc = sp.csr_matrix((np.ones(int(in_cell.sum())), (np.flatnonzero(in_cell), row_cell[in_cell])), shape=(n, K))
     cell_names = [f"{label}_g{_num(a)}_t{_num(b)}" for a, b in cells]
     blocks, names, is_treat = [Xc], list(cell_names), [True] * K
     if covariates:
@@ -478,20 +492,20 @@ def etwfe(
             first_row = ~pd.Series(ucodes).duplicated().to_numpy()
             xg = {c: v[first_row & (g == c)].mean() for c in cohorts}  # cohort mean over units
             xc = v - np.array([xg.get(c, 0.0) for c in np.nan_to_num(g, nan=-1.0)])
-            blocks.append(Xc * xc[:, None])
+            blocks.append(Xc.multiply(xc[:, None]))
             names += [f"{x}_x_{c}" for c in cell_names]
             is_treat += [True] * K
             tx = np.column_stack([(t == s) * v for s in times[1:]])
-            blocks.append(tx)
+            blocks.append(sp.csr_matrix(tx))
             names += [f"{x}_x_t{_num(s)}" for s in times[1:]]
             is_treat += [False] * tx.shape[1]
             if fe_level == "cohort":
                 gx = np.column_stack([v] + [(g == c) * v for c in cohorts])
-                blocks.append(gx)
+                blocks.append(sp.csr_matrix(gx))
                 names += [x] + [f"{x}_x_g{_num(c)}" for c in cohorts]
                 is_treat += [False] * gx.shape[1]
-    X = np.column_stack(blocks)
-    design = replace(design, X=X, regressors=names)
+    X = sp.hstack(blocks, format="csr")
+    design = replace(design, X=X.toarray() if poisson else X, regressors=names)
     rows_before = design.rows
     offset = np.log(design.frame[exposure].to_numpy(dtype=float)) if poisson and exposure is not None else None
 
@@ -520,10 +534,10 @@ def etwfe(
     treated = (rc >= 0) & ~np.isin(rc, list(lost_idx))
     if not treated.any():
         raise ValueError(f"no estimable treated cell of {label!r}")
-    T = d.X[np.ix_(treated, col_T)]
+    T = d.X[np.flatnonzero(treated)][:, col_T] if sp.issparse(d.X) else d.X[np.ix_(treated, col_T)]
     cell_r = rc[treated]
-    g_r = np.array([cells[c][0] for c in cell_r])
-    t_r = np.array([cells[c][1] for c in cell_r])
+    cell_g, cell_t = np.array([c[0] for c in cells]), np.array([c[1] for c in cells])
+    g_r, t_r = cell_g[cell_r], cell_t[cell_r]
     e_r = t_r - g_r
     post = e_r >= 0
     mu = None
@@ -541,8 +555,7 @@ def etwfe(
             zinfo = _zero_cell_rows(out, design, in_zero, fe_spec, exposure if poisson else None, names, nonT)
         if zinfo is not None:
             zc = row_cell[in_zero]
-            g_z = np.array([cells[c][0] for c in zc])
-            t_z = np.array([cells[c][1] for c in zc])
+            g_z, t_z = cell_g[zc], cell_t[zc]
             notes.append(f"{len(zero)} cell(s) with only zero outcomes (an effect of -100%, no finite Poisson "
                          f"coefficient): their {n_zero} treated row(s) count in the aggregates with fitted mean 0 "
                          f"and their counterfactual means: {', '.join(zero)}")
@@ -630,7 +643,8 @@ def etwfe(
     cell_tab.index = pd.MultiIndex.from_tuples([(int(a), int(b)) for a, b, _ in cell_rows], names=["cohort", "period"])
     cell_tab.insert(0, "rel_period", [int(b - a) for a, b, _ in cell_rows])
     cell_tab.insert(0, "term", [nm for *_, nm in cell_rows])
-    cell_tab["n_treated"] = [int((rc == cell_index[(a, b)]).sum()) for a, b, _ in cell_rows]
+    per_cell = np.bincount(rc[rc >= 0], minlength=K)
+    cell_tab["n_treated"] = [int(per_cell[cell_index[(a, b)]]) for a, b, _ in cell_rows]
     kind = np.where(cell_tab["rel_period"] >= 0, "post",
                     np.where(cell_tab["rel_period"] >= -anticipation, "anticipation", "placebo"))
     cell_tab["kind"] = kind
