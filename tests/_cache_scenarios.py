@@ -15,6 +15,20 @@ from pathlib import Path
 TABLES = ("migr_eiord.csv", "migr_eirtn.csv", "migr_eipre.csv")
 
 
+def make_small(src: Path, dst: Path, rows: int = 300) -> Path:
+    """A copy of the snapshot ``src`` in ``dst`` that keeps the header and the first ``rows`` data rows of
+    each table: still valid Eurostat tables, imported in milliseconds instead of about half a second.
+    For tests of the cache's commit and recovery, whose steps (parts, journal, renames, manifest) do
+    not depend on how many rows a table has."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        with open(src / name, encoding="utf-8", newline="") as fh:
+            head = [line for _, line in zip(range(rows + 1), fh)]
+        assert len(head) == rows + 1, f"{src / name} has fewer than {rows} data rows"
+        (dst / name).write_text("".join(head), encoding="utf-8", newline="")
+    return dst
+
+
 def make_variant(src: Path, dst: Path, bump: int) -> Path:
     """A copy of the snapshot ``src`` in ``dst`` whose tables each differ in one cell (first data row + ``bump``)."""
     dst.mkdir(parents=True, exist_ok=True)

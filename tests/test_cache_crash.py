@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from _cache_scenarios import TABLES, cache_state, leftover_temporaries, make_variant
+from _cache_scenarios import TABLES, cache_state, leftover_temporaries, make_small, make_variant
 
 from returnstudy.data.cache import CacheIntegrityError, cache_status
 from returnstudy.data.fetch import import_snapshot
@@ -26,6 +26,7 @@ from returnstudy.data.tables import read_table
 
 KILLS = 4  # a few seeded kills, half of them inside the commit; benchmarks/cache_kill_study.py runs hundreds
 SEED = 7
+SMALL_ROWS = 300  # data rows per table in the killed imports: the commit's steps do not depend on the size
 
 _KILL_AT_REPLACE = """
 import os, signal, sys
@@ -58,8 +59,11 @@ def _check_and_count(cache: Path, snapshots: dict[str, Path], allowed: set[str])
 
 @pytest.mark.slow
 def test_sigkill_at_every_step_of_the_commit(tmp_path: Path, eurostat_dir: Path) -> None:
-    """Kill the import just before its k-th atomic rename: journal (1), three tables (2-4), manifest (5)."""
-    snapshots = {"old": eurostat_dir, "new": make_variant(eurostat_dir, tmp_path / "new", bump=5)}
+    """Kill the import just before its k-th atomic rename: journal (1), three tables (2-4), manifest (5).
+
+    The snapshots are the first rows of the real tables (the same commit, parsed in milliseconds)."""
+    old = make_small(eurostat_dir, tmp_path / "old", rows=SMALL_ROWS)
+    snapshots = {"old": old, "new": make_variant(old, tmp_path / "new", bump=5)}
     expected = {1: "old", 2: "new", 3: "new", 4: "new", 5: "new", 6: "new"}  # 6: not killed
     template = tmp_path / "cache_old"
     import_snapshot(snapshots["old"], None, template)  # imported once; each run starts from a copy
@@ -80,8 +84,8 @@ def test_sigkill_at_every_step_of_the_commit(tmp_path: Path, eurostat_dir: Path)
 _SLOW_DISK_CLI = """
 import os, sys, time
 real_fsync = os.fsync
-def slow_fsync(fd):  # a slow disk (e.g. a network filesystem): every flush to disk takes 0.25 s
-    time.sleep(0.25)
+def slow_fsync(fd):  # a slow disk (e.g. a network filesystem): every flush to disk takes 0.1 s
+    time.sleep(0.1)
     real_fsync(fd)
 os.fsync = slow_fsync
 from returnstudy.cli import main
@@ -103,10 +107,12 @@ def _wait_for_commit(cache: Path, proc: subprocess.Popen, timeout: float = 300.0
 def test_sigkill_at_random_points(tmp_path: Path, eurostat_dir: Path) -> None:
     """SIGKILL a `fetch --from` at seeded random times; the next run finds the old or the new state.
 
-    Even-numbered kills fall uniformly over the whole run (mostly start-up and parsing);
-    odd-numbered ones uniformly over the commit, which a slow disk stretches to about 2 s.
+    Even-numbered kills fall uniformly over the whole run (start-up, parsing and commit);
+    odd-numbered ones uniformly over the commit, which a slow disk stretches to about 0.8 s.
+    The snapshots are the first rows of the real tables (the same commit, parsed in milliseconds).
     """
-    snapshots = {"A": eurostat_dir, "B": make_variant(eurostat_dir, tmp_path / "B", bump=5)}
+    a = make_small(eurostat_dir, tmp_path / "A", rows=SMALL_ROWS)
+    snapshots = {"A": a, "B": make_variant(a, tmp_path / "B", bump=5)}
     cache = tmp_path / "cache"
     import_snapshot(snapshots["A"], None, cache)
 
