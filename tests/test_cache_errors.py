@@ -31,6 +31,12 @@ def _one_line_error(r: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def _main_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The command run in this process (``main`` returns, it does not raise): its one ``error:`` line."""
+    code = main(args)
+    return _one_line_error(subprocess.CompletedProcess(args, code, "", capsys.readouterr().err))
+
+
 # ---------------------------------------------------------------- corrupt manifest
 
 
@@ -97,11 +103,14 @@ def test_list_refuses_a_cache_without_manifest(tmp_path: Path, eurostat_dir: Pat
 # ---------------------------------------------------------------- paths
 
 
-def test_data_dir_pointing_at_a_file(tmp_path: Path, eurostat_dir: Path) -> None:
+def test_data_dir_pointing_at_a_file(tmp_path: Path, eurostat_dir: Path, capsys, monkeypatch) -> None:
     afile = tmp_path / "notadir"
     afile.write_text("x")
+    monkeypatch.setenv("RETURNSTUDY_DATA_DIR", str(afile))
+    line = _one_line_error(_run(["fetch", "--list"]))  # the installed entry point, in a fresh process
+    assert f"{afile}: the cache path is a file, not a directory" in line, line
     for args in (["fetch", "--from", str(eurostat_dir)], ["fetch", "--list"], ["panel", "--no-treatments"]):
-        line = _one_line_error(_run(args, {"RETURNSTUDY_DATA_DIR": str(afile)}))
+        line = _main_error(args, capsys)
         assert f"{afile}: the cache path is a file, not a directory" in line, (args, line)
     assert afile.read_text() == "x"
 
@@ -138,14 +147,14 @@ def test_read_only_cache(tmp_path: Path, eurostat_dir: Path) -> None:
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
 
 
-def test_out_naming_an_existing_file(tmp_path: Path, eurostat_dir: Path) -> None:
+def test_out_naming_an_existing_file(tmp_path: Path, eurostat_dir: Path, capsys) -> None:
     existing = tmp_path / "results.txt"
     existing.write_text("keep me")
     for cmd in ("estimate", "quality"):
-        line = _one_line_error(_run([cmd, "--data", str(eurostat_dir), "--out", str(existing)]))
+        line = _main_error([cmd, "--data", str(eurostat_dir), "--out", str(existing)], capsys)
         assert line == f"error: --out {existing}: is an existing file; {cmd} writes a directory there"
     assert existing.read_text() == "keep me"
-    line = _one_line_error(_run(["panel", "--data", str(eurostat_dir), "--no-treatments", "--out", str(existing / "panel.csv")]))
+    line = _main_error(["panel", "--data", str(eurostat_dir), "--no-treatments", "--out", str(existing / "panel.csv")], capsys)
     assert line.startswith(f"error: {existing}: is a file where a directory is needed")
 
 
