@@ -11,6 +11,7 @@ import pytest
 
 import returnstudy as rs
 from returnstudy.cli import main
+from returnstudy.reuse import reuse_prepared
 from returnstudy.runner import ModelSpecError, run_study
 from returnstudy.spec import load_spec
 from returnstudy.treatments import TREATMENT_TYPES
@@ -130,54 +131,57 @@ def _bad_model_spec(tmp_path: Path, line: str) -> Path:
 def test_column_typo_in_a_model_fails_with_file_line_and_valid_names(tmp_path: Path, eurostat_dir: Path, capsys, line, key, valid) -> None:
     spec = _bad_model_spec(tmp_path, line)
     bad_line = spec.read_text().splitlines().index(line.splitlines()[-1]) + 1
-    with pytest.raises(ModelSpecError) as e:
-        run_study(spec, eurostat_dir)
-    assert f"spec.toml, line {bad_line}: [[models]] 'ppml_small' (ppml): {key} = " in str(e.value)
-    assert str(e.value).endswith(valid)
-    # the CLI: non-zero exit with the same message, nothing on stdout
-    assert main(["estimate", "--spec", str(spec), "--data", str(eurostat_dir), "-q"]) == 1
+    with reuse_prepared():  # the library call and the CLI share one read of the snapshot, as a report does
+        with pytest.raises(ModelSpecError) as e:
+            run_study(spec, eurostat_dir)
+        assert f"spec.toml, line {bad_line}: [[models]] 'ppml_small' (ppml): {key} = " in str(e.value)
+        assert str(e.value).endswith(valid)
+        # the CLI: non-zero exit with the same message, nothing on stdout
+        assert main(["estimate", "--spec", str(spec), "--data", str(eurostat_dir), "-q"]) == 1
     captured = capsys.readouterr()
     assert f"line {bad_line}" in captured.err and valid in captured.err and captured.out == ""
 
 
 def test_keep_going_reports_the_failed_model_as_a_row(tmp_path: Path, eurostat_dir: Path, capsys, small_run) -> None:
     spec = _bad_model_spec(tmp_path, 'cluster = "citzen"')
-    run = run_study(spec, eurostat_dir, keep_going=True)
-    eff = run.effects()
-    failed = eff[eff["model"] == "ppml_small"]
-    assert list(failed["treatment"]) == ["eu_agreement", "bilateral_binding"]
-    assert (failed["status"] == "failed").all() and failed["estimate"].isna().all()
-    assert failed["error"].str.contains("no column 'citzen'").all()
-    ok = eff[eff["model"] == "twfe_small"].set_index("treatment")
-    ref = small_run.effects().query("model == 'twfe_small'").set_index("treatment")
-    assert (ok["status"] == "ok").all()
-    np.testing.assert_allclose(ok["estimate"], ref["estimate"], rtol=1e-12)
-    for fmt in ("json", "csv", "table"):
-        assert main(["estimate", "--spec", str(spec), "--data", str(eurostat_dir), "--keep-going", "--format", fmt, "-q"]) == 0
-        out = capsys.readouterr().out
-        if fmt == "json":
-            rec = [r for r in json.loads(out) if r["model"] == "ppml_small"]
-            assert len(rec) == 2 and all(r["status"] == "failed" and "citzen" in r["error"] for r in rec)
-        elif fmt == "csv":
-            import io
+    with reuse_prepared():  # one read of the snapshot for the run and the three CLI formats, as a report does
+        run = run_study(spec, eurostat_dir, keep_going=True)
+        eff = run.effects()
+        failed = eff[eff["model"] == "ppml_small"]
+        assert list(failed["treatment"]) == ["eu_agreement", "bilateral_binding"]
+        assert (failed["status"] == "failed").all() and failed["estimate"].isna().all()
+        assert failed["error"].str.contains("no column 'citzen'").all()
+        ok = eff[eff["model"] == "twfe_small"].set_index("treatment")
+        ref = small_run.effects().query("model == 'twfe_small'").set_index("treatment")
+        assert (ok["status"] == "ok").all()
+        np.testing.assert_allclose(ok["estimate"], ref["estimate"], rtol=1e-12)
+        for fmt in ("json", "csv", "table"):
+            assert main(["estimate", "--spec", str(spec), "--data", str(eurostat_dir), "--keep-going", "--format", fmt, "-q"]) == 0
+            out = capsys.readouterr().out
+            if fmt == "json":
+                rec = [r for r in json.loads(out) if r["model"] == "ppml_small"]
+                assert len(rec) == 2 and all(r["status"] == "failed" and "citzen" in r["error"] for r in rec)
+            elif fmt == "csv":
+                import io
 
-            import pandas as pd
+                import pandas as pd
 
-            table = pd.read_csv(io.StringIO(out), keep_default_na=False)
-            assert list(table.loc[table["model"] == "ppml_small", "status"]) == ["failed", "failed"]
-        else:
-            rows = [ln for ln in out.splitlines() if ln.startswith("  ppml_small ")]
-            assert len(rows) == 2 and all("FAILED: ModelSpecError" in ln and "'citzen'" in ln for ln in rows)
+                table = pd.read_csv(io.StringIO(out), keep_default_na=False)
+                assert list(table.loc[table["model"] == "ppml_small", "status"]) == ["failed", "failed"]
+            else:
+                rows = [ln for ln in out.splitlines() if ln.startswith("  ppml_small ")]
+                assert len(rows) == 2 and all("FAILED: ModelSpecError" in ln and "'citzen'" in ln for ln in rows)
 
 
 def test_a_model_that_fails_while_fitting_names_spec_and_line(tmp_path: Path, eurostat_dir: Path) -> None:
     # a window without leads is invalid for the event study: raised by the estimator, not the column check
     spec = _write(tmp_path, '[study]\nname = "es"\n[data]\nyears = [2013, 2016]\n\n[[models]]\nname = "es_bad"\n'
                             'estimator = "event_study"\ntreatment = "bilateral_binding"\nwindow = [0, 2]\n')
-    with pytest.raises(ModelSpecError, match=r"spec.toml, line 6: \[\[models\]\] 'es_bad' \(event_study\) failed: ValueError: window"):
-        run_study(spec, eurostat_dir)
-    run = run_study(spec, eurostat_dir, keep_going=True)
-    assert run.models[0].status == "failed" and run.effects()["status"].tolist() == ["failed"]
+    with reuse_prepared():  # the failing and the keep-going run share one read of the snapshot
+        with pytest.raises(ModelSpecError, match=r"spec.toml, line 6: \[\[models\]\] 'es_bad' \(event_study\) failed: ValueError: window"):
+            run_study(spec, eurostat_dir)
+        run = run_study(spec, eurostat_dir, keep_going=True)
+        assert run.models[0].status == "failed" and run.effects()["status"].tolist() == ["failed"]
 
 
 def test_a_spec_without_models_is_an_error(tmp_path: Path) -> None:
@@ -211,12 +215,13 @@ def test_warnings_name_the_model(eurostat_dir: Path, tmp_path: Path, caplog) -> 
 
 
 def test_progress_lines_without_a_terminal(eurostat_dir: Path, capsys) -> None:
-    assert main(["estimate", "--spec", str(SPECS / "run_small.toml"), "--data", str(eurostat_dir)]) == 0
-    err = capsys.readouterr().err.splitlines()
-    assert [ln for ln in err if ln.startswith("models (run_small)")] == [
-        "models (run_small): 1/2 ppml_small", "models (run_small): 2/2 twfe_small"]
-    assert main(["estimate", "--spec", str(SPECS / "run_small.toml"), "--data", str(eurostat_dir), "-q"]) == 0
-    assert "models (" not in capsys.readouterr().err
+    with reuse_prepared():  # one read of the snapshot for both runs: what is checked is the progress output
+        assert main(["estimate", "--spec", str(SPECS / "run_small.toml"), "--data", str(eurostat_dir)]) == 0
+        err = capsys.readouterr().err.splitlines()
+        assert [ln for ln in err if ln.startswith("models (run_small)")] == [
+            "models (run_small): 1/2 ppml_small", "models (run_small): 2/2 twfe_small"]
+        assert main(["estimate", "--spec", str(SPECS / "run_small.toml"), "--data", str(eurostat_dir), "-q"]) == 0
+        assert "models (" not in capsys.readouterr().err
 
 
 def test_estimate_without_data_says_how_to_get_it(tmp_path: Path, capsys, monkeypatch) -> None:
