@@ -156,8 +156,14 @@ def fit_design(
         else:
             fit = fit_wls(design.y, design.X, design.fe, design.weights)
     elif method == "ppml":
-        fit = fit_ppml(
-            design.y, design.X.toarray() if sparse_X else design.X, design.fe, offset=offset, weights=design.weights,
+        if sparse_X:
+            from ._sparse_fit import fit_ppml_sparse
+
+            ppml_fit = fit_ppml_sparse
+        else:
+            ppml_fit = fit_ppml
+        fit = ppml_fit(
+            design.y, design.X, design.fe, offset=offset, weights=design.weights,
             tol=tol, maxiter=maxiter, separation=separation,
         )
         zero_names = [f"{n}: {g}" for n, g in fit.dropped_fe_groups.items() if g]

@@ -1,4 +1,5 @@
-"""Least squares with absorbed fixed effects for sparse regressors, without a dense rows x regressors array.
+"""Least squares and Poisson PML with absorbed fixed effects for sparse regressors, without a dense
+rows x regressors array.
 
 The cell dummies of the extended TWFE regression (and their covariate interactions) have one or a
 few non-zeros per row, but demeaned on unit and period effects every row of every column is non-zero:
@@ -8,82 +9,131 @@ Here each demeaned column is kept as its fixed-effect coefficients instead: ``X~
 that :meth:`FixedEffects.demean` removed, so the columns equal the dense path's to rounding.
 Cross-products, fitted values, score sums by cluster and the heteroskedasticity-robust meat are then
 sparse products (``X~' W X~ = X'WX - X'WZ C - C'Z'WX + C'Z'WZ C``), at a cost of the non-zeros times
-the columns instead of rows times columns squared.
+the columns instead of rows times columns squared (:class:`ImplicitColumns`).
+
+:func:`fit_wls_sparse` and :func:`fit_ppml_sparse` take the steps of
+:func:`~returnstudy.models._fe.fit_wls` and :func:`~returnstudy.models._fe.fit_ppml` (same demeaning,
+warm starts, separation checks, collinearity rule and convergence criterion);
+:func:`~returnstudy.models._common.fit_design` uses them when the design's ``X`` is scipy.sparse.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ._fe import FixedEffects, OLSFit
+from ._fe import FixedEffects, OLSFit, PPMLFit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemeanedColumns", "ImplicitScores", "SparseOLSFit", "collinear_from_gram", "fit_wls_sparse"]
+__all__ = ["DemeanedColumns", "ImplicitColumns", "ImplicitScores", "SparseOLSFit", "collinear_from_gram",
+           "fit_ppml_sparse", "fit_wls_sparse"]
+
+
+def _tcross(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A' B`` for tall, narrow arrays without BLAS: a threaded BLAS spends more time waking its threads
+    than computing a k x k cross-product of a few thousand rows, and on a busy machine much more."""
+    return np.einsum("ij,ik->jk", A, B)
 
 
 def _diag(w: np.ndarray | None, n: int) -> sp.dia_matrix | None:
     return None if w is None else sp.diags(np.asarray(w, dtype=float).ravel(), shape=(n, n))
 
 
-class DemeanedColumns:
-    """Sparse regressors net of their fixed-effect projection, ``X~ = X - Z C``.
+class ImplicitColumns:
+    """An (n, m) array kept as a sum of sparse times dense factors, ``M = sum_t S_t D_t``
+    (``S_t`` sparse (n, p_t), ``D_t`` dense (p_t, m)). Products with ``M`` expand the sum into sparse
+    products (cost O(non-zeros x m + p x m^2), no dense n x m array)."""
 
-    ``X`` (n, k) sparse regressors, ``Z`` (n, p) sparse fixed-effect dummies, ``C`` (p, k) the
-    fixed-effect coefficients of each column's projection. Products with ``X~`` expand
-    ``X - Z C`` into sparse products (cost O(non-zeros x k + p x k^2), no dense n x k array).
-    """
-
-    def __init__(self, X: sp.spmatrix, Z: sp.spmatrix, C: np.ndarray):
-        self.X = sp.csr_matrix(X, dtype=float)
-        self.Z = sp.csr_matrix(Z, dtype=float)
-        self.C = np.asarray(C, dtype=float)
-        if self.X.shape[0] != self.Z.shape[0] or self.C.shape != (self.Z.shape[1], self.X.shape[1]):
-            raise ValueError(f"inconsistent shapes: X {self.X.shape}, Z {self.Z.shape}, C {self.C.shape}")
+    def __init__(self, terms: Sequence[tuple[sp.spmatrix, np.ndarray]]):
+        self.terms = [(sp.csr_matrix(S, dtype=float), np.asarray(D, dtype=float)) for S, D in terms]
+        n, m = self.terms[0][0].shape[0], self.terms[0][1].shape[1]
+        for S, D in self.terms:
+            if S.shape[0] != n or D.shape != (S.shape[1], m):
+                raise ValueError(f"inconsistent factors: S {S.shape}, D {D.shape} for an ({n}, {m}) array")
+        self._shape = (int(n), int(m))
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.X.shape
+        return self._shape
 
-    def columns(self, keep: np.ndarray) -> DemeanedColumns:
+    def columns(self, keep: np.ndarray) -> ImplicitColumns:
         """The columns where ``keep`` is True."""
         keep = np.asarray(keep, dtype=bool)
-        return DemeanedColumns(self.X[:, np.flatnonzero(keep)], self.Z, self.C[:, keep])
+        return ImplicitColumns([(S, D[:, keep]) for S, D in self.terms])
+
+    def times(self, B: np.ndarray) -> ImplicitColumns:
+        """``M B`` for a dense (m, q) ``B``, kept implicit."""
+        return ImplicitColumns([(S, D @ B) for S, D in self.terms])
+
+    def __add__(self, other: ImplicitColumns) -> ImplicitColumns:
+        return ImplicitColumns(self.terms + other.terms)
 
     def __matmul__(self, b: np.ndarray) -> np.ndarray:
-        """``X~ b`` for a vector ``b`` (k,)."""
+        """``M b`` for a vector ``b`` (m,)."""
+        b = np.asarray(b, dtype=float)
+        return sum(S @ (D @ b) for S, D in self.terms)
+
+    def tdot(self, v: np.ndarray) -> np.ndarray:
+        """``M' v`` (m,) for a vector ``v`` (n,)."""
+        v = np.asarray(v, dtype=float)
+        return sum(D.T @ (S.T @ v) for S, D in self.terms)
+
+    def gram(self, w: np.ndarray | None = None) -> np.ndarray:
+        """``M' diag(w) M`` (m, m) = ``sum_{t,u} D_t' (S_t' W S_u) D_u``."""
+        W = _diag(w, self.shape[0])
+        out = np.zeros((self.shape[1], self.shape[1]))
+        for a, (Sa, Da) in enumerate(self.terms):
+            SaW = Sa.T if W is None else (W @ Sa).T.tocsr()
+            for b, (Sb, Db) in enumerate(self.terms):
+                if b < a:
+                    continue
+                P = _tcross(Da, np.asarray((SaW @ Sb) @ Db))
+                out += P if a == b else P + P.T
+        return out
+
+    def group_sums(self, codes: np.ndarray, n_groups: int, r: np.ndarray) -> np.ndarray:
+        """(n_groups, m) sums of ``r_i M_i`` within the groups ``codes`` (0..n_groups-1)."""
+        n = self.shape[0]
+        ind = sp.csr_matrix((np.asarray(r, dtype=float), (np.asarray(codes), np.arange(n))), shape=(n_groups, n))
+        return sum(np.asarray((ind @ S) @ D) for S, D in self.terms)
+
+    def toarray(self) -> np.ndarray:
+        """The dense (n, m) array (small problems and tests only)."""
+        return sum(np.asarray(S @ D) for S, D in self.terms)
+
+
+class DemeanedColumns(ImplicitColumns):
+    """Sparse regressors net of their fixed-effect projection, ``X~ = X - Z C``.
+
+    ``X`` (n, k) sparse regressors, ``Z`` (n, p) sparse fixed-effect dummies, ``C`` (p, k) the
+    fixed-effect coefficients of each column's projection; ``span_coef(v)`` gives the coefficients
+    ``(Z'Z)^-1 Z'v`` of a vector ``v`` in the span of ``Z``.
+    """
+
+    def __init__(self, X: sp.spmatrix, Z: sp.spmatrix, C: np.ndarray,
+                 span_coef: Callable[[np.ndarray], np.ndarray] | None = None):
+        X = sp.csr_matrix(X, dtype=float)
+        super().__init__([(X, np.eye(X.shape[1])), (Z, -np.asarray(C, dtype=float))])
+        self.X, self.Z, self.C = X, self.terms[1][0], np.asarray(C, dtype=float)
+        self.span_coef = span_coef
+
+    def columns(self, keep: np.ndarray) -> DemeanedColumns:
+        keep = np.asarray(keep, dtype=bool)
+        return DemeanedColumns(self.X[:, np.flatnonzero(keep)], self.Z, self.C[:, keep], self.span_coef)
+
+    def __matmul__(self, b: np.ndarray) -> np.ndarray:
         b = np.asarray(b, dtype=float)
         return self.X @ b - self.Z @ (self.C @ b)
 
-    def gram(self, w: np.ndarray | None = None) -> np.ndarray:
-        """``X~' diag(w) X~`` (k, k) = ``X'WX - X'WZ C - (X'WZ C)' + C'Z'WZ C``."""
-        W = _diag(w, self.shape[0])
-        XW = self.X.T if W is None else (W @ self.X).T.tocsr()
-        XWX = (XW @ self.X).toarray()
-        A = (XW @ self.Z) @ self.C
-        ZWZ = self.Z.T @ (self.Z if W is None else W @ self.Z)
-        return XWX - A - A.T + self.C.T @ (ZWZ @ self.C)
-
-    def tdot(self, v: np.ndarray) -> np.ndarray:
-        """``X~' v`` (k,) for a vector ``v`` (n,)."""
-        v = np.asarray(v, dtype=float)
-        return self.X.T @ v - self.C.T @ (self.Z.T @ v)
-
-    def group_sums(self, codes: np.ndarray, n_groups: int, r: np.ndarray) -> np.ndarray:
-        """(n_groups, k) sums of ``r_i X~_i`` within the groups ``codes`` (0..n_groups-1)."""
-        n = self.shape[0]
-        ind = sp.csr_matrix((np.asarray(r, dtype=float), (np.asarray(codes), np.arange(n))), shape=(n_groups, n))
-        return (ind @ self.X).toarray() - (ind @ self.Z) @ self.C
-
-    def toarray(self) -> np.ndarray:
-        """The dense (n, k) array (small problems and tests only)."""
-        return self.X.toarray() - self.Z @ self.C
+    def times(self, B: np.ndarray) -> ImplicitColumns:
+        return ImplicitColumns([(self.X, B), (self.Z, -(self.C @ B))])
 
 
 class ImplicitScores:
@@ -94,7 +144,7 @@ class ImplicitScores:
     :func:`returnstudy.inference.cluster.vcov_details` accepts them in place of an (n, k) array.
     """
 
-    def __init__(self, Xd: DemeanedColumns, r: np.ndarray):
+    def __init__(self, Xd: ImplicitColumns, r: np.ndarray):
         self.Xd = Xd
         self.r = np.asarray(r, dtype=float).ravel()
         if self.r.size != Xd.shape[0]:
@@ -158,6 +208,45 @@ def collinear_from_gram(gram: np.ndarray, ss_raw: np.ndarray, tol: float = 1e-9)
     return drop
 
 
+def _fe_span(fx: FixedEffects | None, n: int) -> tuple[sp.csr_matrix, Callable[[np.ndarray], np.ndarray]]:
+    """Sparse dummies ``Z`` (n, p) of the fixed effects (redundant levels dropped) and the map from a
+    vector in their span to its coefficients, ``v -> (Z'Z)^-1 Z'v``."""
+    from .imputation import SparseFE
+
+    if fx is None or fx.n_dims == 0:
+        return sp.csr_matrix((n, 0)), lambda v: np.zeros(0)
+    sfe = SparseFE([np.asarray(c) for c in fx.codes], np.ones(n, dtype=bool))
+    if not sfe.p:
+        return sfe.Z, lambda v: np.zeros(0)
+    solve = sfe.factor(np.ones(n, dtype=bool))
+    Z = sfe.Z
+    return Z, lambda v: solve(Z.T @ v)
+
+
+def _demean_sparse(
+    X: sp.csc_matrix, fx: FixedEffects | None, w: np.ndarray | None, tol: float, maxiter: int,
+    Z: sp.csr_matrix, span_coef: Callable[[np.ndarray], np.ndarray], cols: np.ndarray | None = None,
+    start: DemeanedColumns | None = None,
+) -> tuple[DemeanedColumns, int]:
+    """``X~`` of the columns ``cols`` (default all) of sparse ``X``, each demeaned on its own by
+    :meth:`FixedEffects.demean` (warm start: the same column of ``start``); the other columns' coefficients are
+    zero. Returns the demeaned columns and the largest number of sweeps."""
+    n, k = X.shape
+    C = np.zeros((Z.shape[1], k))
+    it = 0
+    absorbed = fx is not None and fx.n_dims > 0
+    for j in (range(k) if cols is None else np.flatnonzero(cols)):
+        if not absorbed:
+            break
+        x = X[:, j].toarray().ravel()
+        x0 = None if start is None else x - Z @ start.C[:, j]
+        xd, it_j = fx.demean(x, weights=w, tol=tol, maxiter=maxiter, return_iterations=True, start=x0)
+        it = max(it, it_j)
+        if Z.shape[1]:
+            C[:, j] = span_coef(x - xd)
+    return DemeanedColumns(X, Z, C, span_coef), it
+
+
 def fit_wls_sparse(
     y: np.ndarray,
     X: sp.spmatrix,
@@ -174,8 +263,6 @@ def fit_wls_sparse(
     the removed part ``x - x~`` lies in the span of the fixed-effect dummies ``Z`` and is stored as
     its coefficients ``(Z'Z)^-1 Z'(x - x~)``.
     """
-    from .imputation import SparseFE
-
     y = np.asarray(y, dtype=float).ravel()
     X = sp.csc_matrix(X, dtype=float)
     n, k = X.shape
@@ -185,24 +272,14 @@ def fit_wls_sparse(
         raise ValueError("X contains NaN or infinite values; drop them before demeaning")
     fx = None if fe is None else (fe if isinstance(fe, FixedEffects) else FixedEffects(fe))
     w = None if weights is None else np.asarray(weights, dtype=float).ravel()
-    absorbed = fx is not None and fx.n_dims > 0
     it = 0
-    if absorbed:
+    if fx is not None and fx.n_dims:
         yd, it = fx.demean(y, weights=w, tol=tol, maxiter=maxiter, return_iterations=True)
-        sfe = SparseFE([np.asarray(c) for c in fx.codes], np.ones(n, dtype=bool))
-        Z = sfe.Z
-        solve = sfe.factor(np.ones(n, dtype=bool)) if sfe.p else None
-        C = np.zeros((sfe.p, k))
-        for j in range(k):
-            x = X[:, j].toarray().ravel()
-            xd, it_j = fx.demean(x, weights=w, tol=tol, maxiter=maxiter, return_iterations=True)
-            it = max(it, it_j)
-            if solve is not None:
-                C[:, j] = solve(Z.T @ (x - xd))
     else:
         yd = y.copy()
-        Z, C = sp.csr_matrix((n, 0)), np.zeros((0, k))
-    Xd_all = DemeanedColumns(X, Z, C)
+    Z, span_coef = _fe_span(fx, n)
+    Xd_all, it_x = _demean_sparse(X, fx, w, tol, maxiter, Z, span_coef)
+    it = max(it, it_x)
     gram = Xd_all.gram()
     gram_w = gram if w is None else Xd_all.gram(w)
     xty = Xd_all.tdot(yd if w is None else w * yd)
@@ -221,3 +298,173 @@ def fit_wls_sparse(
     scores = ImplicitScores(Xd, resid if w is None else w * resid)
     return SparseOLSFit(beta=beta, resid=resid, Xd=Xd, yd=yd, weights=w, bread=bread, scores=scores,
                         dropped_columns=drop, fe=fx, y=y, n_iter_demean=it)
+
+
+def _separation_ir_sparse(
+    y: np.ndarray, X: sp.csc_matrix, fx: FixedEffects | None, tol: float = 1e-4, maxiter: int = 100,
+) -> np.ndarray:
+    """:func:`~returnstudy.models._fe._separation_ir` (iterative rectifier) for sparse ``X``: the same
+    steps, with ``X`` demeaned once (its weights do not change between the steps) and kept implicit."""
+    from ._fe import ConvergenceWarning, rectifier_weights
+
+    interior = y > 0
+    if interior.all():
+        return np.zeros(y.size, dtype=bool)
+    omega = rectifier_weights(interior, tol)
+    absorbed = fx is not None and fx.n_dims > 0
+    n, k = X.shape
+    keepc = np.zeros(0, dtype=bool)
+    if k:
+        Z, span_coef = _fe_span(fx, n)
+        Xd_all, _ = _demean_sparse(X, fx, omega, 1e-12, 10_000, Z, span_coef)
+        keepc = ~collinear_from_gram(Xd_all.gram(), np.asarray(X.multiply(X).sum(axis=0)).ravel())
+        Xd = Xd_all.columns(keepc)
+        XwX = Xd.gram(omega)
+    U = (~interior).astype(float)
+    for _ in range(maxiter):
+        ud = fx.demean(U, weights=omega, tol=1e-12) if absorbed else U
+        if keepc.any():
+            b = np.linalg.lstsq(XwX, Xd.tdot(omega * ud), rcond=None)[0]
+            resid = ud - Xd @ b
+        else:
+            resid = ud
+        uhat = U - resid
+        within = (uhat > -0.1 * tol) & (uhat < tol)
+        uhat = np.where(interior | within, 0.0, uhat)
+        if (uhat >= 0).all():
+            return uhat > 0
+        U = np.where(interior, 0.0, np.maximum(uhat, 0.0))
+    warnings.warn("separation check (iterative rectifier) did not converge", ConvergenceWarning, stacklevel=3)
+    return np.zeros(y.size, dtype=bool)
+
+
+def fit_ppml_sparse(
+    y: np.ndarray,
+    X: sp.spmatrix,
+    fe: Sequence[np.ndarray] | FixedEffects | None,
+    offset: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 100,
+    separation: Sequence[str] = ("fe", "ir"),
+    fe_tol: float = 1e-11,
+    collin_tol: float = 1e-9,
+) -> PPMLFit:
+    """:func:`~returnstudy.models._fe.fit_ppml` for sparse ``X``: the same IRLS steps (warm-started
+    demeaning, the same separation checks and convergence rule), with the demeaned regressors of each
+    step held as fixed-effect coefficients. ``Xd`` of the result is a :class:`DemeanedColumns`, ``scores``
+    an :class:`ImplicitScores`."""
+    from ._fe import ConvergenceWarning, _poisson_deviance
+
+    y_all = np.asarray(y, dtype=float).ravel()
+    X_all = sp.csr_matrix(X, dtype=float)
+    n, k = X_all.shape
+    if y_all.size != n:
+        raise ValueError(f"y has {y_all.size} rows, X has {n}")
+    if not np.all(np.isfinite(y_all)) or (y_all < 0).any():
+        raise ValueError("Poisson outcome must be finite and non-negative")
+    if not np.all(np.isfinite(X_all.data)):
+        raise ValueError("X contains NaN or infinite values")
+    off_all = np.zeros(n) if offset is None else np.asarray(offset, dtype=float).ravel()
+    if off_all.size != n or not np.all(np.isfinite(off_all)):
+        raise ValueError("offset must be finite with one value per row")
+    w_all = None if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w_all is not None and (w_all.size != n or not np.all(np.isfinite(w_all)) or (w_all < 0).any()):
+        raise ValueError("weights must be finite, non-negative, one per row")
+    unknown = set(separation) - {"fe", "ir"}
+    if unknown:
+        raise ValueError(f"unknown separation check(s) {sorted(unknown)}; use 'fe' and/or 'ir'")
+    fx_all = None if fe is None else (fe if isinstance(fe, FixedEffects) else FixedEffects(fe))
+
+    keep = np.ones(n, dtype=bool)
+    dropped_zero = np.zeros(n, dtype=bool)
+    dropped_groups: dict[str, int] = {}
+    if fx_all is not None and "fe" in separation:
+        for name, codes, g in zip(fx_all.names, fx_all.codes, fx_all.n_levels):
+            s = np.bincount(codes, weights=(y_all > 0).astype(float), minlength=g)
+            zero_levels = s == 0
+            dropped_groups[name] = int(zero_levels.sum())
+            dropped_zero |= zero_levels[codes]
+        keep &= ~dropped_zero
+        if dropped_zero.any():
+            logger.info("PPML: dropped %d observations in fixed-effect groups with only zero outcomes (%s)",
+                        dropped_zero.sum(), dropped_groups)
+    separated = np.zeros(n, dtype=bool)
+    if "ir" in separation:
+        fx_k = None if fx_all is None else fx_all.subset(keep)
+        sep_k = _separation_ir_sparse(y_all[keep], sp.csc_matrix(X_all[np.flatnonzero(keep)]), fx_k)
+        if sep_k.any():
+            separated[np.flatnonzero(keep)[sep_k]] = True
+            keep &= ~separated
+            logger.warning("PPML: dropped %d observations separated by the regressors", separated.sum())
+    if keep.sum() == 0:
+        raise ValueError("no observations left after removing separated observations")
+
+    y_ = y_all[keep]
+    X_ = sp.csc_matrix(X_all[np.flatnonzero(keep)])
+    off = off_all[keep]
+    uw = np.ones(y_.size) if w_all is None else w_all[keep]
+    fx = None if fx_all is None else fx_all.subset(keep)
+    absorbed = fx is not None and fx.n_dims > 0
+    Z, span_coef = _fe_span(fx, y_.size)
+    ss_raw = np.asarray(X_.multiply(X_).sum(axis=0)).ravel()
+
+    mean_y = float(np.average(y_, weights=uw))
+    if mean_y <= 0:
+        raise ValueError("all outcomes are zero in the estimation sample")
+    mu = (y_ + mean_y) / 2.0
+    eta = np.log(mu)
+    last = _poisson_deviance(y_, mu, uw)
+    drop_cols = np.zeros(k, dtype=bool)
+    converged = False
+    it = 0
+    delta = np.zeros(k)
+    Xd_all: DemeanedColumns | None = None
+    Xd: DemeanedColumns = DemeanedColumns(X_[:, []], Z, np.zeros((Z.shape[1], 0)), span_coef)
+    resid = np.zeros(y_.size)
+    wts = uw * mu
+    prev_z: tuple[np.ndarray, np.ndarray] | None = None  # previous (z, z~): warm start, as ppmlhdfe
+    crit = np.inf
+    for it in range(1, maxiter + 1):
+        z = eta - off + y_ / mu - 1.0
+        wts = uw * mu
+        if absorbed:
+            start = None if prev_z is None else z - (prev_z[0] - prev_z[1])
+            zd = fx.demean(z, weights=wts, tol=fe_tol, start=start)
+            prev_z = (z, zd)
+        else:
+            zd = z
+        Xd_all, _ = _demean_sparse(X_, fx, wts, fe_tol, 10_000, Z, span_coef, cols=~drop_cols, start=Xd_all)
+        if it == 1 and k:
+            drop_cols = collinear_from_gram(Xd_all.gram(), ss_raw, collin_tol)
+        Xd = Xd_all.columns(~drop_cols)
+        if Xd.shape[1]:
+            delta = np.linalg.solve(Xd.gram(wts), Xd.tdot(wts * zd))
+            resid = zd - Xd @ delta
+        else:
+            delta = np.zeros(0)
+            resid = zd
+        eta = z - resid + off
+        mu = np.exp(eta)
+        dev = _poisson_deviance(y_, mu, uw)
+        crit = abs(dev - last) / (0.1 + abs(last))
+        last = dev
+        if crit < tol:
+            converged = True
+            break
+    if not converged:
+        warnings.warn(f"PPML IRLS did not converge in {maxiter} iterations (relative deviance change {crit:.2e})",
+                      ConvergenceWarning, stacklevel=2)
+    bread = np.linalg.inv(Xd.gram(wts)) if Xd.shape[1] else np.zeros((0, 0))
+    scores = ImplicitScores(Xd, wts * resid)
+    beta = np.full(k, np.nan)
+    beta[~drop_cols] = delta
+    possibly = int(np.sum((y_ == 0) & (mu < 1e-10 * mean_y)))
+    if possibly:
+        logger.warning("PPML: %d zero-outcome observations have fitted means near zero (possible separation)", possibly)
+    return PPMLFit(
+        beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, keep=keep,
+        dropped_zero_fe=dropped_zero, dropped_fe_groups=dropped_groups, separated=separated,
+        separation_checks=tuple(separation), weights=wts, Xd=Xd, resid=resid, scores=scores,
+        bread=bread, dropped_columns=drop_cols, fe=fx, y=y_, possibly_separated=possibly,
+    )

@@ -251,7 +251,9 @@ def _zero_cell_rows(
     Xk = d.X[:, [names.index(nm) for nm in out.names]]
     a = solve(Zk.T @ (fit.weights * (fit.eta - off_k - Xk @ out.beta)))
     nt_pos = [i for i, nm in enumerate(out.names) if nm in nonT_names]
-    Xz = pre.X[np.ix_(in_zero, [names.index(out.names[i]) for i in nt_pos])]
+    z_cols = [names.index(out.names[i]) for i in nt_pos]
+    Xz = (pre.X[np.flatnonzero(in_zero)][:, z_cols].toarray() if sp.issparse(pre.X)
+          else pre.X[np.ix_(in_zero, z_cols)])
     mu0 = np.exp(off_z + Zz @ a + Xz @ out.beta[nt_pos])
     return {"mu0": mu0, "Zk": Zk, "Zz": Zz, "solve": solve, "nt_pos": nt_pos, "Xz": Xz, "Xk": Xk}
 
@@ -273,24 +275,38 @@ def _full_delta_vcov(
     fixed-effect part ``b`` gives ``z - X~ bread X' Omega z`` with ``z = D (D' Omega D)^-1 b``.
 
     Returns the covariance (2m x 2m), the per-row influence values ``(y_i - mu_i) omega_i u_i``
-    (n x 2m: the aggregates' scores x bread x gradient) and the sandwich's
+    (n x 2m: the aggregates' scores x bread x gradient; kept implicit, as
+    :class:`~returnstudy.models._sparse_fit.ImplicitScores`: ``u`` is the span of the fixed effects and of
+    ``X~`` times coefficient matrices, never a dense n x 2m array) and the sandwich's
     :class:`~returnstudy.inference.cluster.VcovDetails` (its small-sample factors).
     """
     from returnstudy.inference.cluster import vcov_details
     from returnstudy.models._common import fe_rank
+    from returnstudy.models._sparse_fit import DemeanedColumns, ImplicitColumns, ImplicitScores
 
     fit = out.fit
     d = out.design
     n = d.n_obs
     wts = fit.weights
+    Xd = fit.Xd
+    if not isinstance(Xd, DemeanedColumns):
+        raise TypeError("the Poisson delta method over all parameters needs the sparse fit (fit_ppml_sparse)")
     mu_all = fit.mu
     eff = T @ bT
     rows = np.flatnonzero(treated)
     mu_tr = mu_all[rows]
     mu0_tr = mu_tr * np.exp(-eff)
     m_ = len(masks)
-    C = np.zeros((n, 2 * m_))
-    E = np.zeros((fit.Xd.shape[1], 2 * m_))
+    c_rows: list[np.ndarray] = []  # the sparse (n, 2m) gradient weights C of the treated rows
+    c_cols: list[np.ndarray] = []
+    c_vals: list[np.ndarray] = []
+
+    def put(col: int, m: np.ndarray, vals: np.ndarray) -> None:
+        c_rows.append(rows[m])
+        c_cols.append(np.full(int(m.sum()), col))
+        c_vals.append(np.asarray(vals, dtype=float))
+
+    E = np.zeros((Xd.shape[1], 2 * m_))
     Bfe = None if zero is None else np.zeros((zero["Zz"].shape[1], 2 * m_))
     for j, m in enumerate(masks):
         S, S0, n_a = mu_tr[m].sum(), mu0_tr[m].sum(), m.sum()
@@ -300,24 +316,35 @@ def _full_delta_vcov(
             S0 += zero["mu0"][mz].sum()
             n_a += mz.sum()
         if S > 0:
-            C[rows[m], j] = mu_tr[m] / S - mu0_tr[m] / S0
-        E[ti, j] = (mu0_tr[m][:, None] * T[m]).sum(axis=0) / S0
-        C[rows[m], m_ + j] = (mu_tr[m] - mu0_tr[m]) / n_a
-        E[ti, m_ + j] = (mu0_tr[m][:, None] * T[m]).sum(axis=0) / n_a
+            put(j, m, mu_tr[m] / S - mu0_tr[m] / S0)
+        E[ti, j] = _col_sums(T, m, mu0_tr[m]) / S0
+        put(m_ + j, m, (mu_tr[m] - mu0_tr[m]) / n_a)
+        E[ti, m_ + j] = _col_sums(T, m, mu0_tr[m]) / n_a
         if mz is not None and Bfe is not None:
             w0 = zero["mu0"][mz]
             for col, den in ((j, S0), (m_ + j, n_a)):
                 Bfe[:, col] = -(zero["Zz"][np.flatnonzero(mz)].T @ w0) / den
                 E[zero["nt_pos"], col] += -(zero["Xz"][mz].T @ w0) / den
-    Vc = C / wts[:, None]
-    Xd = fit.Xd
-    Vd = fit.fe.demean(Vc, weights=wts) if fit.fe is not None and fit.fe.n_dims else Vc
-    b = fit.bread @ ((Xd * wts[:, None]).T @ Vd)
-    U = (Vc - (Vd - Xd @ b)) + Xd @ (fit.bread @ E)
+    Vc = sp.csc_matrix((np.concatenate(c_vals) / wts[np.concatenate(c_rows)],
+                        (np.concatenate(c_rows), np.concatenate(c_cols))), shape=(n, 2 * m_))
+    # u = (Vc - Vd) + X~ b + X~ bread e, column by column: Vc - Vd lies in the span of the fixed effects
+    # (kept as its coefficients A), the rest is X~ times a (k, 2m) matrix, so u stays implicit
+    A = np.zeros((Xd.Z.shape[1], 2 * m_))
+    b = np.zeros((Xd.shape[1], 2 * m_))
+    for c in range(2 * m_):
+        vc = Vc[:, c].toarray().ravel()
+        vd = fit.fe.demean(vc, weights=wts) if fit.fe is not None and fit.fe.n_dims else vc
+        if Xd.Z.shape[1]:
+            A[:, c] = Xd.span_coef(vc - vd)
+        b[:, c] = fit.bread @ Xd.tdot(wts * vd)
+    B = b + fit.bread @ E
+    U = ImplicitColumns([(Xd.Z, A)]) + Xd.times(B)
     if Bfe is not None and np.any(Bfe):
-        Zfe = np.asarray(zero["Zk"] @ np.column_stack([zero["solve"](Bfe[:, c]) for c in range(2 * m_)]))
-        U += Zfe - Xd @ (fit.bread @ ((zero["Xk"] * wts[:, None]).T @ Zfe))
-    scores = (wts * fit.resid)[:, None] * U
+        Afe = np.column_stack([zero["solve"](Bfe[:, c]) for c in range(2 * m_)])
+        Zk = zero["Zk"]
+        XkWZk = np.asarray((sp.csr_matrix(zero["Xk"]).T @ sp.diags(wts)) @ Zk @ Afe)
+        U = U + ImplicitColumns([(Zk, Afe)]) + Xd.times(-(fit.bread @ XkWZk))
+    scores = ImplicitScores(U, wts * fit.resid)
     k = len(out.names)
     V, det = vcov_details(scores, None, d.clusters if out.details.vcov_type == "cluster" else [], np.eye(2 * m_),
                           small_sample, vcov_type=out.details.vcov_type, df_k=out.df_k,
@@ -470,8 +497,8 @@ def etwfe(
         pd.MultiIndex.from_arrays([g[in_cell], t[in_cell]]))
     n = t.size
     K = len(cells)
-    # the cell dummies (one non-zero per treated row) and their interactions stay sparse: the linear fit
-    # never forms a dense rows x cells array (models._sparse_fit); Poisson gets the dense array
+    # the cell dummies (one non-zero per treated row) and their interactions stay sparse: neither fit forms
+    # a dense rows x cells array (models._sparse_fit)
     Xc = sp.csr_matrix((np.ones(int(in_cell.sum())), (np.flatnonzero(in_cell), row_cell[in_cell])), shape=(n, K))
     cell_names = [f"{label}_g{_num(a)}_t{_num(b)}" for a, b in cells]
     blocks, names, is_treat = [Xc], list(cell_names), [True] * K
@@ -505,7 +532,7 @@ def etwfe(
                 names += [x] + [f"{x}_x_g{_num(c)}" for c in cohorts]
                 is_treat += [False] * gx.shape[1]
     X = sp.hstack(blocks, format="csr")
-    design = replace(design, X=X.toarray() if poisson else X, regressors=names)
+    design = replace(design, X=X, regressors=names)
     rows_before = design.rows
     offset = np.log(design.frame[exposure].to_numpy(dtype=float)) if poisson and exposure is not None else None
 
@@ -599,7 +626,7 @@ def etwfe(
             V_all, scores, det = _full_delta_vcov(out, masks, treated, T, bT, ti, small_sample, zinfo, zmasks)
             V, V_lvl = V_all[:m_, :m_], V_all[m_:, m_:]
             if one_way and det.factors:
-                sums = np.sqrt(det.factors[0]) * _sum_by(scores[:, :m_], cl_codes, cl_values.size)
+                sums = np.sqrt(det.factors[0]) * _sum_by(scores, cl_codes, cl_values.size)[:, :m_]
         else:
             V = Gm @ VT @ Gm.T
             V_lvl = None if lvl_G is None else lvl_G @ VT @ lvl_G.T
