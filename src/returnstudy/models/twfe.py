@@ -213,8 +213,8 @@ def _treatment_counts(
     for t in treatments:
         if t not in frame.columns:
             continue
-        v = pd.to_numeric(frame[t]).astype("float64")
-        treated = v.fillna(0).to_numpy() > 0
+        v = frame[t].to_numpy(dtype="float64", na_value=np.nan)
+        treated = v > 0  # missing counts as untreated
         corr = int(pd.Series(frame[unit].to_numpy()[treated]).nunique()) if unit in frame.columns else 0
         out[t] = {"treated_rows": int(treated.sum()), "treated_corridors": corr}
     return out
