@@ -12,6 +12,7 @@ import statsmodels.api as sm
 from returnstudy.models._fe import (
     ConvergenceWarning,
     FixedEffects,
+    TwoWayProjection,
     absorb,
     collinear_columns,
     fit_ppml,
@@ -237,16 +238,25 @@ def test_demeaning_all_columns_at_once_equals_column_by_column(n_dims: int, n_ro
     X = X + 0.5 * rng.normal(size=n_rows)[:, None] * (b[:, None] % 2)
     w = rng.uniform(0.2, 4.0, n_rows) if weighted else None
     out, it = fx.demean(X, weights=w, tol=1e-10, return_iterations=True)
+    # two dimensions, one small: the sweeps start at the exact projection (TwoWayProjection)
+    proj = TwoWayProjection.for_(fx)
+    assert (proj is not None) == (n_dims == 2)
+
+    def first(col: np.ndarray, start: np.ndarray | None = None) -> np.ndarray | None:
+        return proj.demean(col[:, None], w)[:, 0] if proj is not None else start
+
     its = []
     for j in range(X.shape[1]):
-        ref, it_j = _demean_one_column(fx, X[:, j], w, 1e-10)
+        ref, it_j = _demean_one_column(fx, X[:, j], w, 1e-10, start=first(X[:, j]))
         its.append(it_j)
         np.testing.assert_allclose(out[:, j], ref, rtol=0, atol=1e-12 * max(1.0, np.abs(X[:, j]).max()))
     assert it == max(its)
-    # warm start (as the PPML iterations use it) and a single 1-D column
+    if proj is not None:
+        assert it == 2
+    # warm start (as the PPML iterations use it; superseded by the exact start) and a single 1-D column
     start = X - 0.3 * (a % 5)[:, None]
     out_s = fx.demean(X, weights=w, start=start)
     for j in (0, 3):
-        ref, _ = _demean_one_column(fx, X[:, j], w, 1e-10, start=start[:, j])
+        ref, _ = _demean_one_column(fx, X[:, j], w, 1e-10, start=first(X[:, j], start[:, j]))
         np.testing.assert_allclose(out_s[:, j], ref, rtol=0, atol=1e-12 * max(1.0, np.abs(X[:, j]).max()))
     np.testing.assert_allclose(fx.demean(X[:, 1], weights=w), out[:, 1], rtol=0, atol=1e-12 * 1e3)

@@ -293,12 +293,21 @@ def test_draws_for_a_seed_are_those_of_the_earlier_permuter() -> None:
         np.testing.assert_allclose(ri.extra["ri_draws"][t].to_numpy()[:4], first, rtol=1e-7, atol=1e-10)
 
 
-def test_exact_two_way_projection_equals_alternating_projections() -> None:
-    """The permutation re-fits project corridor and year effects out exactly (FWL with year
-    dummies); on an unbalanced panel with skewed weights (PPML working weights, the separation
-    check's 1e11 : 1 weights) it equals FixedEffects.demean's alternating projections."""
-    from returnstudy.inference._refit import _TwoWayProjection
-    from returnstudy.models._fe import FixedEffects
+def _dense_within(Z: np.ndarray, codes: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """Residuals of the weighted least-squares regression of ``Z`` on every dummy of ``codes``
+    (dense dummies, numpy's SVD least squares): the projection the fixed effects remove."""
+    D = np.column_stack([np.eye(c.max() + 1)[c] for c in codes])
+    sw = np.sqrt(w)[:, None]
+    coef = np.linalg.lstsq(D * sw, Z * sw, rcond=None)[0]
+    return Z - D @ coef
+
+
+def test_exact_two_way_projection_equals_dense_least_squares() -> None:
+    """Corridor and year effects projected out exactly (FWL with year dummies: the permutation
+    re-fits, and the start of FixedEffects.demean) equal the residuals of a dense dummy regression,
+    on an unbalanced panel with skewed weights (PPML working weights, the separation check's
+    1e11 : 1 weights) and on a design in two disconnected parts."""
+    from returnstudy.models._fe import FixedEffects, TwoWayProjection
 
     rng = np.random.default_rng(0)
     n = 3000
@@ -307,14 +316,35 @@ def test_exact_two_way_projection_equals_alternating_projections() -> None:
     keep = np.ones(n, dtype=bool)
     keep[rng.choice(n, 500, replace=False)] = False  # unbalanced
     fx = FixedEffects([corridor[keep], year[keep]], names=["corridor", "year"])
-    proj = _TwoWayProjection.for_(fx)
+    proj = TwoWayProjection.for_(fx)
     assert proj is not None
     Z = rng.normal(size=(keep.sum(), 4)) + corridor[keep, None] * 0.01
+    # alternating projections from scratch: a third, redundant dimension (one group) turns the
+    # exact start off and changes nothing else
+    sweeps_only = FixedEffects([corridor[keep], year[keep], np.zeros(keep.sum(), dtype=int)])
     for w in (np.ones(keep.sum()), np.exp(rng.normal(0, 2, keep.sum())),
               np.where(rng.random(keep.sum()) < 0.5, 1e11, 1.0)):
-        np.testing.assert_allclose(proj.demean(Z, w), fx.demean(Z, weights=w, tol=1e-13), atol=1e-9, rtol=0)
-    assert _TwoWayProjection.for_(FixedEffects([corridor], names=["corridor"])) is None
-    assert _TwoWayProjection.for_(FixedEffects([corridor, rng.integers(0, 300, n)])) is None  # no small dimension
+        exact = proj.demean(Z, w)
+        got, sweeps = fx.demean(Z, weights=w, return_iterations=True)
+        assert sweeps == 2  # started at the fixed point: confirmed by the convergence check
+        np.testing.assert_allclose(got, sweeps_only.demean(Z, weights=w, tol=1e-13), atol=1e-9, rtol=0)
+        np.testing.assert_allclose(exact, got, atol=1e-12, rtol=0)
+        # the defining properties: weighted group sums of the residual vanish in both dimensions ...
+        for codes in fx.codes:
+            assert np.abs(np.bincount(codes, weights=w * exact[:, 0])).max() <= 1e-12 * np.abs(w * Z[:, 0]).sum()
+        # ... and what was removed is a combination of the dummies (unweighted, well-conditioned check)
+        np.testing.assert_allclose(_dense_within(Z - exact, fx.codes, np.ones(len(w))), 0.0, atol=1e-9)
+        if w.max() / w.min() < 1e6:  # a dense weighted regression is accurate only for moderate weights
+            np.testing.assert_allclose(exact, _dense_within(Z, fx.codes, w), atol=1e-10, rtol=0)
+    # two disconnected parts (corridors 0-49 only in years 0-2, 50-99 only in years 3-6)
+    c = rng.integers(0, 100, 2000)
+    y = np.where(c < 50, rng.integers(0, 3, 2000), rng.integers(3, 7, 2000))
+    fx2 = FixedEffects([c, y], names=["corridor", "year"])
+    Z2 = rng.normal(size=(2000, 2))
+    w2 = np.exp(rng.normal(0, 1, 2000))
+    np.testing.assert_allclose(fx2.demean(Z2, weights=w2), _dense_within(Z2, fx2.codes, w2), atol=1e-10, rtol=0)
+    assert TwoWayProjection.for_(FixedEffects([corridor], names=["corridor"])) is None
+    assert TwoWayProjection.for_(FixedEffects([corridor, rng.integers(0, 300, n)])) is None  # no small dimension
 
 
 def test_renamed_corridor_panel_gives_the_same_permutations() -> None:

@@ -38,16 +38,13 @@ from scipy import stats
 
 from ..models._common import _nesting_clusters, fe_rank, vcov_type_of
 from ..models._design import Design
-from ..models._fe import FixedEffects, _poisson_deviance, rectifier_iterations, rectifier_weights
+from ..models._fe import FixedEffects, TwoWayProjection, _poisson_deviance, rectifier_iterations, rectifier_weights
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FixedDesignRefit", "DrawFit"]
 
 _FE_TOL, _COLLIN_TOL, _DEMEAN_TOL = 1e-11, 1e-9, 1e-10
-#: two-way fixed effects whose smaller dimension has at most this many levels are projected out
-#: exactly (dummies of the small dimension after demeaning within the large one)
-_SMALL_DIMENSION_LEVELS = 60
 
 
 def _cross(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -84,53 +81,6 @@ def _collinear(Xd: np.ndarray, X: np.ndarray, tol: float = _COLLIN_TOL) -> np.nd
     return drop
 
 
-class _TwoWayProjection:
-    """Exact weighted within-transformation for two fixed-effect dimensions, one of them small
-    (years), by Frisch-Waugh-Lovell: demean the columns within the large dimension's groups
-    (exact, one pass), then partial out the small dimension's dummies (one level left out),
-    themselves demeaned within the groups. The dummies are never formed: with ``C[g, s]`` the
-    weight of group g in level s, their demeaned cross-products are ``diag(sum_g C) -
-    sum_g C_g C_g' / w_g`` and their cross-products with a demeaned column are its weighted
-    sums per level, so a call costs O(rows x columns + groups x levels^2). The result is the
-    projection that alternating projections converge to, without their iterations;
-    ``FixedEffects.demean`` stops within its tolerance of it.
-    """
-
-    def __init__(self, fx: FixedEffects) -> None:
-        big = int(np.argmax(fx.n_levels))
-        self.cb, self.gb = fx.codes[big], fx.n_levels[big]
-        self.cs, self.gs = fx.codes[1 - big], fx.n_levels[1 - big]
-        self.cell = self.cb.astype(np.int64) * self.gs + self.cs
-
-    @classmethod
-    def for_(cls, fx: FixedEffects | None) -> _TwoWayProjection | None:
-        """The projection for ``fx`` if it has two dimensions, one of them small; else None."""
-        if fx is None or fx.n_dims != 2 or min(fx.n_levels) > _SMALL_DIMENSION_LEVELS:
-            return None
-        return cls(fx)
-
-    def demean(self, Z: np.ndarray, w: np.ndarray) -> np.ndarray:
-        cb, gb, cs, gs = self.cb, self.gb, self.cs, self.gs
-        wsum = np.bincount(cb, weights=w, minlength=gb)
-        inv = np.divide(1.0, wsum, out=np.zeros_like(wsum), where=wsum > 0)
-        k = Z.shape[1]
-        means = np.empty((gb, k))
-        for j in range(k):
-            means[:, j] = np.bincount(cb, weights=w * Z[:, j], minlength=gb)
-        Zc = Z - (means * inv[:, None])[cb]
-        if gs < 2:
-            return Zc
-        C = np.bincount(self.cell, weights=w, minlength=gb * gs).reshape(gb, gs)[:, 1:]
-        share = C * inv[:, None]
-        A = np.diag(C.sum(axis=0)) - _cross(C, share)
-        B = np.empty((gs - 1, k))
-        for j in range(k):
-            B[:, j] = np.bincount(cs, weights=w * Zc[:, j], minlength=gs)[1:]
-        coef = np.linalg.lstsq(A, B, rcond=None)[0]
-        fitted = np.vstack([np.zeros((1, k)), coef])[cs] - _times(share, coef)[cb]
-        return Zc - fitted
-
-
 @dataclass
 class DrawFit:
     """Coefficients of one re-fit (NaN for regressors dropped as collinear) and, when asked
@@ -164,7 +114,7 @@ class _RectifierCheck:
     """
 
     def __init__(self, y: np.ndarray, X: np.ndarray, fx: FixedEffects, column: int, tol: float = 1e-4,
-                 maxiter: int = 100, projection: _TwoWayProjection | None = None) -> None:
+                 maxiter: int = 100, projection: TwoWayProjection | None = None) -> None:
         self.y, self.fx, self.column, self.tol, self.maxiter = y, fx, column, tol, maxiter
         self.projection = projection
         self.interior = y > 0
@@ -216,7 +166,7 @@ class FixedDesignRefit:
         self._fe_k: int | None = None
         if model == "twfe":
             Z = np.column_stack([design.y, design.X])
-            self._projection = _TwoWayProjection.for_(self.fe)
+            self._projection = TwoWayProjection.for_(self.fe)
             self._Zd = self._demean_twfe(Z)
         else:
             self._setup_ppml(dict(ppml_opts or {}))
@@ -282,7 +232,7 @@ class FixedDesignRefit:
         self.y0, self.X0, self.fx0 = d.y, d.X, self.fe
         self.off0 = np.zeros(d.n_obs) if self.offset is None else self.offset
         self.uw0 = np.ones(d.n_obs) if self.w is None else self.w
-        self._projection = _TwoWayProjection.for_(self.fx0)
+        self._projection = TwoWayProjection.for_(self.fx0)
         self._ir = _RectifierCheck(self.y0, self.X0, self.fx0, self.column, projection=self._projection)
         self._warm: dict[str, Any] | None = None
         # the observed fit (cold start, as the estimator): its linear predictor without the

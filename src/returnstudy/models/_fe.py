@@ -88,6 +88,71 @@ def _row_max_abs(a: np.ndarray) -> np.ndarray:
     return np.max(np.abs(a), axis=1)
 
 
+#: columns x rows up to which the exact start is computed for all columns in one solve
+#: (beyond, block by block, to bound the working memory)
+_EXACT_START_ELEMENTS = 4_000_000
+
+#: two-way fixed effects whose smaller dimension has at most this many levels are projected
+#: exactly (that dimension's dummies partialled out after demeaning within the larger one)
+SMALL_DIMENSION_LEVELS = 60
+
+
+class TwoWayProjection:
+    """Exact weighted within-transformation for two fixed-effect dimensions, one of them small
+    (years), by Frisch-Waugh-Lovell: demean the columns within the large dimension's groups
+    (exact, one pass), then partial out the small dimension's dummies (one level left out),
+    themselves demeaned within the groups. The dummies are never formed: with ``C[g, s]`` the
+    weight of group g in level s, their demeaned cross-products are ``diag(sum_g C) -
+    sum_g C_g C_g' / w_g`` and their cross-products with a demeaned column are its weighted
+    sums per level, so a call costs O(rows x columns + groups x levels^2) instead of the
+    sweeps of alternating projections. Columns are rows of a C-ordered ``(columns, n)`` array.
+    """
+
+    def __init__(self, fx: FixedEffects) -> None:
+        if fx.n_dims != 2:
+            raise ValueError(f"TwoWayProjection needs two fixed-effect dimensions, got {fx.n_dims}")
+        self.fx = fx
+        self.big = int(np.argmax(fx.n_levels))
+        self.small = 1 - self.big
+        self.cb, self.gb = fx.codes[self.big], fx.n_levels[self.big]
+        self.cs, self.gs = fx.codes[self.small], fx.n_levels[self.small]
+        self.cell = self.cb.astype(np.int64) * self.gs + self.cs
+
+    @classmethod
+    def for_(cls, fx: FixedEffects | None) -> TwoWayProjection | None:
+        """The projection for ``fx`` if it has two dimensions, one of them small; else None."""
+        if fx is None or fx.n_dims != 2 or min(fx.n_levels) > SMALL_DIMENSION_LEVELS:
+            return None
+        return cls(fx)
+
+    def demean_rows(self, x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+        """``x`` (columns x n) minus its weighted projection on both dimensions' dummies."""
+        k, n = x.shape
+        cb, gb, cs, gs = self.cb, self.gb, self.cs, self.gs
+        ww = np.ones(n) if w is None else w
+        wsum = np.bincount(cb, weights=ww, minlength=gb)
+        inv = np.divide(1.0, wsum, out=np.zeros_like(wsum), where=wsum > 0)
+        v = x * ww
+        sums = np.bincount(self.fx._stacked_codes(self.big, k), weights=v.ravel(), minlength=gb * k).reshape(k, gb)
+        xc = x - np.take(sums * inv, cb, axis=1)
+        if gs < 2:
+            return xc
+        C = np.bincount(self.cell, weights=ww, minlength=gb * gs).reshape(gb, gs)[:, 1:]
+        share = C * inv[:, None]
+        A = np.diag(C.sum(axis=0)) - C.T @ share
+        vc = xc * ww
+        B = np.bincount(self.fx._stacked_codes(self.small, k), weights=vc.ravel(),
+                        minlength=gs * k).reshape(k, gs)[:, 1:]
+        coef = np.linalg.lstsq(A, B.T, rcond=None)[0]  # (gs - 1) x k
+        level = np.vstack([np.zeros((1, k)), coef])  # the left-out level's coefficient is 0
+        fitted = np.take(level.T, cs, axis=1) - np.take((share @ coef).T, cb, axis=1)
+        return xc - fitted
+
+    def demean(self, Z: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+        """``Z`` (n x columns) minus its weighted projection on both dimensions' dummies."""
+        return self.demean_rows(np.ascontiguousarray(Z.T), w).T
+
+
 class FixedEffects:
     """Group structure of one or more fixed-effect dimensions.
 
@@ -183,7 +248,10 @@ class FixedEffects:
         of all fixed-effect dummies (weights ``weights``). One dimension is exact in one
         pass; several dimensions use alternating projections accelerated with the
         Irons--Tuck extrapolation, stopping when the largest change in a sweep is below
-        ``tol`` times the column's scale (max(1, RMS of the column)).
+        ``tol`` times the column's scale (max(1, RMS of the column)). Two dimensions of which
+        one is small (at most ``SMALL_DIMENSION_LEVELS`` levels, e.g. corridors and years)
+        start the sweeps at the exact projection (:class:`TwoWayProjection`), so they stop
+        after two sweeps, at the projection itself rather than within ``tol`` of it.
 
         Columns are swept together in blocks of about 16k values (one ``bincount`` per
         dimension and sweep for the whole block, bins offset per column): small samples
@@ -194,7 +262,7 @@ class FixedEffects:
 
         ``start`` (same shape as ``X``) warm-starts the iterations; it must differ from
         ``X`` only by a combination of fixed-effect dummies (e.g. ``X - (X_old - Xd_old)``),
-        so the fixed point is unchanged.
+        so the fixed point is unchanged (not needed, and ignored, where the exact start is used).
         """
         X = np.asarray(X, dtype=float)
         one_d = X.ndim == 1
@@ -220,7 +288,14 @@ class FixedEffects:
             # groups with zero total weight get mean 0 (they do not affect the fit)
             wsums.append(np.divide(1.0, ws, out=np.zeros_like(ws), where=ws > 0))
         x0 = np.ascontiguousarray(X.T)
+        # two dimensions, one small: start each block at the exact projection, the fixed point of
+        # the sweeps, which the convergence check then confirms in two sweeps (or corrects, if
+        # rounding in the small solve left it short)
+        projection = self._projection()
         x_start = None if start is None else np.ascontiguousarray(np.asarray(start, dtype=float).reshape(X.shape).T)
+        if projection is not None and x0.size <= _EXACT_START_ELEMENTS:
+            x_start = projection.demean_rows(x0, w)  # all columns in one solve
+            projection = None
         out = np.empty_like(X)  # same memory layout as the input
         max_it = 0
         # columns in blocks that keep the working arrays cache-sized: one pass over a block
@@ -229,12 +304,22 @@ class FixedEffects:
         block = max(1, _DEMEAN_BLOCK_ELEMENTS // max(self.n_obs, 1))
         for j0 in range(0, x0.shape[0], block):
             cols = slice(j0, j0 + block)
-            out_t, it = self._demean_columns(x0[cols], w, wsums, tol, maxiter,
-                                             None if x_start is None else x_start[cols])
+            if projection is not None:
+                first = projection.demean_rows(x0[cols], w)
+            else:
+                first = None if x_start is None else x_start[cols]
+            out_t, it = self._demean_columns(x0[cols], w, wsums, tol, maxiter, first)
             out[:, cols] = out_t.T
             max_it = max(max_it, it)
         res = out[:, 0] if one_d else out
         return (res, max_it) if return_iterations else res
+
+    def _projection(self) -> TwoWayProjection | None:
+        """The exact two-way projection of these fixed effects (None unless two dimensions, one small)."""
+        cache = self.__dict__.setdefault("_projection_cache", [])
+        if not cache:
+            cache.append(TwoWayProjection.for_(self))
+        return cache[0]
 
     def _demean_columns(
         self,
