@@ -698,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     _configure_logging(args.verbose, args.quiet)
+    from returnstudy._threads import one_blas_thread
     from returnstudy.data.cache import CacheError
     from returnstudy.data.fetch import FetchError
     from returnstudy.data.tables import DataNotAvailableError
@@ -707,7 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --out {out}: is an existing file; {args.command} writes a directory there", file=sys.stderr)
         return EXIT_ERROR
     try:
-        return int(args.func(args) or 0)
+        with one_blas_thread():
+            return int(args.func(args) or 0)
     except DataNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_DATA

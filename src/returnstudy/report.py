@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy._threads import one_blas_thread
 from returnstudy.artifacts import write_figure, write_table
 from returnstudy.honest_report import study_pretrend_reports
 from returnstudy.identification import switching_counts
@@ -241,8 +242,10 @@ def build_report(
     ``data/specs/third_country_2014_2023.toml``). ``data_dir``: Eurostat tables to use
     (default: each spec's ``[data] data_dir``, else the cache). Each spec's panel and sample
     are prepared once and shared by every section (:func:`returnstudy.reuse.reuse_prepared`).
+    The report runs with one BLAS thread (:func:`returnstudy._threads.one_blas_thread`), so its
+    numbers do not depend on the machine's thread count.
     """
-    with reuse_prepared():
+    with reuse_prepared(), one_blas_thread():
         return _build_report(out_dir, specs, data_dir, progress=progress)
 
 
