@@ -23,22 +23,29 @@ REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = Path(os.environ.get("RETURNSTUDY_SNAPSHOT", REPO.parent / "shared" / "data"))
 
 # Modules whose tests take longest in total, longest first (measured on two workers: a full report,
-# multiverse backends, CLI runs on the snapshot, notebook kernels, killed and concurrent subprocesses).
+# multiverse backends incl. starting Dask and Ray, notebook kernels, CLI runs on the snapshot,
+# killed and concurrent subprocesses, Monte Carlo fixtures).
 # pyproject runs the suite on two pytest-xdist workers with whole files as the unit of work
 # (module-scoped fixtures are then computed once) in collection order, so these are collected first:
 # started last, one of them would leave a worker running alone.
 LONG_MODULES = (
-    "test_report.py",
     "test_multiverse.py",
-    "test_cli.py",
+    "test_report.py",
     "test_notebooks.py",
-    "test_cache_crash.py",
-    "test_etwfe.py",
+    "test_cli.py",
     "test_runner.py",
-    "test_dependencies.py",
+    "test_cache_crash.py",
+    "test_treatments.py",
+    "test_honest_did.py",
+    "test_influence.py",
+    "test_monte_carlo.py",
     "test_bootstrap.py",
+    "test_fetch.py",
     "test_cache_errors.py",
+    "test_estimate_baseline.py",
+    "test_panel.py",
     "test_cache_concurrency.py",
+    "test_etwfe.py",
 )
 
 
