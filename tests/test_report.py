@@ -95,10 +95,12 @@ def test_compare_frames_by_hand() -> None:
 
 
 def test_report_is_byte_identical_when_rerun(eurostat_dir: Path, tmp_path: Path) -> None:
-    spec = REPO / "tests" / "fixtures" / "specs" / "run_small.toml"
+    """Rerun, and with the sensitivity in a worker process (n_jobs=2): the same bytes."""
+    spec = REPO / "tests" / "fixtures" / "specs" / "run_small_report.toml"
     first = build_report(tmp_path / "a", specs=[spec], data_dir=eurostat_dir)
-    second = build_report(tmp_path / "b", specs=[spec], data_dir=eurostat_dir)
+    second = build_report(tmp_path / "b", specs=[spec], data_dir=eurostat_dir, n_jobs=2)
     assert first.files == second.files and "tables/effects.csv" in first.files
+    assert "tables/sensitivity_run_small_report.csv" in first.files
     for f in first.files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     text = (tmp_path / "a" / "REPORT.md").read_text()

@@ -234,6 +234,9 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", default=Path("reports"), help="output directory (default reports/)")
     p.add_argument("--keep-going", action="store_true",
                    help="report a model that cannot run as a failed row instead of stopping with an error")
+    p.add_argument("--jobs", type=int, metavar="N", default=2,
+                   help="processes (default 2; -1: every CPU): the multiverse section and the sensitivity run "
+                        "beside the model fits; the report is the same for any N")
     p.set_defaults(func=_cmd_report)
 
     p = _command(sub, "specs", "list the study specs shipped with the package (usable by name with --spec)",
@@ -613,7 +616,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     absent = [d for d in (out, out / "tables", out / "figures") if not d.exists()]
     try:
         with keep_going(args.keep_going):
-            report = build_report(out, specs=args.spec, data_dir=args.data, progress=not args.quiet)
+            report = build_report(out, specs=args.spec, data_dir=args.data, progress=not args.quiet, n_jobs=args.jobs)
     except (DataNotAvailableError, ValueError, KeyError, FileNotFoundError):
         _remove_empty_dirs(absent)  # a report that could not be made leaves nothing behind
         raise

@@ -21,6 +21,7 @@ import pandas as pd
 
 from returnstudy._threads import one_blas_thread
 from returnstudy.artifacts import write_figure, write_table
+from returnstudy.background import BackgroundPool, resolve_jobs
 from returnstudy.honest_report import study_pretrend_reports
 from returnstudy.identification import switching_counts
 from returnstudy.paths import project_data_dir
@@ -235,6 +236,7 @@ def build_report(
     data_dir: str | Path | None = None,
     *,
     progress: bool = False,
+    n_jobs: int | None = 1,
 ) -> Report:
     """Run each spec and write ``REPORT.md``, ``tables/*.csv`` and ``figures/*.png`` with each figure's plotted data beside it (``*.data.csv``).
 
@@ -243,14 +245,17 @@ def build_report(
     (default: each spec's ``[data] data_dir``, else the cache). Each spec's panel and sample
     are prepared once and shared by every section (:func:`returnstudy.reuse.reuse_prepared`).
     The report runs with one BLAS thread (:func:`returnstudy._threads.one_blas_thread`), so its
-    numbers do not depend on the machine's thread count.
+    numbers do not depend on the machine's thread count. ``n_jobs`` (``-1``: every CPU): processes;
+    with more than one, the multiverse section and the sensitivity run in worker processes
+    (:class:`returnstudy.background.BackgroundPool`) while this process fits the models; the
+    report is the same for any ``n_jobs``.
     """
     with reuse_prepared(), one_blas_thread():
-        return _build_report(out_dir, specs, data_dir, progress=progress)
+        return _build_report(out_dir, specs, data_dir, progress=progress, n_jobs=n_jobs)
 
 
 def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_dir: str | Path | None, *,
-                  progress: bool) -> Report:
+                  progress: bool, n_jobs: int | None) -> Report:
     from returnstudy.plots import plot_coefficients, plot_event_study
     from returnstudy.quality import quality_report
 
@@ -259,7 +264,26 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     (out / "figures").mkdir(parents=True, exist_ok=True)
     spec_paths = [Path(p) for p in specs] if specs else [project_data_dir() / "specs" / n for n in DEFAULT_SPECS]
     report = Report(out_dir=out)
-    runs = [run_study(load_spec(p), data_dir, progress=progress) for p in spec_paths]
+    study_specs = [load_spec(p) for p in spec_paths]
+    # the multiverse section and the one-choice-at-a-time sensitivity need only the spec and the
+    # data: with n_jobs > 1 they run in worker processes while this one fits, bootstraps and
+    # re-estimates the models (the same numbers either way: every piece is seeded)
+    pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 1 + len(study_specs)))  # at most one worker per piece
+    quiet_workers = progress and pool.n_jobs == 1
+    mv_spec = next((s for s in study_specs if s.report.get("multiverse")), None)
+    mv_pending = None
+    if mv_spec is not None:
+        from returnstudy.multiverse_report import multiverse_section
+
+        mv_pending = pool.submit(multiverse_section, mv_spec, data_dir)
+    sens_pending = {}
+    for i, s in enumerate(study_specs):
+        model = str(s.report.get("headline_model", ""))
+        if model:
+            variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= {f.step for f in s.filters}]
+            sens_pending[i] = pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
+                                               progress=quiet_workers)
+    runs = [run_study(s, data_dir, progress=progress) for s in study_specs]
     report.runs = runs
     pretrends = {run.name: study_pretrend_reports(run) for run in runs}
 
@@ -324,11 +348,8 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
     # every combination of choices (the multiverse), then one choice at a time
-    mv_run = next((r for r in runs if r.spec.report.get("multiverse")), None)
-    if mv_run is not None:
-        from returnstudy.multiverse_report import multiverse_section
-
-        section = multiverse_section(mv_run.spec, data_dir)
+    if mv_pending is not None:
+        section = mv_pending.result()
         md += _write_section(report, out, section.lines, section.tables, section.figures)
     else:
         md += ["## How far do the conclusions survive?", ""]
@@ -336,12 +357,11 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
            "The headline model of each spec re-estimated under alternative analytic choices, one at a time "
            "(percent change in returns, 95% CI). `failed` means the model could not be estimated under that choice; "
            "`not identified`, that the treatment has no variation left.", ""]
-    for run in runs:
+    for i, run in enumerate(runs):
         model = str(run.spec.report.get("headline_model", ""))
         if not model:
             continue
-        variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= {f.step for f in run.spec.filters}]
-        sens = sensitivity(run.spec, data_dir, model=model, variations=variations, progress=progress)
+        sens = sens_pending[i].result()
         write_table(sens.table, out / "tables" / f"sensitivity_{run.name}.csv")
         report.files.append(f"tables/sensitivity_{run.name}.csv")
         md += [f"Spec `{run.name}`, model `{model}`:", "", markdown_table(sens.wide(), 1), ""] + _sensitivity_sentences(sens) + [""]

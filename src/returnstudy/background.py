@@ -1,0 +1,81 @@
+"""Independent pieces of a long run computed in worker processes while the caller goes on.
+
+The report's multiverse section and its one-choice-at-a-time sensitivity need only a spec and
+the data, not the fitted models, so they can run in other processes while this one fits the
+models, bootstraps them and re-estimates them without each unit. :class:`BackgroundPool` runs
+them on joblib's reusable process executor (loky) and hands each result back when it is
+asked for. Every piece is seeded and reads its own inputs, so the results are the same
+whichever process computed them and however many workers there are; with ``n_jobs=1`` nothing
+runs in the background and each piece is computed, in this process, when its result is asked
+for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["BackgroundPool", "Pending", "resolve_jobs"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def resolve_jobs(n_jobs: int | None) -> int:
+    """Processes to use: ``None`` or 1 -> 1 (this process only), ``-1`` -> every CPU, ``k >= 1`` -> k."""
+    if n_jobs is None:
+        return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be a positive integer or -1 (every CPU), got {n_jobs!r}")
+    return max(1, os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+
+
+def _run_in_worker(fn: Callable[..., T], args: tuple, kwargs: dict, log_level: int) -> T:
+    """A piece in a worker: the caller's log level, one BLAS thread, its own store of prepared inputs."""
+    from returnstudy._threads import one_blas_thread
+    from returnstudy.reuse import reuse_prepared
+
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    root.setLevel(log_level)
+    with reuse_prepared(), one_blas_thread():
+        return fn(*args, **kwargs)
+
+
+class Pending(Generic[T]):
+    """The result of one piece: computed in a worker (a future) or, serially, on first request."""
+
+    def __init__(self, future: Any = None, thunk: Callable[[], T] | None = None) -> None:
+        self._future, self._thunk = future, thunk
+        self._done = False
+        self._value: T | None = None
+
+    def result(self) -> T:
+        if not self._done:
+            self._value = self._future.result() if self._future is not None else self._thunk()  # type: ignore[misc]
+            self._done = True
+            self._future = self._thunk = None
+        return self._value  # type: ignore[return-value]
+
+
+class BackgroundPool:
+    """Submit pieces to ``n_jobs - 1`` worker processes (the caller's process is the n-th)."""
+
+    def __init__(self, n_jobs: int | None = 1) -> None:
+        self.n_jobs = resolve_jobs(n_jobs)
+        self._executor: Any = None
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Pending[T]:
+        if self.n_jobs == 1:
+            return Pending(thunk=lambda: fn(*args, **kwargs))
+        if self._executor is None:
+            from joblib.externals.loky import get_reusable_executor
+
+            self._executor = get_reusable_executor(max_workers=self.n_jobs - 1)
+            log.info("background pool: %d worker process(es)", self.n_jobs - 1)
+        return Pending(future=self._executor.submit(_run_in_worker, fn, args, kwargs,
+                                                    logging.getLogger().getEffectiveLevel()))
