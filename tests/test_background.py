@@ -41,3 +41,22 @@ def test_bad_n_jobs_is_an_error_naming_the_argument(bad) -> None:
 
 def test_resolve_jobs() -> None:
     assert resolve_jobs(None) == 1 and resolve_jobs(1) == 1 and resolve_jobs(3) == 3 and resolve_jobs(-1) >= 1
+
+
+def _pid_after(seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_piece_no_worker_has_started_is_computed_by_the_asking_process() -> None:
+    import os
+
+    pool = BackgroundPool(2)  # one worker
+    busy = pool.submit(_pid_after, 2.0)
+    queued = [pool.submit(_pid_after, 0.0) for _ in range(4)]
+    assert queued[-1].result() == os.getpid()  # the worker is busy: not waited for, computed here
+    assert busy.result() != os.getpid()
+    assert all(isinstance(q.result(), int) for q in queued)

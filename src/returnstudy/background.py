@@ -4,10 +4,11 @@ The report's multiverse section and its one-choice-at-a-time sensitivity need on
 the data, not the fitted models, so they can run in other processes while this one fits the
 models, bootstraps them and re-estimates them without each unit. :class:`BackgroundPool` runs
 them on joblib's reusable process executor (loky) and hands each result back when it is
-asked for. Every piece is seeded and reads its own inputs, so the results are the same
-whichever process computed them and however many workers there are; with ``n_jobs=1`` nothing
-runs in the background and each piece is computed, in this process, when its result is asked
-for.
+asked for; a piece that no worker has started by then is computed in the asking process
+instead of being waited for. Every piece is seeded and reads its own inputs, so the results are
+the same whichever process computed them and however many workers there are; with ``n_jobs=1``
+nothing runs in the background and each piece is computed, in this process, when its result is
+asked for.
 """
 
 from __future__ import annotations
@@ -47,16 +48,20 @@ def _run_in_worker(fn: Callable[..., T], args: tuple, kwargs: dict, log_level: i
 
 
 class Pending(Generic[T]):
-    """The result of one piece: computed in a worker (a future) or, serially, on first request."""
+    """The result of one piece: computed in a worker (a future) or in this process on first request
+    (serially, or when no worker has started it yet: the caller would otherwise wait idle)."""
 
-    def __init__(self, future: Any = None, thunk: Callable[[], T] | None = None) -> None:
+    def __init__(self, thunk: Callable[[], T], future: Any = None) -> None:
         self._future, self._thunk = future, thunk
         self._done = False
         self._value: T | None = None
 
     def result(self) -> T:
         if not self._done:
-            self._value = self._future.result() if self._future is not None else self._thunk()  # type: ignore[misc]
+            if self._future is not None and not self._future.cancel():
+                self._value = self._future.result()
+            else:
+                self._value = self._thunk()  # type: ignore[misc]
             self._done = True
             self._future = self._thunk = None
         return self._value  # type: ignore[return-value]
@@ -70,12 +75,16 @@ class BackgroundPool:
         self._executor: Any = None
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Pending[T]:
+        """Queue ``fn(*args, **kwargs)`` (pieces start in the order submitted)."""
+        def here() -> T:
+            return fn(*args, **kwargs)
+
         if self.n_jobs == 1:
-            return Pending(thunk=lambda: fn(*args, **kwargs))
+            return Pending(here)
         if self._executor is None:
             from joblib.externals.loky import get_reusable_executor
 
             self._executor = get_reusable_executor(max_workers=self.n_jobs - 1)
             log.info("background pool: %d worker process(es)", self.n_jobs - 1)
-        return Pending(future=self._executor.submit(_run_in_worker, fn, args, kwargs,
-                                                    logging.getLogger().getEffectiveLevel()))
+        return Pending(here, self._executor.submit(_run_in_worker, fn, args, kwargs,
+                                                   logging.getLogger().getEffectiveLevel()))

@@ -268,7 +268,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     # the multiverse section and the one-choice-at-a-time sensitivity need only the spec and the
     # data: with n_jobs > 1 they run in worker processes while this one fits, bootstraps and
     # re-estimates the models (the same numbers either way: every piece is seeded)
-    pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 1 + len(study_specs)))  # at most one worker per piece
+    pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 1 + 3 * len(study_specs)))  # at most one worker per piece
     quiet_workers = progress and pool.n_jobs == 1
     mv_spec = next((s for s in study_specs if s.report.get("multiverse")), None)
     mv_pending = None
@@ -284,6 +284,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
             sens_pending[i] = pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
                                                progress=quiet_workers)
     runs = [run_study(s, data_dir, progress=progress) for s in study_specs]
+    influence_pending = _submit_influence(pool, runs, quiet_workers)
     report.runs = runs
     pretrends = {run.name: study_pretrend_reports(run) for run in runs}
 
@@ -347,6 +348,12 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
                 report.files += _save_figure(fig, out / "figures", f"coefficients_{treatment}")
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
+    # this process's own pieces first: the influence re-estimates (unless a worker has started
+    # them) and the resampling checks, while the workers compute the multiverse and sensitivity
+    for piece in influence_pending.values():
+        piece.result()
+    checks = _inference_checks(runs, progress, boots)
+
     # every combination of choices (the multiverse), then one choice at a time
     if mv_pending is not None:
         section = mv_pending.result()
@@ -372,10 +379,9 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
                 md += [f"![{stem}](figures/{stem}.png)", ""]
 
     # how much rests on one citizenship or one corridor
-    md += _influence_material(report, out, runs, progress)
+    md += _influence_material(report, out, runs, influence_pending)
 
     # resampling checks of the analytic inference
-    checks = _inference_checks(runs, progress, boots)
     if not checks.empty:
         write_table(checks, out / "tables" / "inference_checks.csv")
         report.files.append("tables/inference_checks.csv")
@@ -534,21 +540,40 @@ def _bootstrap_paragraph(runs: Sequence[StudyRun], boots: dict[str, Any]) -> str
             "The verdict column uses the analytic interval, as `estimate` does.")
 
 
-def _influence_material(report: Report, out: Path, runs: Sequence[StudyRun], progress: bool) -> list[str]:
-    """Per headline treatment, the estimate without the most influential citizenship and without the most
-    influential switching corridor (leave-one-out re-estimation, :func:`returnstudy.influence`)."""
+def _influence_terms(res: Any) -> list[str]:
+    return [t for t in TREATMENT_TYPES if t in res.table.index and pd.notna(res.table.loc[t, "estimate"])]
+
+
+def _submit_influence(pool: BackgroundPool, runs: Sequence[StudyRun], progress: bool) -> dict[tuple[int, str], Any]:
+    """Leave-one-citizenship-out and leave-one-switching-corridor-out re-estimation of each headline
+    model that asks for it (``[report] influence = true``), as pieces of ``pool``."""
     from returnstudy.inference.influence import influence
 
-    md: list[str] = []
-    for run in runs:
+    pending = {}
+    for i, run in enumerate(runs):
         res = _headline_result(run)
         if res is None or not run.spec.report.get("influence", False):
             continue
+        for by in ("citizen", "switching"):
+            pending[(i, by)] = pool.submit(influence, res, by=by, panel=run.sample, terms=_influence_terms(res),
+                                           progress=progress)
+    return pending
+
+
+def _influence_material(report: Report, out: Path, runs: Sequence[StudyRun],
+                        pending: dict[tuple[int, str], Any]) -> list[str]:
+    """Per headline treatment, the estimate without the most influential citizenship and without the most
+    influential switching corridor (leave-one-out re-estimation, :func:`returnstudy.influence`)."""
+    md: list[str] = []
+    for i, run in enumerate(runs):
+        res = _headline_result(run)
+        if (i, "citizen") not in pending:
+            continue
         model = run.spec.report.get("headline_model")
-        terms = [t for t in TREATMENT_TYPES if t in res.table.index and pd.notna(res.table.loc[t, "estimate"])]
+        terms = _influence_terms(res)
         tables = []
         for by in ("citizen", "switching"):
-            inf = influence(res, by=by, panel=run.sample, terms=terms, progress=progress)
+            inf = pending[(i, by)].result()
             tables.append(inf.most_influential())
             if by == "citizen":
                 stem = f"influence_{run.name}_{model}"
