@@ -110,30 +110,33 @@ class ImplicitColumns:
 
 
 class DemeanedColumns(ImplicitColumns):
-    """Sparse regressors net of their fixed-effect projection, ``X~ = X - Z C``.
+    """Sparse regressors net of their fixed-effect projection, ``X~ = X - Z C = X + Z N``.
 
-    ``X`` (n, k) sparse regressors, ``Z`` (n, p) sparse fixed-effect dummies, ``C`` (p, k) the
-    fixed-effect coefficients of each column's projection; ``span_coef(v)`` gives the coefficients
-    ``(Z'Z)^-1 Z'v`` of a vector ``v`` in the span of ``Z``.
+    ``X`` (n, k) sparse regressors, ``Z`` (n, p) sparse fixed-effect dummies, ``N = -C`` (p, k) minus
+    the fixed-effect coefficients of each column's projection (stored once, as the second factor);
+    ``span_coef(v)`` gives the coefficients ``(Z'Z)^-1 Z'v`` of a vector ``v`` in the span of ``Z``.
     """
 
-    def __init__(self, X: sp.spmatrix, Z: sp.spmatrix, C: np.ndarray,
+    def __init__(self, X: sp.spmatrix, Z: sp.spmatrix, N: np.ndarray,
                  span_coef: Callable[[np.ndarray], np.ndarray] | None = None):
         X = sp.csr_matrix(X, dtype=float)
-        super().__init__([(X, np.eye(X.shape[1])), (Z, -np.asarray(C, dtype=float))])
-        self.X, self.Z, self.C = X, self.terms[1][0], np.asarray(C, dtype=float)
+        super().__init__([(X, np.eye(X.shape[1])), (Z, N)])
+        self.X, self.Z = X, self.terms[1][0]
+        self.N = self.terms[1][1]
         self.span_coef = span_coef
 
     def columns(self, keep: np.ndarray) -> DemeanedColumns:
         keep = np.asarray(keep, dtype=bool)
-        return DemeanedColumns(self.X[:, np.flatnonzero(keep)], self.Z, self.C[:, keep], self.span_coef)
+        if keep.all():
+            return self
+        return DemeanedColumns(self.X[:, np.flatnonzero(keep)], self.Z, self.N[:, keep], self.span_coef)
 
     def __matmul__(self, b: np.ndarray) -> np.ndarray:
         b = np.asarray(b, dtype=float)
-        return self.X @ b - self.Z @ (self.C @ b)
+        return self.X @ b + self.Z @ (self.N @ b)
 
     def times(self, B: np.ndarray) -> ImplicitColumns:
-        return ImplicitColumns([(self.X, B), (self.Z, -(self.C @ B))])
+        return ImplicitColumns([(self.X, B), (self.Z, self.N @ B)])
 
 
 class ImplicitScores:
@@ -229,22 +232,23 @@ def _demean_sparse(
     start: DemeanedColumns | None = None,
 ) -> tuple[DemeanedColumns, int]:
     """``X~`` of the columns ``cols`` (default all) of sparse ``X``, each demeaned on its own by
-    :meth:`FixedEffects.demean` (warm start: the same column of ``start``); the other columns' coefficients are
-    zero. Returns the demeaned columns and the largest number of sweeps."""
+    :meth:`FixedEffects.demean` (warm start: the same column of ``start``, whose coefficients are then
+    overwritten; the other columns keep theirs, zero without a start). Returns the demeaned columns and
+    the largest number of sweeps."""
     n, k = X.shape
-    C = np.zeros((Z.shape[1], k))
+    N = np.zeros((Z.shape[1], k)) if start is None else start.N  # a warm start's coefficients are overwritten
     it = 0
     absorbed = fx is not None and fx.n_dims > 0
     for j in (range(k) if cols is None else np.flatnonzero(cols)):
         if not absorbed:
             break
         x = X[:, j].toarray().ravel()
-        x0 = None if start is None else x - Z @ start.C[:, j]
+        x0 = None if start is None else x + Z @ start.N[:, j]
         xd, it_j = fx.demean(x, weights=w, tol=tol, maxiter=maxiter, return_iterations=True, start=x0)
         it = max(it, it_j)
         if Z.shape[1]:
-            C[:, j] = span_coef(x - xd)
-    return DemeanedColumns(X, Z, C, span_coef), it
+            N[:, j] = span_coef(xd - x)
+    return DemeanedColumns(X, Z, N, span_coef), it
 
 
 def fit_wls_sparse(
