@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # One BLAS/OpenMP thread per test process, set before numpy is first imported (matplotlib below
 # imports it) and inherited by the xdist workers and every subprocess a test starts (CLI runs,
@@ -100,3 +104,45 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Never touch the user's cache or the network from a test."""
     monkeypatch.setenv("RETURNSTUDY_DATA_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("RETURNSTUDY_EUROSTAT_API", "http://127.0.0.1:9/unreachable")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _snapshot_tables_parsed_once() -> Iterator[None]:
+    """Parse each table of the real snapshot once per test process instead of in every test.
+
+    Most command and pipeline tests read the three snapshot tables (6 MB of SDMX-CSV, about
+    0.5 s per read), some of them several times. ``parse_eurostat_bytes`` is a pure function of
+    the bytes, the dataset code and the file name (used in messages and to infer the code), so
+    for bytes identical to a snapshot file the parsed table is kept, keyed by those three, and
+    every caller gets its own deep copy. Anything else (edited copies, the small fixtures, broken
+    files) is parsed on every call; the parser itself is tested in test_eurostat.py and runs on
+    the first read of each table. Subprocesses (CLI runs, notebook kernels) parse as usual.
+    """
+    tables_dir = SNAPSHOT / "eurostat"
+    if os.environ.get("RETURNSTUDY_TEST_PARSE_EVERY_READ") or not tables_dir.is_dir():
+        yield
+        return
+    import returnstudy.data.eurostat as eurostat
+    import returnstudy.data.fetch as fetch
+    import returnstudy.data.tables as tables
+
+    parse = eurostat.parse_eurostat_bytes
+    snapshot_digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in tables_dir.iterdir() if p.is_file()}
+    parsed: dict[tuple[str, str | None, str], Any] = {}
+
+    def parse_snapshot_once(raw: bytes, source: str | Path, dataset: str | None = None) -> Any:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest not in snapshot_digests:
+            return parse(raw, source, dataset)
+        key = (digest, dataset, Path(source).name)
+        if key not in parsed:
+            parsed[key] = parse(raw, source, dataset)
+        table = parsed[key].copy(deep=True)
+        table.attrs = copy.deepcopy(parsed[key].attrs)
+        return table
+
+    patch = pytest.MonkeyPatch()
+    for module in (eurostat, fetch, tables):
+        patch.setattr(module, "parse_eurostat_bytes", parse_snapshot_once)
+    yield
+    patch.undo()
