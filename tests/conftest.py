@@ -146,3 +146,51 @@ def _snapshot_tables_parsed_once() -> Iterator[None]:
         patch.setattr(module, "parse_eurostat_bytes", parse_snapshot_once)
     yield
     patch.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shipped_agreement_tables_read_once() -> Iterator[None]:
+    """Read and validate the shipped treatment tables (data/agreements, data/codes) once per test
+    process for each content of those files.
+
+    Every coding of treatments reads and validates them (about 0.2 s). ``read_tables`` is a
+    function of the two directories and the files in them, so for the shipped directories the
+    result is kept, keyed by the sha256 of every file there (an edit gives a new key), and every
+    caller gets its own deep copy. Any other directory (the tests' edited copies) is read on
+    every call; the validation itself is tested in test_agreement_data.py and runs on the first
+    read. RETURNSTUDY_TEST_PARSE_EVERY_READ=1 turns this off.
+    """
+    if os.environ.get("RETURNSTUDY_TEST_PARSE_EVERY_READ"):
+        yield
+        return
+    import returnstudy.agreement_tables as agreement_tables
+    import returnstudy.treatments as treatments
+
+    read = agreement_tables.read_tables
+    shipped = (agreement_tables._default_agreements_dir().resolve(), agreement_tables._default_codes_dir().resolve())
+    kept: dict[tuple[tuple[str, str], ...], Any] = {}
+
+    def content_key() -> tuple[tuple[str, str], ...]:
+        return tuple((str(p), hashlib.sha256(p.read_bytes()).hexdigest())
+                     for d in shipped for p in sorted(d.iterdir()) if p.is_file())
+
+    def read_shipped_once(agreements_dir: Path | None, codes_dir: Path | None = None) -> Any:
+        adir = Path(agreements_dir).resolve() if agreements_dir is not None else shipped[0]
+        cdir = Path(codes_dir).resolve() if codes_dir is not None else shipped[1]
+        if (adir, cdir) != shipped:
+            return read(agreements_dir, codes_dir)
+        key = (("args", f"{agreements_dir}|{codes_dir}"), *content_key())  # paths as given appear in attrs and messages
+        if key not in kept:
+            kept[key] = read(agreements_dir, codes_dir)
+        tables, problems, hashes = kept[key]
+        copies = {}
+        for name, table in tables.items():
+            copies[name] = table.copy(deep=True)
+            copies[name].attrs = copy.deepcopy(table.attrs)
+        return copies, list(problems), dict(hashes)
+
+    patch = pytest.MonkeyPatch()
+    for module in (agreement_tables, treatments):
+        patch.setattr(module, "read_tables", read_shipped_once)
+    yield
+    patch.undo()
