@@ -211,35 +211,53 @@ def collinear_from_gram(gram: np.ndarray, ss_raw: np.ndarray, tol: float = 1e-9)
     return drop
 
 
-def _fe_span(fx: FixedEffects | None, n: int) -> tuple[sp.csr_matrix, Callable[[np.ndarray], np.ndarray]]:
-    """Sparse dummies ``Z`` (n, p) of the fixed effects (redundant levels dropped) and the map from a
-    vector in their span to its coefficients, ``v -> (Z'Z)^-1 Z'v``."""
-    from .imputation import SparseFE
+class _FESpan:
+    """Sparse dummies ``Z`` (n, p) of the fixed effects (redundant levels dropped), the map from a vector
+    in their span to its coefficients (``coef(v) = (Z'Z)^-1 Z'v``) and, when :meth:`FixedEffects.demean`
+    is the exact projection (two dimensions, one small: :class:`~returnstudy.models._fe.TwoWayProjection`),
+    the exact weighted projection coefficients of sparse columns by one sparse solve."""
 
-    if fx is None or fx.n_dims == 0:
-        return sp.csr_matrix((n, 0)), lambda v: np.zeros(0)
-    sfe = SparseFE([np.asarray(c) for c in fx.codes], np.ones(n, dtype=bool))
-    if not sfe.p:
-        return sfe.Z, lambda v: np.zeros(0)
-    solve = sfe.factor(np.ones(n, dtype=bool))
-    Z = sfe.Z
-    return Z, lambda v: solve(Z.T @ v)
+    def __init__(self, fx: FixedEffects | None, n: int):
+        from ._fe import TwoWayProjection
+        from .imputation import SparseFE
+
+        self.n = n
+        self.sfe = None if fx is None or fx.n_dims == 0 else SparseFE([np.asarray(c) for c in fx.codes],
+                                                                        np.ones(n, dtype=bool))
+        self.Z = sp.csr_matrix((n, 0)) if self.sfe is None else self.sfe.Z
+        self.exact = self.sfe is not None and self.sfe.p > 0 and TwoWayProjection.for_(fx) is not None
+        self._solve = self.sfe.factor(np.ones(n, dtype=bool)) if self.sfe is not None and self.sfe.p else None
+
+    def coef(self, v: np.ndarray) -> np.ndarray:
+        return np.zeros(0) if self._solve is None else self._solve(self.Z.T @ v)
+
+    def projection_coef(self, X: sp.csc_matrix, w: np.ndarray | None) -> np.ndarray:
+        """``(Z'WZ)^-1 Z'W X`` (p, k) for sparse ``X``: the exact weighted projection's coefficients."""
+        assert self.sfe is not None
+        solve = self._solve if w is None else self.sfe.factor(np.ones(self.n, dtype=bool), w=w)
+        ZWX = self.Z.T @ (X if w is None else sp.diags(w) @ X)
+        return np.asarray(solve(np.asarray(ZWX.todense())), dtype=float).reshape(self.Z.shape[1], X.shape[1])
 
 
 def _demean_sparse(
     X: sp.csc_matrix, fx: FixedEffects | None, w: np.ndarray | None, tol: float, maxiter: int,
-    Z: sp.csr_matrix, span_coef: Callable[[np.ndarray], np.ndarray], cols: np.ndarray | None = None,
-    start: DemeanedColumns | None = None,
+    span: _FESpan, cols: np.ndarray | None = None, start: DemeanedColumns | None = None, exact: bool = True,
 ) -> tuple[DemeanedColumns, int]:
-    """``X~`` of the columns ``cols`` (default all) of sparse ``X``, each demeaned on its own by
-    :meth:`FixedEffects.demean` (warm start: the same column of ``start``, whose coefficients are then
-    overwritten; the other columns keep theirs, zero without a start). Returns the demeaned columns and
-    the largest number of sweeps."""
+    """``X~`` of the columns ``cols`` (default all) of sparse ``X``, as :meth:`FixedEffects.demean` gives
+    them: where that is the exact projection (``span.exact``; with ``exact``), by one sparse solve for all
+    columns; else each column demeaned on its own (warm start: the same column of ``start``). A warm
+    start's coefficients are overwritten; the other columns keep theirs (zero without a start). Returns
+    the demeaned columns and the largest number of sweeps (0: exact)."""
     n, k = X.shape
+    Z = span.Z
     N = np.zeros((Z.shape[1], k)) if start is None else start.N  # a warm start's coefficients are overwritten
     it = 0
     absorbed = fx is not None and fx.n_dims > 0
-    for j in (range(k) if cols is None else np.flatnonzero(cols)):
+    idx = np.arange(k) if cols is None else np.flatnonzero(cols)
+    if absorbed and exact and span.exact and idx.size:
+        N[:, idx] = -span.projection_coef(X[:, idx], w)
+        return DemeanedColumns(X, Z, N, span.coef), 0
+    for j in idx:
         if not absorbed:
             break
         x = X[:, j].toarray().ravel()
@@ -247,8 +265,8 @@ def _demean_sparse(
         xd, it_j = fx.demean(x, weights=w, tol=tol, maxiter=maxiter, return_iterations=True, start=x0)
         it = max(it, it_j)
         if Z.shape[1]:
-            N[:, j] = span_coef(xd - x)
-    return DemeanedColumns(X, Z, N, span_coef), it
+            N[:, j] = span.coef(xd - x)
+    return DemeanedColumns(X, Z, N, span.coef), it
 
 
 def fit_wls_sparse(
@@ -281,8 +299,7 @@ def fit_wls_sparse(
         yd, it = fx.demean(y, weights=w, tol=tol, maxiter=maxiter, return_iterations=True)
     else:
         yd = y.copy()
-    Z, span_coef = _fe_span(fx, n)
-    Xd_all, it_x = _demean_sparse(X, fx, w, tol, maxiter, Z, span_coef)
+    Xd_all, it_x = _demean_sparse(X, fx, w, tol, maxiter, _FESpan(fx, n))
     it = max(it, it_x)
     gram = Xd_all.gram()
     gram_w = gram if w is None else Xd_all.gram(w)
@@ -319,8 +336,8 @@ def _separation_ir_sparse(
     n, k = X.shape
     keepc = np.zeros(0, dtype=bool)
     if k:
-        Z, span_coef = _fe_span(fx, n)
-        Xd_all, _ = _demean_sparse(X, fx, omega, 1e-12, 10_000, Z, span_coef)
+        # column by column as the dense check (weights of 1e13:1 are no case for one sparse solve)
+        Xd_all, _ = _demean_sparse(X, fx, omega, 1e-12, 10_000, _FESpan(fx, n), exact=False)
         keepc = ~collinear_from_gram(Xd_all.gram(), np.asarray(X.multiply(X).sum(axis=0)).ravel())
         Xd = Xd_all.columns(keepc)
         XwX = Xd.gram(omega)
@@ -410,7 +427,8 @@ def fit_ppml_sparse(
     uw = np.ones(y_.size) if w_all is None else w_all[keep]
     fx = None if fx_all is None else fx_all.subset(keep)
     absorbed = fx is not None and fx.n_dims > 0
-    Z, span_coef = _fe_span(fx, y_.size)
+    span = _FESpan(fx, y_.size)
+    Z = span.Z
     ss_raw = np.asarray(X_.multiply(X_).sum(axis=0)).ravel()
 
     mean_y = float(np.average(y_, weights=uw))
@@ -424,7 +442,7 @@ def fit_ppml_sparse(
     it = 0
     delta = np.zeros(k)
     Xd_all: DemeanedColumns | None = None
-    Xd: DemeanedColumns = DemeanedColumns(X_[:, []], Z, np.zeros((Z.shape[1], 0)), span_coef)
+    Xd: DemeanedColumns = DemeanedColumns(X_[:, []], Z, np.zeros((Z.shape[1], 0)), span.coef)
     resid = np.zeros(y_.size)
     wts = uw * mu
     prev_z: tuple[np.ndarray, np.ndarray] | None = None  # previous (z, z~): warm start, as ppmlhdfe
@@ -438,7 +456,7 @@ def fit_ppml_sparse(
             prev_z = (z, zd)
         else:
             zd = z
-        Xd_all, _ = _demean_sparse(X_, fx, wts, fe_tol, 10_000, Z, span_coef, cols=~drop_cols, start=Xd_all)
+        Xd_all, _ = _demean_sparse(X_, fx, wts, fe_tol, 10_000, span, cols=~drop_cols, start=Xd_all)
         if it == 1 and k:
             drop_cols = collinear_from_gram(Xd_all.gram(), ss_raw, collin_tol)
         Xd = Xd_all.columns(~drop_cols)
