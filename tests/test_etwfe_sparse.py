@@ -53,9 +53,14 @@ def _cell_problem(seed: int = 0) -> tuple[np.ndarray, sp.csr_matrix, FixedEffect
     return y, X, FixedEffects([corridor, yr - 2008], names=["corridor", "year"]), cit, geo
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_sparse_fit_equals_dense_fit_wls(weighted: bool) -> None:
+@pytest.mark.parametrize("weighted, exact", [(False, True), (True, True), (False, False), (True, False)])
+def test_sparse_fit_equals_dense_fit_wls(weighted: bool, exact: bool) -> None:
+    """``exact``: corridor and year effects (demeaning is the exact projection, one sparse solve here);
+    else corridor and citizen x year effects (both large: alternating projections, column by column)."""
     y, X, fe, cit, _geo = _cell_problem()
+    if not exact:
+        fe = FixedEffects([fe.codes[0], cit * 100 + fe.codes[1]], names=["corridor", "citizen_year"])
+        assert min(fe.n_levels) > 60
     w = np.random.default_rng(1).uniform(0.5, 2.0, y.size) if weighted else None
     dense = fit_wls(y, X.toarray(), fe, w)
     sparse = fit_wls_sparse(y, X, fe, w)
