@@ -1,14 +1,15 @@
 """Wall time of ``report`` on the real snapshot, by section, and the cost of a column access.
 
 * ``report``: :func:`returnstudy.report.build_report` on the Eurostat snapshot, best of
-  ``--repeat`` runs, with the time spent in each section (model fits of both specs, the
+  ``--repeat`` runs, serially (``n_jobs=1``) with the time spent in each section (model fits of both specs, the
   multiverse section and its null test, sensitivity, inference checks, Part 3 and claims,
   figures), the treatment coding and grid enumeration inside them (with their call counts),
-  and how often the Eurostat tables were read (once per spec panel is the target).
+  and how often the Eurostat tables were read (once per spec panel is the target); then the
+  whole report with ``--jobs`` worker processes (wall time only: the sections run elsewhere).
 * column access: ``sample[col]`` on the wodc estimation sample, which carries its provenance
   (vintage, treatment coding, filter flow) in ``attrs``, against the same frame without attrs.
 
-Usage: ``python benchmarks/bench_report.py --data ../shared/data/eurostat [--repeat 1]
+Usage: ``python benchmarks/bench_report.py --data ../shared/data/eurostat [--repeat 1] [--jobs 2 3]
 [--out benchmarks/results/bench_report.csv]``
 """
 
@@ -35,7 +36,7 @@ SECTIONS = {  # (module, attribute): section label
     ("returnstudy.report", "sensitivity"): "sensitivity (one choice at a time)",
     ("returnstudy.report", "_headline_bootstraps"): "headline score bootstrap",
     ("returnstudy.report", "study_pretrend_reports"): "pre-trend sensitivity (honest DiD)",
-    ("returnstudy.report", "_influence_material"): "influence (leave one unit out)",
+    ("returnstudy.inference.influence", "influence"): "influence (leave one unit out)",
     ("returnstudy.report", "_inference_checks"): "inference checks",
     ("returnstudy.quality", "quality_report"): "Part 1 quality (report section and claims)",
     ("returnstudy.report", "_part3_and_claims"): "Part 3 and claims",
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the Eurostat snapshot directory")
     ap.add_argument("--repeat", type=int, default=1, help="report runs; the fastest is kept (default 1)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_report.csv")
+    ap.add_argument("--jobs", type=int, nargs="*", default=[2],
+                    help="also time the whole report with these n_jobs (worker processes for the multiverse, "
+                         "sensitivity and influence; default 2)")
     args = ap.parse_args(argv)
     if not (args.data / "migr_eiord.csv").is_file():
         ap.error(f"--data {args.data}: no migr_eiord.csv there; pass the snapshot's eurostat directory")
@@ -122,9 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             best = (total, dict(times), dict(counts))
     assert best is not None
     total, times, counts = best
-    rows.append({"measure": "report total", "seconds": total, "calls": 1})
+    rows.append({"measure": "report total (n_jobs=1)", "seconds": total, "calls": 1})
     for label in SECTIONS.values():
         rows.append({"measure": label, "seconds": times.get(label, 0.0), "calls": counts.get(label, 0)})
+    for jobs in args.jobs:
+        walls = []
+        for _ in range(max(1, args.repeat)):
+            with tempfile.TemporaryDirectory() as out:
+                t0 = time.perf_counter()
+                build_report(out, data_dir=args.data, n_jobs=jobs)
+                walls.append(time.perf_counter() - t0)
+        rows.append({"measure": f"report total (n_jobs={jobs}, worker start-up included)", "seconds": min(walls),
+                     "calls": 1})
     with_attrs, without, n_rows, n_keys = column_access(args.data)
     rows.append({"measure": f"sample[col] with provenance ({n_keys} attrs entries), per access", "seconds": with_attrs * 1e-6,
                  "calls": n_rows})
