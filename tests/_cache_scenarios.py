@@ -85,12 +85,31 @@ def leftover_temporaries(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.glob(".*") if p.name.endswith(".part") or p.name.startswith(".commit"))
 
 
-def cli(args: list[str], *, env: dict[str, str] | None = None, pythonpath: str | None = None) -> subprocess.Popen:
-    """Start ``python -m returnstudy ARGS`` (quiet) in a subprocess."""
+SLOW_DISK_CLI = """
+import os, sys, time
+real_fsync = os.fsync
+delay = float(os.environ["SLOW_DISK_FSYNC_SECONDS"])
+def slow_fsync(fd):  # a slow disk (e.g. a network filesystem): every flush to disk takes longer
+    time.sleep(delay)
+    real_fsync(fd)
+os.fsync = slow_fsync
+from returnstudy.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def cli(args: list[str], *, env: dict[str, str] | None = None, pythonpath: str | None = None,
+        fsync_delay: float = 0.0) -> subprocess.Popen:
+    """Start ``python -m returnstudy ARGS`` (quiet) in a subprocess; with ``fsync_delay`` (seconds) the
+    same command (``returnstudy.cli.main``) on a slow disk: every ``os.fsync`` takes that much longer,
+    which stretches a commit (three tables, the journal and the directory are flushed)."""
     full_env = dict(os.environ, **(env or {}))
     if pythonpath:
         full_env["PYTHONPATH"] = pythonpath
+    if fsync_delay:
+        full_env["SLOW_DISK_FSYNC_SECONDS"] = str(fsync_delay)
+    command = ["-c", SLOW_DISK_CLI] if fsync_delay else ["-m", "returnstudy"]
     return subprocess.Popen(
-        [sys.executable, "-m", "returnstudy", "-q", *args],
+        [sys.executable, *command, "-q", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
     )

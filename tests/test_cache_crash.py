@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from _cache_scenarios import TABLES, cache_state, leftover_temporaries, make_small, make_variant
+from _cache_scenarios import TABLES, cache_state, cli, leftover_temporaries, make_small, make_variant
 
 from returnstudy.data.cache import CacheIntegrityError, cache_status
 from returnstudy.data.fetch import import_snapshot
@@ -81,18 +81,6 @@ def test_sigkill_at_every_step_of_the_commit(tmp_path: Path, eurostat_dir: Path)
         assert _check_and_count(cache, snapshots, {want}) == want
 
 
-_SLOW_DISK_CLI = """
-import os, sys, time
-real_fsync = os.fsync
-def slow_fsync(fd):  # a slow disk (e.g. a network filesystem): every flush to disk takes 0.1 s
-    time.sleep(0.1)
-    real_fsync(fd)
-os.fsync = slow_fsync
-from returnstudy.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def _wait_for_commit(cache: Path, proc: subprocess.Popen, timeout: float = 300.0) -> float:
     """Poll until the process writes its first temporary file into the cache (its commit starts)."""
     t0 = time.monotonic()
@@ -117,8 +105,7 @@ def test_sigkill_at_random_points(tmp_path: Path, eurostat_dir: Path) -> None:
     import_snapshot(snapshots["A"], None, cache)
 
     def start(src: Path, into: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", _SLOW_DISK_CLI, "-q", "fetch", "--from", str(src), "--cache", str(into)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return cli(["fetch", "--from", str(src), "--cache", str(into)], fsync_delay=0.1)
 
     t0 = time.monotonic()
     timing = start(snapshots["B"], tmp_path / "timing")
