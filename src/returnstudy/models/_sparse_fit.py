@@ -114,22 +114,27 @@ class DemeanedColumns(ImplicitColumns):
 
     ``X`` (n, k) sparse regressors, ``Z`` (n, p) sparse fixed-effect dummies, ``N = -C`` (p, k) minus
     the fixed-effect coefficients of each column's projection (stored once, as the second factor);
-    ``span_coef(v)`` gives the coefficients ``(Z'Z)^-1 Z'v`` of a vector ``v`` in the span of ``Z``.
+    ``span_coef(v)`` gives the coefficients ``(Z'Z)^-1 Z'v`` of a vector ``v`` in the span of ``Z``;
+    ``projection_coef(V, w)``, where :meth:`FixedEffects.demean` is the exact projection (else None), the
+    coefficients ``(Z'WZ)^-1 Z'WV`` of the weighted projection of sparse columns ``V``.
     """
 
     def __init__(self, X: sp.spmatrix, Z: sp.spmatrix, N: np.ndarray,
-                 span_coef: Callable[[np.ndarray], np.ndarray] | None = None):
+                 span_coef: Callable[[np.ndarray], np.ndarray] | None = None,
+                 projection_coef: Callable[[sp.spmatrix, np.ndarray | None], np.ndarray] | None = None):
         X = sp.csr_matrix(X, dtype=float)
         super().__init__([(X, np.eye(X.shape[1])), (Z, N)])
         self.X, self.Z = X, self.terms[1][0]
         self.N = self.terms[1][1]
         self.span_coef = span_coef
+        self.projection_coef = projection_coef
 
     def columns(self, keep: np.ndarray) -> DemeanedColumns:
         keep = np.asarray(keep, dtype=bool)
         if keep.all():
             return self
-        return DemeanedColumns(self.X[:, np.flatnonzero(keep)], self.Z, self.N[:, keep], self.span_coef)
+        return DemeanedColumns(self.X[:, np.flatnonzero(keep)], self.Z, self.N[:, keep], self.span_coef,
+                               self.projection_coef)
 
     def __matmul__(self, b: np.ndarray) -> np.ndarray:
         b = np.asarray(b, dtype=float)
@@ -256,7 +261,7 @@ def _demean_sparse(
     idx = np.arange(k) if cols is None else np.flatnonzero(cols)
     if absorbed and exact and span.exact and idx.size:
         N[:, idx] = -span.projection_coef(X[:, idx], w)
-        return DemeanedColumns(X, Z, N, span.coef), 0
+        return DemeanedColumns(X, Z, N, span.coef, span.projection_coef if span.exact else None), 0
     for j in idx:
         if not absorbed:
             break
@@ -266,7 +271,7 @@ def _demean_sparse(
         it = max(it, it_j)
         if Z.shape[1]:
             N[:, j] = span.coef(xd - x)
-    return DemeanedColumns(X, Z, N, span.coef), it
+    return DemeanedColumns(X, Z, N, span.coef, span.projection_coef if span.exact else None), it
 
 
 def fit_wls_sparse(
@@ -442,7 +447,8 @@ def fit_ppml_sparse(
     it = 0
     delta = np.zeros(k)
     Xd_all: DemeanedColumns | None = None
-    Xd: DemeanedColumns = DemeanedColumns(X_[:, []], Z, np.zeros((Z.shape[1], 0)), span.coef)
+    Xd: DemeanedColumns = DemeanedColumns(X_[:, []], Z, np.zeros((Z.shape[1], 0)), span.coef,
+                                                    span.projection_coef if span.exact else None)
     resid = np.zeros(y_.size)
     wts = uw * mu
     prev_z: tuple[np.ndarray, np.ndarray] | None = None  # previous (z, z~): warm start, as ppmlhdfe

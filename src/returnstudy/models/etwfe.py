@@ -331,11 +331,17 @@ def _full_delta_vcov(
     # (kept as its coefficients A), the rest is X~ times a (k, 2m) matrix, so u stays implicit
     A = np.zeros((Xd.Z.shape[1], 2 * m_))
     b = np.zeros((Xd.shape[1], 2 * m_))
+    exact = Xd.projection_coef is not None and fit.fe is not None and fit.fe.n_dims > 0
+    if exact:  # demeaning is the exact projection: all columns' coefficients by one sparse solve
+        A = Xd.projection_coef(Vc, wts)
     for c in range(2 * m_):
         vc = Vc[:, c].toarray().ravel()
-        vd = fit.fe.demean(vc, weights=wts) if fit.fe is not None and fit.fe.n_dims else vc
-        if Xd.Z.shape[1]:
-            A[:, c] = Xd.span_coef(vc - vd)
+        if exact:
+            vd = vc - Xd.Z @ A[:, c]
+        else:
+            vd = fit.fe.demean(vc, weights=wts) if fit.fe is not None and fit.fe.n_dims else vc
+            if Xd.Z.shape[1]:
+                A[:, c] = Xd.span_coef(vc - vd)
         b[:, c] = fit.bread @ Xd.tdot(wts * vd)
     B = b + fit.bread @ E
     U = ImplicitColumns([(Xd.Z, A)]) + Xd.times(B)
