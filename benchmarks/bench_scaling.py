@@ -13,7 +13,8 @@ Tasks (ours; pyfixest 0.60 equivalents where they exist, skipped when pyfixest i
 * ``twfe`` / ``feols``, ``ppml`` / ``fepois`` (corridor and year effects, clustered by citizenship);
 * ``did_imputation linear`` / ``did2s``, ``did_imputation poisson``;
 * ``sun_abraham`` (linear, cohort x period cells) / pyfixest's saturated event study;
-* ``callaway_santanna`` (not-yet-treated controls); ``etwfe`` (linear) when ``returnstudy.etwfe`` exists;
+* ``callaway_santanna`` (not-yet-treated controls); ``etwfe`` (linear) and ``etwfe poisson`` (returns with the
+  log(orders) exposure offset, ratio scale) when ``returnstudy.etwfe`` exists;
 * ``wild_bootstrap twfe cluster=corridor 999`` / pyfixest ``wildboottest`` (needs the ``wildboottest`` package);
 * ``wild_bootstrap ppml 999`` (the Poisson score bootstrap) when the package routes Poisson results to it;
 * ``randomization_inference twfe 999`` (adoption dates permuted across corridors) / pyfixest ``ritest``
@@ -169,6 +170,7 @@ def tasks() -> dict[str, Task]:
     }
     if hasattr(rs, "etwfe"):
         out["etwfe"] = Task("ours", ours(lambda p: rs.etwfe(p, T)))
+        out["etwfe poisson"] = Task("ours", ours(lambda p: rs.etwfe(p, T, model="poisson")))
     try:
         from returnstudy.inference.score_bootstrap import score_bootstrap  # noqa: F401
 
