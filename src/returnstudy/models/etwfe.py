@@ -57,6 +57,12 @@ reported covariance; the bootstrap of etwfe results
 
 Caution: a cell whose treated rows all lie in one cluster has a clustered variance near zero;
 ``info["notes"]`` says how many post-adoption cells are in that case.
+
+Computation: the cell dummies and their interactions are a scipy.sparse design; the fits
+(:mod:`returnstudy.models._sparse_fit`) keep every demeaned column as fixed-effect coefficients and the
+delta method's influence directions as sparse times dense factors, so memory grows with rows plus
+units x cells, never rows x cells (1M rows, 88 cells: under 1 GB peak including the panel). The fit's
+``Xd`` and ``scores`` (``extra["fit"]``) are such implicit arrays; ``toarray()`` gives them densely.
 """
 
 from __future__ import annotations
