@@ -257,7 +257,6 @@ def build_report(
 def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_dir: str | Path | None, *,
                   progress: bool, n_jobs: int | None) -> Report:
     from returnstudy.plots import plot_coefficients, plot_event_study
-    from returnstudy.quality import quality_report
 
     out = Path(out_dir)
     (out / "tables").mkdir(parents=True, exist_ok=True)
@@ -284,7 +283,8 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
             sens_pending[i] = pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
                                                progress=quiet_workers)
     runs = [run_study(s, data_dir, progress=progress) for s in study_specs]
-    influence_pending = _submit_influence(pool, runs, quiet_workers)
+    # with one worker it is busy with the multiverse: the influence re-estimates run here
+    influence_pending = _submit_influence(pool if pool.n_jobs >= 3 else BackgroundPool(1), runs, quiet_workers)
     report.runs = runs
     pretrends = {run.name: study_pretrend_reports(run) for run in runs}
 
@@ -348,11 +348,13 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
                 report.files += _save_figure(fig, out / "figures", f"coefficients_{treatment}")
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
-    # this process's own pieces first: the influence re-estimates (unless a worker has started
-    # them) and the resampling checks, while the workers compute the multiverse and sensitivity
+    # this process's own work first, while the workers compute the multiverse and sensitivity:
+    # the influence re-estimates (unless a worker has started them), the resampling checks, and
+    # Parts 1 and 3 (their markdown is placed at the end)
     for piece in influence_pending.values():
         piece.result()
     checks = _inference_checks(runs, progress, boots)
+    part1_and_part3 = _part1_and_part3(report, out, runs, data_dir)
 
     # every combination of choices (the multiverse), then one choice at a time
     if mv_pending is not None:
@@ -432,26 +434,32 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
         show = flow[["position", "step", "enabled", "rows_after", "corridors_after", "orders_after", "returns_after", "dropped_rows", "note"]]
         md += [f"Spec `{run.name}`:", "", markdown_table(show, 0), ""]
 
-    # quality
-    q = quality_report(data_dir=data_dir if data_dir is not None else runs[0].spec.data.data_dir, **runs[0].spec.quality.kwargs())
-    report.files += [str(p.relative_to(out)) for p in q.save(out)]
-    md += ["## Part 1: how far can the Eurostat data be trusted?", "",
-           "Per reporting country, which diagnostics it fails (thresholds in `data/specs/wodc.toml`, `[quality]`):", "",
-           markdown_table(q.verdicts[[c for c in ("geo", "n_fail", "fails") if c in q.verdicts]], 0), "",
-           "![coverage](figures/quality_coverage_heatmap.png)", "",
-           "![rates](figures/quality_return_rate_boxplot.png)", "",
-           "![totals](figures/quality_national_totals.png)", ""]
-
-    part3_run = next((r for r in runs if r.spec.report.get("part3_and_claims")), None)
-    if part3_run is not None:
-        for section in _part3_and_claims(part3_run, data_dir):
-            md += _write_section(report, out, section.lines, section.tables, section.figures)
-
+    md += part1_and_part3
     md += ["## What these data can and cannot show", ""] + _honest_reading(runs)
     (out / "REPORT.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     report.files.append("REPORT.md")
     log.info(report.summary())
     return report
+
+
+def _part1_and_part3(report: Report, out: Path, runs: Sequence[StudyRun], data_dir: str | Path | None) -> list[str]:
+    """Part 1 (data quality) and, on the spec that asks for them, Part 3 and the policy claims:
+    their files written, their markdown returned."""
+    from returnstudy.quality import quality_report
+
+    q = quality_report(data_dir=data_dir if data_dir is not None else runs[0].spec.data.data_dir, **runs[0].spec.quality.kwargs())
+    report.files += [str(p.relative_to(out)) for p in q.save(out)]
+    md = ["## Part 1: how far can the Eurostat data be trusted?", "",
+          "Per reporting country, which diagnostics it fails (thresholds in `data/specs/wodc.toml`, `[quality]`):", "",
+          markdown_table(q.verdicts[[c for c in ("geo", "n_fail", "fails") if c in q.verdicts]], 0), "",
+          "![coverage](figures/quality_coverage_heatmap.png)", "",
+          "![rates](figures/quality_return_rate_boxplot.png)", "",
+          "![totals](figures/quality_national_totals.png)", ""]
+    part3_run = next((r for r in runs if r.spec.report.get("part3_and_claims")), None)
+    if part3_run is not None:
+        for section in _part3_and_claims(part3_run, data_dir):
+            md += _write_section(report, out, section.lines, section.tables, section.figures)
+    return md
 
 
 def _write_section(report: Report, out: Path, lines: Sequence[str], tables: dict[str, pd.DataFrame],
