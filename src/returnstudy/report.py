@@ -268,7 +268,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     # data: with n_jobs > 1 they run in worker processes while this one fits, bootstraps and
     # re-estimates the models (the same numbers either way: every piece is seeded)
     pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 1 + 3 * len(study_specs)))  # at most one worker per piece
-    quiet_workers = progress and pool.n_jobs == 1
+    piece_progress = progress and pool.n_jobs == 1  # no progress bars from worker processes
     mv_spec = next((s for s in study_specs if s.report.get("multiverse")), None)
     mv_pending = None
     if mv_spec is not None:
@@ -281,10 +281,13 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
         if model:
             variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= {f.step for f in s.filters}]
             sens_pending[i] = pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
-                                               progress=quiet_workers)
+                                               progress=piece_progress)
     runs = [run_study(s, data_dir, progress=progress) for s in study_specs]
     # with one worker it is busy with the multiverse: the influence re-estimates run here
-    influence_pending = _submit_influence(pool if pool.n_jobs >= 3 else BackgroundPool(1), runs, quiet_workers)
+    if pool.n_jobs >= 3:
+        influence_pending = _submit_influence(pool, runs, False)
+    else:
+        influence_pending = _submit_influence(BackgroundPool(1), runs, progress)
     report.runs = runs
     pretrends = {run.name: study_pretrend_reports(run) for run in runs}
 
