@@ -264,3 +264,13 @@ def test_report_stops_on_a_model_that_cannot_run(tmp_path: Path, eurostat_dir: P
     err = capsys.readouterr().err
     assert f"bad.toml, line {line}: [[models]] 'ppml_small' (ppml): cluster = 'citzen'" in err and "'citizen'" in err
     assert not out.exists()  # the directories it had created are removed again
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2"])
+def test_report_jobs_must_be_positive_or_minus_one(jobs: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+
+    out = tmp_path / "r"
+    assert main(["report", "--jobs", jobs, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--jobs {jobs}" in err and "-1 for every CPU" in err
+    assert not out.exists()  # nothing written, nothing left behind

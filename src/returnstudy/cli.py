@@ -612,6 +612,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from returnstudy.report import build_report
     from returnstudy.runner import keep_going
 
+    if args.jobs == 0 or args.jobs < -1:
+        print(f"error: --jobs {args.jobs}: give a number of processes >= 1, or -1 for every CPU", file=sys.stderr)
+        return EXIT_ERROR
     out = Path(args.out)
     absent = [d for d in (out, out / "tables", out / "figures") if not d.exists()]
     try:
