@@ -268,7 +268,6 @@ def test_report_stops_on_a_model_that_cannot_run(tmp_path: Path, eurostat_dir: P
 
 @pytest.mark.parametrize("jobs", ["0", "-2"])
 def test_report_jobs_must_be_positive_or_minus_one(jobs: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-
     out = tmp_path / "r"
     assert main(["report", "--jobs", jobs, "--out", str(out)]) == 1
     err = capsys.readouterr().err
