@@ -43,20 +43,30 @@ def test_resolve_jobs() -> None:
     assert resolve_jobs(None) == 1 and resolve_jobs(1) == 1 and resolve_jobs(3) == 3 and resolve_jobs(-1) >= 1
 
 
-def _pid_after(seconds: float) -> int:
+def _pid_after(seconds: float, started: str | None = None) -> int:
     import os
     import time
+    from pathlib import Path
 
+    if started:
+        Path(started).touch()
     time.sleep(seconds)
     return os.getpid()
 
 
-def test_a_piece_no_worker_has_started_is_computed_by_the_asking_process() -> None:
+def test_a_piece_no_worker_has_started_is_computed_by_the_asking_process(tmp_path) -> None:
     import os
+    import time
 
     pool = BackgroundPool(2)  # one worker
-    busy = pool.submit(_pid_after, 2.0)
-    queued = [pool.submit(_pid_after, 0.0) for _ in range(4)]
-    assert queued[-1].result() == os.getpid()  # the worker is busy: not waited for, computed here
-    assert busy.result() != os.getpid()
+    marker = tmp_path / "started"
+    busy = pool.submit(_pid_after, 3.0, str(marker))
+    deadline = time.monotonic() + 60
+    while not marker.exists():  # wait until the worker runs the first piece (its start-up varies)
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.02)
+    queued = [pool.submit(_pid_after, 0.0) for _ in range(6)]
+    # the worker is busy and can hold only a couple of pieces in its queue: the last is not waited for
+    assert queued[-1].result() == os.getpid()
+    assert busy.result() != os.getpid()  # already running in the worker: waited for
     assert all(isinstance(q.result(), int) for q in queued)
