@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -705,46 +705,53 @@ def rectifier_iterations(
     return None
 
 
-def fit_ppml(
+@dataclass
+class PPMLRows:
+    """The checked inputs of a PPML fit and the rows it keeps after the separation checks
+    (``keep``), with what was dropped and why; shared by the dense and the sparse fit."""
+
+    y: np.ndarray
+    offset: np.ndarray
+    weights: np.ndarray | None
+    fe: FixedEffects | None
+    keep: np.ndarray
+    dropped_zero: np.ndarray
+    dropped_groups: dict[str, int]
+    separated: np.ndarray
+    separation: tuple[str, ...]
+
+    def fit(self, *, mu: np.ndarray, y: np.ndarray, mean_y: float, **fields: Any) -> PPMLFit:
+        """The :class:`PPMLFit` of an IRLS on the kept rows; counts (and logs) zero-outcome rows whose
+        fitted mean is below 1e-10 times the mean outcome (a sign of undetected separation)."""
+        possibly = int(np.sum((y == 0) & (mu < 1e-10 * mean_y)))
+        if possibly:
+            logger.warning("PPML: %d zero-outcome observations have fitted means near zero (possible separation)",
+                           possibly)
+        return PPMLFit(mu=mu, y=y, keep=self.keep, dropped_zero_fe=self.dropped_zero,
+                       dropped_fe_groups=self.dropped_groups, separated=self.separated,
+                       separation_checks=self.separation, possibly_separated=possibly, **fields)
+
+
+def ppml_rows(
     y: np.ndarray,
-    X: np.ndarray,
+    n: int,
+    x_finite: bool,
     fe: Sequence[np.ndarray] | FixedEffects | None,
-    offset: np.ndarray | None = None,
-    weights: np.ndarray | None = None,
-    tol: float = 1e-10,
-    maxiter: int = 100,
-    separation: Sequence[str] = ("fe", "ir"),
-    fe_tol: float = 1e-11,
-    collin_tol: float = 1e-9,
-) -> PPMLFit:
-    """Poisson pseudo-maximum likelihood with absorbed fixed effects (IRLS).
-
-    Model: E[y | X, FE] = exp(offset + X beta + sum of fixed effects). Each IRLS step
-    demeans the working outcome and ``X`` with weights ``weights * mu`` and solves a
-    weighted least-squares problem; iteration stops when the relative change in deviance
-    is below ``tol`` (fixest's criterion).
-
-    Separation (an estimate at +/- infinity) is handled before fitting:
-
-    * ``"fe"``: observations in any fixed-effect group whose outcome is all zero are
-      dropped (their fixed effect would be -inf); counted per dimension.
-    * ``"ir"``: the iterative-rectifier linear-programming check for separation by the
-      regressors together with the fixed effects; flagged rows are dropped.
-
-    After fitting, zero-outcome rows with a fitted mean below 1e-10 times the mean
-    outcome are counted in ``possibly_separated`` (a sign of undetected separation).
-    Non-convergence is reported by ``converged=False`` and a :class:`ConvergenceWarning`.
-    """
+    offset: np.ndarray | None,
+    weights: np.ndarray | None,
+    separation: Sequence[str],
+    separated_by: Callable[[np.ndarray, np.ndarray, FixedEffects | None], np.ndarray],
+) -> PPMLRows:
+    """Check a PPML fit's inputs (``n`` rows; ``x_finite``: every regressor value is finite) and
+    apply the separation checks: ``"fe"`` drops the rows of fixed-effect groups whose outcome is
+    all zero (counted per dimension); ``"ir"`` drops the rows that ``separated_by(y_kept,
+    keep, fe_kept)`` flags (the iterative rectifier on the kept rows)."""
     y_all = np.asarray(y, dtype=float).ravel()
-    X_all = np.asarray(X, dtype=float)
-    if X_all.ndim == 1:
-        X_all = X_all[:, None]
-    n, k = X_all.shape
     if y_all.size != n:
         raise ValueError(f"y has {y_all.size} rows, X has {n}")
     if not np.all(np.isfinite(y_all)) or (y_all < 0).any():
         raise ValueError("Poisson outcome must be finite and non-negative")
-    if not np.all(np.isfinite(X_all)):
+    if not x_finite:
         raise ValueError("X contains NaN or infinite values")
     off_all = np.zeros(n) if offset is None else np.asarray(offset, dtype=float).ravel()
     if off_all.size != n or not np.all(np.isfinite(off_all)):
@@ -775,14 +782,54 @@ def fit_ppml(
     separated = np.zeros(n, dtype=bool)
     if "ir" in separation:
         fx_k = None if fx_all is None else fx_all.subset(keep)
-        sep_k = _separation_ir(y_all[keep], X_all[keep], fx_k)
+        sep_k = separated_by(y_all[keep], keep, fx_k)
         if sep_k.any():
             separated[np.flatnonzero(keep)[sep_k]] = True
             keep &= ~separated
             logger.warning("PPML: dropped %d observations separated by the regressors", separated.sum())
     if keep.sum() == 0:
         raise ValueError("no observations left after removing separated observations")
+    return PPMLRows(y=y_all, offset=off_all, weights=w_all, fe=fx_all, keep=keep, dropped_zero=dropped_zero,
+                    dropped_groups=dropped_groups, separated=separated, separation=tuple(separation))
 
+
+def fit_ppml(
+    y: np.ndarray,
+    X: np.ndarray,
+    fe: Sequence[np.ndarray] | FixedEffects | None,
+    offset: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    tol: float = 1e-10,
+    maxiter: int = 100,
+    separation: Sequence[str] = ("fe", "ir"),
+    fe_tol: float = 1e-11,
+    collin_tol: float = 1e-9,
+) -> PPMLFit:
+    """Poisson pseudo-maximum likelihood with absorbed fixed effects (IRLS).
+
+    Model: E[y | X, FE] = exp(offset + X beta + sum of fixed effects). Each IRLS step
+    demeans the working outcome and ``X`` with weights ``weights * mu`` and solves a
+    weighted least-squares problem; iteration stops when the relative change in deviance
+    is below ``tol`` (fixest's criterion).
+
+    Separation (an estimate at +/- infinity) is handled before fitting:
+
+    * ``"fe"``: observations in any fixed-effect group whose outcome is all zero are
+      dropped (their fixed effect would be -inf); counted per dimension.
+    * ``"ir"``: the iterative-rectifier linear-programming check for separation by the
+      regressors together with the fixed effects; flagged rows are dropped.
+
+    After fitting, zero-outcome rows with a fitted mean below 1e-10 times the mean
+    outcome are counted in ``possibly_separated`` (a sign of undetected separation).
+    Non-convergence is reported by ``converged=False`` and a :class:`ConvergenceWarning`.
+    """
+    X_all = np.asarray(X, dtype=float)
+    if X_all.ndim == 1:
+        X_all = X_all[:, None]
+    n, k = X_all.shape
+    rows = ppml_rows(y, n, bool(np.all(np.isfinite(X_all))), fe, offset, weights, separation,
+                     lambda y_k, keep, fx_k: _separation_ir(y_k, X_all[keep], fx_k))
+    y_all, off_all, w_all, fx_all, keep = rows.y, rows.offset, rows.weights, rows.fe, rows.keep
     y_ = y_all[keep]
     X_ = X_all[keep]
     off = off_all[keep]
@@ -846,15 +893,9 @@ def fit_ppml(
     scores = Xd * (wts * resid)[:, None]
     beta = np.full(k, np.nan)
     beta[~drop_cols] = delta
-    possibly = int(np.sum((y_ == 0) & (mu < 1e-10 * mean_y)))
-    if possibly:
-        logger.warning("PPML: %d zero-outcome observations have fitted means near zero (possible separation)", possibly)
-    return PPMLFit(
-        beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, keep=keep,
-        dropped_zero_fe=dropped_zero, dropped_fe_groups=dropped_groups, separated=separated,
-        separation_checks=tuple(separation), weights=wts, Xd=Xd, resid=resid, scores=scores,
-        bread=bread, dropped_columns=drop_cols, fe=fx, y=y_, possibly_separated=possibly,
-    )
+    return rows.fit(beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, mean_y=mean_y,
+                    weights=wts, Xd=Xd, resid=resid, scores=scores, bread=bread, dropped_columns=drop_cols, fe=fx,
+                    y=y_)
 
 
 def recover_fe(

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ._fe import FixedEffects, OLSFit, PPMLFit
+from ._fe import FixedEffects, OLSFit, PPMLFit, ppml_rows
 
 logger = logging.getLogger(__name__)
 
@@ -382,50 +382,13 @@ def fit_ppml_sparse(
     an :class:`ImplicitScores`."""
     from ._fe import ConvergenceWarning, _poisson_deviance
 
-    y_all = np.asarray(y, dtype=float).ravel()
     X_all = sp.csr_matrix(X, dtype=float)
     n, k = X_all.shape
-    if y_all.size != n:
-        raise ValueError(f"y has {y_all.size} rows, X has {n}")
-    if not np.all(np.isfinite(y_all)) or (y_all < 0).any():
-        raise ValueError("Poisson outcome must be finite and non-negative")
-    if not np.all(np.isfinite(X_all.data)):
-        raise ValueError("X contains NaN or infinite values")
-    off_all = np.zeros(n) if offset is None else np.asarray(offset, dtype=float).ravel()
-    if off_all.size != n or not np.all(np.isfinite(off_all)):
-        raise ValueError("offset must be finite with one value per row")
-    w_all = None if weights is None else np.asarray(weights, dtype=float).ravel()
-    if w_all is not None and (w_all.size != n or not np.all(np.isfinite(w_all)) or (w_all < 0).any()):
-        raise ValueError("weights must be finite, non-negative, one per row")
-    unknown = set(separation) - {"fe", "ir"}
-    if unknown:
-        raise ValueError(f"unknown separation check(s) {sorted(unknown)}; use 'fe' and/or 'ir'")
-    fx_all = None if fe is None else (fe if isinstance(fe, FixedEffects) else FixedEffects(fe))
+    def separated_by(y_k: np.ndarray, keep: np.ndarray, fx_k: FixedEffects | None) -> np.ndarray:
+        return _separation_ir_sparse(y_k, sp.csc_matrix(X_all[np.flatnonzero(keep)]), fx_k)
 
-    keep = np.ones(n, dtype=bool)
-    dropped_zero = np.zeros(n, dtype=bool)
-    dropped_groups: dict[str, int] = {}
-    if fx_all is not None and "fe" in separation:
-        for name, codes, g in zip(fx_all.names, fx_all.codes, fx_all.n_levels):
-            s = np.bincount(codes, weights=(y_all > 0).astype(float), minlength=g)
-            zero_levels = s == 0
-            dropped_groups[name] = int(zero_levels.sum())
-            dropped_zero |= zero_levels[codes]
-        keep &= ~dropped_zero
-        if dropped_zero.any():
-            logger.info("PPML: dropped %d observations in fixed-effect groups with only zero outcomes (%s)",
-                        dropped_zero.sum(), dropped_groups)
-    separated = np.zeros(n, dtype=bool)
-    if "ir" in separation:
-        fx_k = None if fx_all is None else fx_all.subset(keep)
-        sep_k = _separation_ir_sparse(y_all[keep], sp.csc_matrix(X_all[np.flatnonzero(keep)]), fx_k)
-        if sep_k.any():
-            separated[np.flatnonzero(keep)[sep_k]] = True
-            keep &= ~separated
-            logger.warning("PPML: dropped %d observations separated by the regressors", separated.sum())
-    if keep.sum() == 0:
-        raise ValueError("no observations left after removing separated observations")
-
+    rows = ppml_rows(y, n, bool(np.all(np.isfinite(X_all.data))), fe, offset, weights, separation, separated_by)
+    y_all, off_all, w_all, fx_all, keep = rows.y, rows.offset, rows.weights, rows.fe, rows.keep
     y_ = y_all[keep]
     X_ = sp.csc_matrix(X_all[np.flatnonzero(keep)])
     off = off_all[keep]
@@ -487,12 +450,6 @@ def fit_ppml_sparse(
     scores = ImplicitScores(Xd, wts * resid)
     beta = np.full(k, np.nan)
     beta[~drop_cols] = delta
-    possibly = int(np.sum((y_ == 0) & (mu < 1e-10 * mean_y)))
-    if possibly:
-        logger.warning("PPML: %d zero-outcome observations have fitted means near zero (possible separation)", possibly)
-    return PPMLFit(
-        beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, keep=keep,
-        dropped_zero_fe=dropped_zero, dropped_fe_groups=dropped_groups, separated=separated,
-        separation_checks=tuple(separation), weights=wts, Xd=Xd, resid=resid, scores=scores,
-        bread=bread, dropped_columns=drop_cols, fe=fx, y=y_, possibly_separated=possibly,
-    )
+    return rows.fit(beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, mean_y=mean_y,
+                    weights=wts, Xd=Xd, resid=resid, scores=scores, bread=bread, dropped_columns=drop_cols, fe=fx,
+                    y=y_)
