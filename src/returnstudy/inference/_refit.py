@@ -38,7 +38,7 @@ from scipy import stats
 
 from ..models._common import _nesting_clusters, fe_rank, vcov_type_of
 from ..models._design import Design
-from ..models._fe import FixedEffects, TwoWayProjection, _poisson_deviance, rectifier_iterations, rectifier_weights
+from ..models._fe import FixedEffects, TwoWayProjection, poisson_irls, rectifier_iterations, rectifier_weights
 
 logger = logging.getLogger(__name__)
 
@@ -319,17 +319,11 @@ class FixedDesignRefit:
             # the permuted column has no demeaned predecessor: start it from itself
             prev[0][:, 1 + self.column] = x
             prev[1][:, 1 + self.column] = x
-        last = _poisson_deviance(y, mu, uw)
         drop_cols = np.zeros(k, dtype=bool)
-        delta = np.zeros(k)
-        resid = np.zeros(y.size)
-        Xd = X
-        wts = uw * mu
         Z = Zd = X
-        converged = False
-        for it in range(1, self.maxiter + 1):
-            z = eta - off + y / mu - 1.0
-            wts = uw * mu
+
+        def step(z: np.ndarray, wts: np.ndarray, it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            nonlocal drop_cols, prev, Z, Zd
             Z = np.column_stack([z, X])
             if self._projection is not None:
                 Zd = self._projection.demean(Z, wts)
@@ -341,26 +335,20 @@ class FixedDesignRefit:
             if it == 1 and k:
                 drop_cols = _collinear(Xd_all, X, _COLLIN_TOL)
             Xd = Xd_all[:, ~drop_cols]
-            if Xd.shape[1]:
-                Xw = Xd * wts[:, None]
-                delta = np.linalg.solve(_cross(Xw, Xd), _cross(Xw, zd))
-                resid = zd - _times(Xd, delta)
-            else:
-                delta = np.zeros(0)
-                resid = zd
-            eta = z - resid + off
-            mu = np.exp(eta)
-            dev = _poisson_deviance(y, mu, uw)
-            crit = abs(dev - last) / (0.1 + abs(last))
-            last = dev
-            # a warm start can begin next to the optimum: one more step is cheap insurance
-            if crit < self.tol and (warm is None or it >= 2):
-                converged = True
-                break
-        if not converged:
+            if not Xd.shape[1]:
+                return np.zeros(0), zd, Xd
+            Xw = Xd * wts[:, None]
+            delta = np.linalg.solve(_cross(Xw, Xd), _cross(Xw, zd))
+            return delta, zd - _times(Xd, delta), Xd
+
+        # a warm start can begin next to the optimum: one more step is cheap insurance
+        st = poisson_irls(y, off, uw, mu, eta, step, self.tol, self.maxiter,
+                          initial=(np.zeros(k), np.zeros(y.size), X), min_steps=1 if warm is None else 2)
+        if not st.converged:
             logger.warning("permutation re-fit: PPML IRLS did not converge in %d iterations", self.maxiter)
         beta = np.full(k, np.nan)
-        beta[~drop_cols] = delta
+        beta[~drop_cols] = st.delta
+        Xd, wts, resid, eta = st.Xd, st.weights, st.resid, st.eta
         return beta, drop_cols, Xd, (wts, resid), eta, Z, Zd
 
     def _fit_ppml(self, x: np.ndarray, se: bool) -> DrawFit | None:

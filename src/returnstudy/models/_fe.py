@@ -793,6 +793,64 @@ def ppml_rows(
                     dropped_groups=dropped_groups, separated=separated, separation=tuple(separation))
 
 
+@dataclass
+class IRLSState:
+    """Where a Poisson IRLS stopped: ``eta``, ``mu`` after the last update; the last step's working
+    weights ``weights``, coefficients ``delta`` (kept columns), demeaned working residuals ``resid``
+    and demeaned regressors ``Xd`` (what the standard errors are evaluated at, as fixest does)."""
+
+    eta: np.ndarray
+    mu: np.ndarray
+    weights: np.ndarray
+    delta: np.ndarray
+    resid: np.ndarray
+    Xd: Any
+    n_iter: int
+    converged: bool
+    deviance: float
+    crit: float
+
+
+def poisson_irls(
+    y: np.ndarray,
+    offset: np.ndarray,
+    uw: np.ndarray,
+    mu: np.ndarray,
+    eta: np.ndarray,
+    step: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, Any]],
+    tol: float,
+    maxiter: int,
+    initial: tuple[np.ndarray, np.ndarray, Any],
+    min_steps: int = 1,
+) -> IRLSState:
+    """Iteratively reweighted least squares for Poisson with an offset and user weights ``uw``,
+    from the fitted means ``mu`` (linear predictor ``eta``). Each iteration forms the working
+    outcome ``z = eta - offset + y / mu - 1`` and weights ``uw * mu``; ``step(z, weights, it)``
+    returns the weighted least-squares coefficients of the demeaned ``z`` on the demeaned
+    regressors, the residuals and the demeaned regressors (dense or implicit: the caller's
+    design). Stops when the relative change in deviance is below ``tol`` (fixest's criterion)
+    and at least ``min_steps`` steps were taken; ``initial`` (delta, resid, Xd) stands for a fit
+    that takes no step."""
+    last = _poisson_deviance(y, mu, uw)
+    delta, resid, Xd = initial
+    wts = uw * mu
+    converged, it, crit = False, 0, np.inf
+    for it in range(1, maxiter + 1):
+        z = eta - offset + y / mu - 1.0
+        wts = uw * mu
+        delta, resid, Xd = step(z, wts, it)
+        eta = z - resid + offset
+        mu = np.exp(eta)
+        dev = _poisson_deviance(y, mu, uw)
+        crit = abs(dev - last) / (0.1 + abs(last))
+        last = dev
+        if crit < tol and it >= min_steps:
+            converged = True
+            break
+    return IRLSState(eta=eta, mu=mu, weights=wts, delta=delta, resid=resid, Xd=Xd, n_iter=it, converged=converged,
+                     deviance=last, crit=crit)
+
+
 def fit_ppml(
     y: np.ndarray,
     X: np.ndarray,
@@ -851,51 +909,37 @@ def fit_ppml(
         raise ValueError("all outcomes are zero in the estimation sample")
     mu = (y_ + mean_y) / 2.0
     eta = np.log(mu)
-    last = _poisson_deviance(y_, mu, uw)
     drop_cols = np.zeros(k, dtype=bool)
-    converged = False
-    it = 0
-    delta = np.zeros(k)
-    Xd = X_
-    resid = np.zeros(y_.size)
-    wts = uw * mu
-    for it in range(1, maxiter + 1):
-        z = eta - off + y_ / mu - 1.0
-        wts = uw * mu
+
+    def step(z: np.ndarray, wts: np.ndarray, it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        nonlocal drop_cols
         Zd = demean(np.column_stack([z, X_]), wts)
         zd, Xd_all = Zd[:, 0], Zd[:, 1:]
         if it == 1 and k:
             drop_cols = collinear_columns(Xd_all, X_, collin_tol)
         Xd = Xd_all[:, ~drop_cols]
-        if Xd.shape[1]:
-            Xw = Xd * wts[:, None]
-            delta = np.linalg.solve(Xw.T @ Xd, Xw.T @ zd)
-            resid = zd - Xd @ delta
-        else:
-            delta = np.zeros(0)
-            resid = zd
-        eta = z - resid + off
-        mu = np.exp(eta)
-        dev = _poisson_deviance(y_, mu, uw)
-        crit = abs(dev - last) / (0.1 + abs(last))
-        last = dev
-        if crit < tol:
-            converged = True
-            break
-    if not converged:
+        if not Xd.shape[1]:
+            return np.zeros(0), zd, Xd
+        Xw = Xd * wts[:, None]
+        delta = np.linalg.solve(Xw.T @ Xd, Xw.T @ zd)
+        return delta, zd - Xd @ delta, Xd
+
+    st = poisson_irls(y_, off, uw, mu, eta, step, tol, maxiter, initial=(np.zeros(k), np.zeros(y_.size), X_))
+    if not st.converged:
         warnings.warn(
-            f"PPML IRLS did not converge in {maxiter} iterations (relative deviance change {crit:.2e})",
+            f"PPML IRLS did not converge in {maxiter} iterations (relative deviance change {st.crit:.2e})",
             ConvergenceWarning,
             stacklevel=2,
         )
     # final quantities at the last working weights (as fixest/pyfixest)
+    Xd, wts, resid = st.Xd, st.weights, st.resid
     bread = np.linalg.inv((Xd * wts[:, None]).T @ Xd) if Xd.shape[1] else np.zeros((0, 0))
     scores = Xd * (wts * resid)[:, None]
     beta = np.full(k, np.nan)
-    beta[~drop_cols] = delta
-    return rows.fit(beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, mean_y=mean_y,
-                    weights=wts, Xd=Xd, resid=resid, scores=scores, bread=bread, dropped_columns=drop_cols, fe=fx,
-                    y=y_)
+    beta[~drop_cols] = st.delta
+    return rows.fit(beta=beta, mu=st.mu, eta=st.eta, converged=st.converged, n_iter=st.n_iter, deviance=st.deviance,
+                    mean_y=mean_y, weights=wts, Xd=Xd, resid=resid, scores=scores, bread=bread,
+                    dropped_columns=drop_cols, fe=fx, y=y_)
 
 
 def recover_fe(

@@ -380,7 +380,7 @@ def fit_ppml_sparse(
     demeaning, the same separation checks and convergence rule), with the demeaned regressors of each
     step held as fixed-effect coefficients. ``Xd`` of the result is a :class:`DemeanedColumns`, ``scores``
     an :class:`ImplicitScores`."""
-    from ._fe import ConvergenceWarning, _poisson_deviance
+    from ._fe import ConvergenceWarning, poisson_irls
 
     X_all = sp.csr_matrix(X, dtype=float)
     n, k = X_all.shape
@@ -404,21 +404,12 @@ def fit_ppml_sparse(
         raise ValueError("all outcomes are zero in the estimation sample")
     mu = (y_ + mean_y) / 2.0
     eta = np.log(mu)
-    last = _poisson_deviance(y_, mu, uw)
     drop_cols = np.zeros(k, dtype=bool)
-    converged = False
-    it = 0
-    delta = np.zeros(k)
     Xd_all: DemeanedColumns | None = None
-    Xd: DemeanedColumns = DemeanedColumns(X_[:, []], Z, np.zeros((Z.shape[1], 0)), span.coef,
-                                                    span.projection_coef if span.exact else None)
-    resid = np.zeros(y_.size)
-    wts = uw * mu
     prev_z: tuple[np.ndarray, np.ndarray] | None = None  # previous (z, z~): warm start, as ppmlhdfe
-    crit = np.inf
-    for it in range(1, maxiter + 1):
-        z = eta - off + y_ / mu - 1.0
-        wts = uw * mu
+
+    def step(z: np.ndarray, wts: np.ndarray, it: int) -> tuple[np.ndarray, np.ndarray, DemeanedColumns]:
+        nonlocal drop_cols, Xd_all, prev_z
         if absorbed:
             start = None if prev_z is None else z - (prev_z[0] - prev_z[1])
             zd = fx.demean(z, weights=wts, tol=fe_tol, start=start)
@@ -429,27 +420,22 @@ def fit_ppml_sparse(
         if it == 1 and k:
             drop_cols = collinear_from_gram(Xd_all.gram(), ss_raw, collin_tol)
         Xd = Xd_all.columns(~drop_cols)
-        if Xd.shape[1]:
-            delta = np.linalg.solve(Xd.gram(wts), Xd.tdot(wts * zd))
-            resid = zd - Xd @ delta
-        else:
-            delta = np.zeros(0)
-            resid = zd
-        eta = z - resid + off
-        mu = np.exp(eta)
-        dev = _poisson_deviance(y_, mu, uw)
-        crit = abs(dev - last) / (0.1 + abs(last))
-        last = dev
-        if crit < tol:
-            converged = True
-            break
-    if not converged:
-        warnings.warn(f"PPML IRLS did not converge in {maxiter} iterations (relative deviance change {crit:.2e})",
+        if not Xd.shape[1]:
+            return np.zeros(0), zd, Xd
+        delta = np.linalg.solve(Xd.gram(wts), Xd.tdot(wts * zd))
+        return delta, zd - Xd @ delta, Xd
+
+    empty = DemeanedColumns(X_[:, []], Z, np.zeros((Z.shape[1], 0)), span.coef,
+                            span.projection_coef if span.exact else None)
+    st = poisson_irls(y_, off, uw, mu, eta, step, tol, maxiter, initial=(np.zeros(k), np.zeros(y_.size), empty))
+    if not st.converged:
+        warnings.warn(f"PPML IRLS did not converge in {maxiter} iterations (relative deviance change {st.crit:.2e})",
                       ConvergenceWarning, stacklevel=2)
+    Xd, wts, resid = st.Xd, st.weights, st.resid
     bread = np.linalg.inv(Xd.gram(wts)) if Xd.shape[1] else np.zeros((0, 0))
     scores = ImplicitScores(Xd, wts * resid)
     beta = np.full(k, np.nan)
-    beta[~drop_cols] = delta
-    return rows.fit(beta=beta, mu=mu, eta=eta, converged=converged, n_iter=it, deviance=last, mean_y=mean_y,
-                    weights=wts, Xd=Xd, resid=resid, scores=scores, bread=bread, dropped_columns=drop_cols, fe=fx,
-                    y=y_)
+    beta[~drop_cols] = st.delta
+    return rows.fit(beta=beta, mu=st.mu, eta=st.eta, converged=st.converged, n_iter=st.n_iter, deviance=st.deviance,
+                    mean_y=mean_y, weights=wts, Xd=Xd, resid=resid, scores=scores, bread=bread,
+                    dropped_columns=drop_cols, fe=fx, y=y_)
