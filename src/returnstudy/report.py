@@ -28,7 +28,7 @@ from returnstudy.paths import project_data_dir
 from returnstudy.robustness import DEFAULT_VARIATIONS, sensitivity
 from returnstudy.reuse import reuse_prepared
 from returnstudy.runner import StudyRun, run_study
-from returnstudy.spec import TREATMENT_TYPES, load_spec
+from returnstudy.spec import TREATMENT_TYPES, StudySpec, load_spec
 from returnstudy.verdict import NOT_IDENTIFIED, STUDY_HEADLINE, verdict
 
 log = logging.getLogger(__name__)
@@ -264,11 +264,12 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     spec_paths = [Path(p) for p in specs] if specs else [project_data_dir() / "specs" / n for n in DEFAULT_SPECS]
     report = Report(out_dir=out)
     study_specs = [load_spec(p) for p in spec_paths]
-    # the multiverse section and the one-choice-at-a-time sensitivity need only the spec and the
-    # data: with n_jobs > 1 they run in worker processes while this one fits, bootstraps and
-    # re-estimates the models (the same numbers either way: every piece is seeded)
-    pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 1 + 3 * len(study_specs)))  # at most one worker per piece
+    # the multiverse section, Part 1 (data quality) and the one-choice-at-a-time sensitivity need
+    # only the spec and the data: with n_jobs > 1 they run in worker processes while this one fits,
+    # bootstraps and re-estimates the models (the same numbers either way: every piece is seeded)
+    pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 2 + 3 * len(study_specs)))  # at most one worker per piece
     piece_progress = progress and pool.n_jobs == 1  # no progress bars from worker processes
+    part1_pending = pool.submit(_part1_section, out, study_specs[0], data_dir)
     mv_spec = next((s for s in study_specs if s.report.get("multiverse")), None)
     mv_pending = None
     if mv_spec is not None:
@@ -357,7 +358,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     for piece in influence_pending.values():
         piece.result()
     checks = _inference_checks(runs, progress, boots)
-    part1_and_part3 = _part1_and_part3(report, out, runs, data_dir)
+    part1_and_part3 = _part1_and_part3(report, out, runs, data_dir, part1_pending)
 
     # every combination of choices (the multiverse), then one choice at a time
     if mv_pending is not None:
@@ -445,19 +446,28 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     return report
 
 
-def _part1_and_part3(report: Report, out: Path, runs: Sequence[StudyRun], data_dir: str | Path | None) -> list[str]:
-    """Part 1 (data quality) and, on the spec that asks for them, Part 3 and the policy claims:
-    their files written, their markdown returned."""
+def _part1_section(out: Path, spec: StudySpec, data_dir: str | Path | None) -> tuple[list[str], list[str]]:
+    """Part 1 (data quality, thresholds from ``spec``): its tables and figures written under ``out``;
+    returns its markdown and the files (relative to ``out``)."""
     from returnstudy.quality import quality_report
 
-    q = quality_report(data_dir=data_dir if data_dir is not None else runs[0].spec.data.data_dir, **runs[0].spec.quality.kwargs())
-    report.files += [str(p.relative_to(out)) for p in q.save(out)]
+    q = quality_report(data_dir=data_dir if data_dir is not None else spec.data.data_dir, **spec.quality.kwargs())
+    files = [str(p.relative_to(out)) for p in q.save(out)]
     md = ["## Part 1: how far can the Eurostat data be trusted?", "",
           "Per reporting country, which diagnostics it fails (thresholds in `data/specs/wodc.toml`, `[quality]`):", "",
           markdown_table(q.verdicts[[c for c in ("geo", "n_fail", "fails") if c in q.verdicts]], 0), "",
           "![coverage](figures/quality_coverage_heatmap.png)", "",
           "![rates](figures/quality_return_rate_boxplot.png)", "",
           "![totals](figures/quality_national_totals.png)", ""]
+    return md, files
+
+
+def _part1_and_part3(report: Report, out: Path, runs: Sequence[StudyRun], data_dir: str | Path | None,
+                     part1: Any) -> list[str]:
+    """Part 1 (data quality; ``part1``: its pending :func:`_part1_section`) and, on the spec that
+    asks for them, Part 3 and the policy claims: their files written, their markdown returned."""
+    md, files = part1.result()
+    report.files += files
     part3_run = next((r for r in runs if r.spec.report.get("part3_and_claims")), None)
     if part3_run is not None:
         for section in _part3_and_claims(part3_run, data_dir):
