@@ -74,3 +74,20 @@ def make_panel(
     df["return_rate"] = (df["returns"] / df["orders"]).where(df["orders"] > 0)
     df.attrs["vintage"] = {"simulated": {"seed": seed}}
     return df
+
+
+#: A two-by-two multiverse on simulated panels (simulate_panel): a minimum-orders filter (1 or 20
+#: mean orders) crossed with the estimator (PPML, or the orders-weighted linear model of the
+#: return rate), for the bilateral-binding treatment. ``SIM_GRID`` is the grid's dict form.
+SIM_SPEC_DICT = {"study": {"name": "sim"}, "filters": [{"step": "min_orders", "n": 1, "how": "mean"}],
+                 "models": [{"name": "m", "estimator": "ppml", "treatments": ["bilateral_binding"]}]}
+SIM_GRID = {"grid": {"name": "sim", "treatments": ["bilateral_binding"], "focal_treatments": ["bilateral_binding"]},
+            "dimensions": [
+                {"name": "min_orders", "rationale": "r", "options": [
+                    {"name": "1", "rationale": "r", "filters": {"min_orders": {"n": 1}}},
+                    {"name": "20", "rationale": "r", "filters": {"min_orders": {"n": 20}}}]},
+                {"name": "estimator", "rationale": "r", "options": [
+                    {"name": "ppml", "rationale": "r", "model": {"estimator": "ppml"}},
+                    {"name": "linear", "rationale": "r",
+                     "model": {"estimator": "twfe", "outcome": "return_rate", "weights": "orders"}}]},
+            ]}

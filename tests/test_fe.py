@@ -102,6 +102,28 @@ def test_collinear_columns_detects_fe_and_linear_dependence() -> None:
     np.testing.assert_array_equal(collinear_columns(Xd, X), [False, True, True])
 
 
+def test_collinear_columns_on_designs_with_known_dependence() -> None:
+    """Columns dropped: one collinear with the fixed effects (a level dummy of ``g``), one a
+    combination of earlier columns (exactly, and up to 1e-7); the rest kept. The permutation
+    re-fits use the same rule."""
+    rng = np.random.default_rng(1)
+    n = 500
+    g = rng.integers(0, 40, n)
+    fx = FixedEffects([g, rng.integers(0, 5, n)])
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    designs = {
+        "independent": (np.column_stack([a, b]), [False, False]),
+        "fe and combination": (np.column_stack([a, (g == 3).astype(float), b, a + 2 * b]), [False, True, False, True]),
+        "near combination": (np.column_stack([a, a * 1e-7 + b, b]), [False, False, True]),
+    }
+    for name, (X, expected) in designs.items():
+        Xd = fx.demean(X, tol=1e-13)
+        assert collinear_columns(Xd, X).tolist() == expected, name
+    # without raw columns only the dependence among the given columns counts
+    raw = designs["fe and combination"][0]
+    assert collinear_columns(raw).tolist() == [False, False, False, True]
+
+
 def test_fit_wls_matches_statsmodels_with_dummies() -> None:
     a, b, rng = _unbalanced(5)
     X = rng.normal(size=(a.size, 2))

@@ -13,6 +13,7 @@ from returnstudy.multiverse import multiverse
 from returnstudy.multiverse_grid import GridError, grid_from_dict, load_grid
 from returnstudy.multiverse_result import MultiverseResult
 from returnstudy.spec import spec_from_dict
+from tests._simpanel import SIM_GRID, SIM_SPEC_DICT
 
 SPEC = Path(__file__).parent / "fixtures" / "specs" / "run_small.toml"
 
@@ -220,17 +221,7 @@ def test_flips_curve_and_text(serial: MultiverseResult) -> None:
 
 # ----------------------------------------------------------------------------- null test on simulated panels
 
-SIM_SPEC = spec_from_dict({"study": {"name": "sim"}, "filters": [{"step": "min_orders", "n": 1, "how": "mean"}],
-                           "models": [{"name": "m", "estimator": "ppml", "treatments": ["bilateral_binding"]}]})
-SIM_GRID = {"grid": {"name": "sim", "treatments": ["bilateral_binding"], "focal_treatments": ["bilateral_binding"]},
-            "dimensions": [
-                {"name": "min_orders", "rationale": "r", "options": [
-                    {"name": "1", "rationale": "r", "filters": {"min_orders": {"n": 1}}},
-                    {"name": "20", "rationale": "r", "filters": {"min_orders": {"n": 20}}}]},
-                {"name": "estimator", "rationale": "r", "options": [
-                    {"name": "ppml", "rationale": "r", "model": {"estimator": "ppml"}},
-                    {"name": "linear", "rationale": "r", "model": {"estimator": "twfe", "outcome": "return_rate", "weights": "orders"}}]},
-            ]}
+SIM_SPEC = spec_from_dict(SIM_SPEC_DICT)
 
 
 def _sim_null(seed: int, base_effect: float, draws: int = 19):

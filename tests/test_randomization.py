@@ -376,18 +376,10 @@ def test_multiverse_null_test_fixed_design_equals_re_estimation(monkeypatch: pyt
     from returnstudy.multiverse_grid import grid_from_dict
     from returnstudy.spec import spec_from_dict
 
-    spec = spec_from_dict({"study": {"name": "sim"}, "filters": [{"step": "min_orders", "n": 1, "how": "mean"}],
-                           "models": [{"name": "m", "estimator": "ppml", "treatments": ["bilateral_binding"]}]})
-    grid = grid_from_dict({
-        "grid": {"name": "sim", "treatments": ["bilateral_binding"], "focal_treatments": ["bilateral_binding"]},
-        "dimensions": [
-            {"name": "min_orders", "rationale": "r", "options": [
-                {"name": "1", "rationale": "r", "filters": {"min_orders": {"n": 1}}},
-                {"name": "20", "rationale": "r", "filters": {"min_orders": {"n": 20}}}]},
-            {"name": "estimator", "rationale": "r", "options": [
-                {"name": "ppml", "rationale": "r", "model": {"estimator": "ppml"}},
-                {"name": "linear", "rationale": "r",
-                 "model": {"estimator": "twfe", "outcome": "return_rate", "weights": "orders"}}]}]})
+    from tests._simpanel import SIM_GRID, SIM_SPEC_DICT
+
+    spec = spec_from_dict(SIM_SPEC_DICT)
+    grid = grid_from_dict(SIM_GRID)
     panel = simulate_panel(seed=4, n_geo=8, n_citizen=30, years=(2010, 2016), bilateral_share=0.3, base_effect=0.2)
     res = multiverse(spec, None, grid, design="full", panel=panel)
     from returnstudy.inference._refit import FixedDesignRefit
@@ -403,21 +395,3 @@ def test_multiverse_null_test_fixed_design_equals_re_estimation(monkeypatch: pyt
     pd.testing.assert_frame_equal(fast.statistics, slow.statistics, rtol=1e-8)
     cols = ["p_permutation", "p_fwer_minp", "p_fwer_romano_wolf", "valid_draws"]
     pd.testing.assert_frame_equal(fast.per_spec[cols], slow.per_spec[cols])
-
-
-def test_blas_free_collinearity_check_matches_the_estimators() -> None:
-    """The re-fits' collinearity rule is the estimators' (collinear_columns): the same columns
-    dropped on designs with a column collinear with the fixed effects and one with the others."""
-    from returnstudy.inference._refit import _collinear
-    from returnstudy.models._fe import FixedEffects, collinear_columns
-
-    rng = np.random.default_rng(1)
-    n = 500
-    g = rng.integers(0, 40, n)
-    fx = FixedEffects([g, rng.integers(0, 5, n)])
-    a, b = rng.normal(size=n), rng.normal(size=n)
-    for X in (np.column_stack([a, b]), np.column_stack([a, (g == 3).astype(float), b, a + 2 * b]),
-              np.column_stack([a, a * 1e-7 + b, b])):
-        Xd = fx.demean(X, tol=1e-13)
-        np.testing.assert_array_equal(_collinear(Xd, X), collinear_columns(Xd, X))
-    assert _collinear(*(2 * [np.column_stack([a, (g == 3).astype(float), b, a + 2 * b])])).tolist() == [False] * 3 + [True]

@@ -38,7 +38,8 @@ from scipy import stats
 
 from ..models._common import _nesting_clusters, fe_rank, vcov_type_of
 from ..models._design import Design
-from ..models._fe import FixedEffects, TwoWayProjection, poisson_irls, rectifier_iterations, rectifier_weights
+from ..models._fe import (FixedEffects, TwoWayProjection, collinear_columns, poisson_irls, rectifier_iterations,
+                          rectifier_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -56,29 +57,6 @@ def _cross(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 def _times(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``A @ b`` for a tall, narrow ``A`` without BLAS (see :func:`_cross`)."""
     return np.einsum("ij,j->i", A, b) if b.ndim == 1 else np.einsum("ij,jk->ik", A, b)
-
-
-def _collinear(Xd: np.ndarray, X: np.ndarray, tol: float = _COLLIN_TOL) -> np.ndarray:
-    """:func:`~returnstudy.models._fe.collinear_columns` (same rule, same order of columns)
-    with its dot products written without BLAS (see :func:`_cross`)."""
-    k = Xd.shape[1]
-    drop = np.zeros(k, dtype=bool)
-    ss_d = np.einsum("ij,ij->j", Xd, Xd)
-    ss_raw = np.einsum("ij,ij->j", X, X)
-    drop |= ss_d <= tol * np.maximum(ss_raw, 1e-300)
-    basis: list[np.ndarray] = []
-    for j in range(k):
-        if drop[j]:
-            continue
-        v = Xd[:, j].copy()
-        for b in basis:
-            v -= np.einsum("i,i->", b, v) * b
-        nv = float(np.sqrt(np.einsum("i,i->", v, v)))
-        if nv * nv <= tol * ss_d[j]:
-            drop[j] = True
-        else:
-            basis.append(v / nv)
-    return drop
 
 
 @dataclass
@@ -139,7 +117,7 @@ class _RectifierCheck:
         first = self.Zd0.copy()
         first[:, 1 + column] = self._demean(X[:, column][:, None])[:, 0]
         sep = rectifier_iterations(self.interior, X, self.omega, self.tol, self.maxiter, self._demean, first=first,
-                                   collinear=_collinear, cross=_cross, times=_times)
+                                   collinear=collinear_columns, cross=_cross, times=_times)
         if sep is None:
             logger.warning("separation check (iterative rectifier) did not converge")
             return np.zeros(self.y.size, dtype=bool)
@@ -273,7 +251,7 @@ class FixedDesignRefit:
         Zd = self._Zd.copy()
         Zd[:, 1 + j] = self._demean_twfe(x[:, None])[:, 0]
         yd, Xd_all = Zd[:, 0], Zd[:, 1:]
-        drop = _collinear(Xd_all, X, _COLLIN_TOL)
+        drop = collinear_columns(Xd_all, X, _COLLIN_TOL)
         Xd = Xd_all[:, ~drop]
         w = self.w
         Xw = Xd if w is None else Xd * w[:, None]
@@ -333,7 +311,7 @@ class FixedDesignRefit:
             prev = [Z, Zd]
             zd, Xd_all = Zd[:, 0], Zd[:, 1:]
             if it == 1 and k:
-                drop_cols = _collinear(Xd_all, X, _COLLIN_TOL)
+                drop_cols = collinear_columns(Xd_all, X, _COLLIN_TOL)
             Xd = Xd_all[:, ~drop_cols]
             if not Xd.shape[1]:
                 return np.zeros(0), zd, Xd

@@ -479,13 +479,16 @@ def collinear_columns(Xd: np.ndarray, X: np.ndarray | None = None, tol: float = 
 
     A column is dropped if its demeaned sum of squares is below ``tol`` times its raw
     sum of squares (collinear with the fixed effects) or if it is linearly dependent on
-    earlier columns (sequential Gram-Schmidt on the demeaned columns).
+    earlier columns (sequential Gram-Schmidt on the demeaned columns). The dot products
+    are written without BLAS (``einsum``): a threaded BLAS spends more time waking threads
+    than computing them, and the permutation re-fits call this once per draw.
     """
     Xd = np.asarray(Xd, dtype=float)
     k = Xd.shape[1]
     drop = np.zeros(k, dtype=bool)
-    ss_d = np.sum(Xd * Xd, axis=0)
-    ss_raw = ss_d if X is None else np.sum(np.asarray(X, dtype=float) ** 2, axis=0)
+    ss_d = np.einsum("ij,ij->j", Xd, Xd)
+    Xr = None if X is None else np.asarray(X, dtype=float)
+    ss_raw = ss_d if Xr is None else np.einsum("ij,ij->j", Xr, Xr)
     drop |= ss_d <= tol * np.maximum(ss_raw, 1e-300)
     # sequential orthogonalisation for dependence among the remaining columns
     basis: list[np.ndarray] = []
@@ -494,8 +497,8 @@ def collinear_columns(Xd: np.ndarray, X: np.ndarray | None = None, tol: float = 
             continue
         v = Xd[:, j].copy()
         for b in basis:
-            v -= (b @ v) * b
-        nv = float(np.sqrt(v @ v))
+            v -= np.einsum("i,i->", b, v) * b
+        nv = float(np.sqrt(np.einsum("i,i->", v, v)))
         if nv * nv <= tol * ss_d[j]:
             drop[j] = True
         else:
