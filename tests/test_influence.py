@@ -211,3 +211,20 @@ def test_prepared_design_refit_that_leaves_no_rows_is_an_unidentified_row() -> N
                      estimator=lambda df: rs.twfe(df, outcome="return_rate", **kw)).table
     assert (fast["error"] != "").all() and (slow["error"] != "").all()
     assert not fast["identified"].any() and not slow["identified"].any()
+
+
+def test_prepared_call_without_rows(small_panel: pd.DataFrame) -> None:
+    """Dropping rows from a prepared call equals calling on the smaller panel; dropping every row
+    is an error that says so."""
+    from returnstudy.models.ppml import prepare_ppml_call
+
+    kw = {"treatments": TREATMENTS, "cluster": "citizen"}
+    prepared = prepare_ppml_call(small_panel, **kw)
+    citizen = prepared.design.frame["citizen"].to_numpy()
+    first = sorted(set(citizen))[0]
+    got = prepared.without(citizen == first).fit()
+    want = rs.ppml(small_panel[small_panel["citizen"] != first], **kw)
+    np.testing.assert_allclose(got.table["estimate"], want.table["estimate"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.table["std_error"], want.table["std_error"], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no rows left"):
+        prepared.without(np.ones(prepared.design.n_obs, dtype=bool))
