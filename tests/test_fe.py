@@ -264,21 +264,55 @@ def test_demeaning_all_columns_at_once_equals_column_by_column(n_dims: int, n_ro
     proj = TwoWayProjection.for_(fx)
     assert (proj is not None) == (n_dims == 2)
 
-    def first(col: np.ndarray, start: np.ndarray | None = None) -> np.ndarray | None:
-        return proj.demean(col[:, None], w)[:, 0] if proj is not None else start
-
     its = []
     for j in range(X.shape[1]):
-        ref, it_j = _demean_one_column(fx, X[:, j], w, 1e-10, start=first(X[:, j]))
+        if proj is not None:  # the exact projection, checked column by column: no sweeps
+            ref, it_j = proj.demean(X[:, [j]], w)[:, 0], 0
+            for c, g in zip(fx.codes, fx.n_levels):  # a sweep would change no value by more than tol
+                wj = np.ones(n_rows) if w is None else w
+                means = np.bincount(c, weights=wj * ref, minlength=g) / np.maximum(np.bincount(c, weights=wj, minlength=g), 1e-300)
+                assert np.abs(means).max() <= 1e-10 * max(1.0, float(np.sqrt(np.mean(X[:, j] ** 2))))
+        else:
+            ref, it_j = _demean_one_column(fx, X[:, j], w, 1e-10)
         its.append(it_j)
         np.testing.assert_allclose(out[:, j], ref, rtol=0, atol=1e-12 * max(1.0, np.abs(X[:, j]).max()))
     assert it == max(its)
     if proj is not None:
-        assert it == 2
-    # warm start (as the PPML iterations use it; superseded by the exact start) and a single 1-D column
+        assert it == 0
+    # warm start (as the PPML iterations use it; superseded by the exact projection) and a single 1-D column
     start = X - 0.3 * (a % 5)[:, None]
     out_s = fx.demean(X, weights=w, start=start)
     for j in (0, 3):
-        ref, _ = _demean_one_column(fx, X[:, j], w, 1e-10, start=first(X[:, j], start[:, j]))
+        if proj is not None:
+            ref = out[:, j]
+        else:
+            ref, _ = _demean_one_column(fx, X[:, j], w, 1e-10, start=start[:, j])
         np.testing.assert_allclose(out_s[:, j], ref, rtol=0, atol=1e-12 * max(1.0, np.abs(X[:, j]).max()))
     np.testing.assert_allclose(fx.demean(X[:, 1], weights=w), out[:, 1], rtol=0, atol=1e-12 * 1e3)
+
+
+def test_exact_projection_left_short_is_swept_to_the_fixed_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the exact two-way projection misses the fixed point (as rounding in its small solve
+    could), that column alone is swept from it: the result equals the sweeps from scratch, the
+    other columns stay the projection itself, and the sweeps are counted."""
+    rng = np.random.default_rng(3)
+    n = 2500
+    a, b = rng.integers(0, 200, n), rng.integers(0, 9, n)
+    fx = FixedEffects([a, b], names=["corridor", "year"])
+    X = rng.normal(size=(n, 3)) + 0.05 * a[:, None]
+    w = np.exp(rng.normal(0, 1, n))
+    exact = TwoWayProjection(fx).demean(X, w)
+    real = TwoWayProjection.demean_rows
+
+    def short(self: TwoWayProjection, x: np.ndarray, wt: np.ndarray | None) -> np.ndarray:
+        out = real(self, x, wt)
+        out[1] += 1e-4 * (a % 7)  # off the fixed point by a combination of corridor dummies
+        return out
+
+    monkeypatch.setattr(TwoWayProjection, "demean_rows", short)
+    got, it = FixedEffects([a, b]).demean(X, weights=w, tol=1e-10, return_iterations=True)
+    assert it > 0
+    np.testing.assert_array_equal(got[:, [0, 2]], exact[:, [0, 2]])
+    scratch = FixedEffects([a, b, np.zeros(n, dtype=int)]).demean(X[:, 1], weights=w, tol=1e-13)
+    np.testing.assert_allclose(got[:, 1], scratch, rtol=0, atol=1e-9)
+    assert np.abs(got[:, 1] - short(TwoWayProjection(fx), np.ascontiguousarray(X.T), w)[1]).max() > 1e-5

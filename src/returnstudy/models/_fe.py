@@ -88,6 +88,16 @@ def _row_max_abs(a: np.ndarray) -> np.ndarray:
     return np.max(np.abs(a), axis=1)
 
 
+#: IRLS steps taken past the convergence criterion from a warm start (see :func:`poisson_irls`)
+WARM_START_POLISH = 2
+
+
+def _sweep_threshold(x0: np.ndarray, tol: float) -> np.ndarray:
+    """Per row of ``x0`` (columns x n): the largest change in a sweep at which it has converged,
+    ``tol`` times the column's scale (max(1, RMS))."""
+    return tol * np.maximum(1.0, np.sqrt(np.mean(x0 * x0, axis=1)))
+
+
 #: columns x rows up to which the exact start is computed for all columns in one solve
 #: (beyond, block by block, to bound the working memory)
 _EXACT_START_ELEMENTS = 4_000_000
@@ -250,8 +260,10 @@ class FixedEffects:
         Irons--Tuck extrapolation, stopping when the largest change in a sweep is below
         ``tol`` times the column's scale (max(1, RMS of the column)). Two dimensions of which
         one is small (at most ``SMALL_DIMENSION_LEVELS`` levels, e.g. corridors and years)
-        start the sweeps at the exact projection (:class:`TwoWayProjection`), so they stop
-        after two sweeps, at the projection itself rather than within ``tol`` of it.
+        use the exact projection (:class:`TwoWayProjection`) without sweeps: a column's
+        projection is kept when its weighted group means in every dimension (what a sweep
+        would remove) are below the same threshold, and swept from there otherwise (the
+        reported iteration count is then 0, or the sweeps the short columns took).
 
         Columns are swept together in blocks of about 16k values (one ``bincount`` per
         dimension and sweep for the whole block, bins offset per column): small samples
@@ -288,12 +300,14 @@ class FixedEffects:
             # groups with zero total weight get mean 0 (they do not affect the fit)
             wsums.append(np.divide(1.0, ws, out=np.zeros_like(ws), where=ws > 0))
         x0 = np.ascontiguousarray(X.T)
-        # two dimensions, one small: start each block at the exact projection, the fixed point of
-        # the sweeps, which the convergence check then confirms in two sweeps (or corrects, if
-        # rounding in the small solve left it short)
+        # two dimensions, one small: each column's exact projection is the fixed point of the
+        # sweeps; it is kept where its weighted group means in every dimension (what a sweep
+        # would remove) are within the convergence threshold, else the sweeps start from it
+        # (rounding in the small solve left it short)
         projection = self._projection()
         x_start = None if start is None else np.ascontiguousarray(np.asarray(start, dtype=float).reshape(X.shape).T)
-        if projection is not None and x0.size <= _EXACT_START_ELEMENTS:
+        exact = projection is not None
+        if exact and x0.size <= _EXACT_START_ELEMENTS:
             x_start = projection.demean_rows(x0, w)  # all columns in one solve
             projection = None
         out = np.empty_like(X)  # same memory layout as the input
@@ -308,7 +322,14 @@ class FixedEffects:
                 first = projection.demean_rows(x0[cols], w)
             else:
                 first = None if x_start is None else x_start[cols]
-            out_t, it = self._demean_columns(x0[cols], w, wsums, tol, maxiter, first)
+            if exact:
+                out_t, it = first, 0
+                short = ~self._at_fixed_point(first, w, wsums, _sweep_threshold(x0[cols], tol))
+                if short.any():
+                    out_t = first.copy()
+                    out_t[short], it = self._demean_columns(x0[cols][short], w, wsums, tol, maxiter, first[short])
+            else:
+                out_t, it = self._demean_columns(x0[cols], w, wsums, tol, maxiter, first)
             out[:, cols] = out_t.T
             max_it = max(max_it, it)
         res = out[:, 0] if one_d else out
@@ -320,6 +341,19 @@ class FixedEffects:
         if not cache:
             cache.append(TwoWayProjection.for_(self))
         return cache[0]
+
+    def _at_fixed_point(self, x: np.ndarray, w: np.ndarray | None, inv_wsums: list[np.ndarray],
+                        thr: np.ndarray) -> np.ndarray:
+        """Per row of ``x`` (columns x n): is every weighted group mean, in every dimension, at most
+        ``thr``? (Then a sweep would change no value by more than the convergence threshold.)"""
+        k = x.shape[0]
+        v = x if w is None else x * w
+        ok = np.ones(k, dtype=bool)
+        for d in range(self.n_dims):
+            g = self.n_levels[d]
+            sums = np.bincount(self._stacked_codes(d, k), weights=v.ravel(), minlength=g * k).reshape(k, g)
+            ok &= _row_max_abs(sums * inv_wsums[d]) <= thr
+        return ok
 
     def _demean_columns(
         self,
@@ -335,7 +369,7 @@ class FixedEffects:
         if self.n_dims == 1:
             return x, 1
         k = x0.shape[0]
-        thr = tol * np.maximum(1.0, np.sqrt(np.mean(x0 * x0, axis=1)))
+        thr = _sweep_threshold(x0, tol)
         ww = np.ones(x0.shape[1]) if w is None else w
         out = np.empty_like(x0)
         active = np.arange(k)
@@ -825,6 +859,7 @@ def poisson_irls(
     maxiter: int,
     initial: tuple[np.ndarray, np.ndarray, Any],
     min_steps: int = 1,
+    polish: int = 0,
 ) -> IRLSState:
     """Iteratively reweighted least squares for Poisson with an offset and user weights ``uw``,
     from the fitted means ``mu`` (linear predictor ``eta``). Each iteration forms the working
@@ -832,12 +867,20 @@ def poisson_irls(
     returns the weighted least-squares coefficients of the demeaned ``z`` on the demeaned
     regressors, the residuals and the demeaned regressors (dense or implicit: the caller's
     design). Stops when the relative change in deviance is below ``tol`` (fixest's criterion)
-    and at least ``min_steps`` steps were taken; ``initial`` (delta, resid, Xd) stands for a fit
-    that takes no step."""
+    and at least ``min_steps`` steps were taken, then takes ``polish`` more steps; ``initial``
+    (delta, resid, Xd) stands for a fit that takes no step.
+
+    ``polish`` is for warm starts. The standard errors are evaluated at the last step's working
+    weights, the means of the step before it; Newton steps square the error, so from a cold start
+    the criterion is met a step or two after the optimum is reached to machine precision, but
+    from a start near the optimum it can be met one step earlier, where the weights are still
+    off by about the square root of ``tol``. Two more steps put them where a cold start ends.
+    """
     last = _poisson_deviance(y, mu, uw)
     delta, resid, Xd = initial
     wts = uw * mu
     converged, it, crit = False, 0, np.inf
+    stop = maxiter
     for it in range(1, maxiter + 1):
         z = eta - offset + y / mu - 1.0
         wts = uw * mu
@@ -847,8 +890,10 @@ def poisson_irls(
         dev = _poisson_deviance(y, mu, uw)
         crit = abs(dev - last) / (0.1 + abs(last))
         last = dev
-        if crit < tol and it >= min_steps:
+        if not converged and crit < tol and it >= min_steps:
             converged = True
+            stop = min(maxiter, it + polish)
+        if converged and it >= stop:
             break
     return IRLSState(eta=eta, mu=mu, weights=wts, delta=delta, resid=resid, Xd=Xd, n_iter=it, converged=converged,
                      deviance=last, crit=crit)
@@ -865,6 +910,7 @@ def fit_ppml(
     separation: Sequence[str] = ("fe", "ir"),
     fe_tol: float = 1e-11,
     collin_tol: float = 1e-9,
+    start_eta: np.ndarray | None = None,
 ) -> PPMLFit:
     """Poisson pseudo-maximum likelihood with absorbed fixed effects (IRLS).
 
@@ -883,6 +929,11 @@ def fit_ppml(
     After fitting, zero-outcome rows with a fitted mean below 1e-10 times the mean
     outcome are counted in ``possibly_separated`` (a sign of undetected separation).
     Non-convergence is reported by ``converged=False`` and a :class:`ConvergenceWarning`.
+
+    ``start_eta`` (one value per row, NaN where unknown): a linear predictor (offset included)
+    to start from, e.g. a fit of the same model on a superset of the rows; the iterations then
+    run two steps past the criterion (see :func:`poisson_irls`), so the fit ends where a cold
+    start ends. Rows without a value start where a cold start does.
     """
     X_all = np.asarray(X, dtype=float)
     if X_all.ndim == 1:
@@ -912,6 +963,15 @@ def fit_ppml(
         raise ValueError("all outcomes are zero in the estimation sample")
     mu = (y_ + mean_y) / 2.0
     eta = np.log(mu)
+    polish = 0
+    if start_eta is not None:
+        start_eta = np.asarray(start_eta, dtype=float).ravel()
+        if start_eta.size != n:
+            raise ValueError(f"start_eta has {start_eta.size} values, expected one per row ({n})")
+        given = start_eta[keep]
+        eta = np.where(np.isfinite(given), given, eta)
+        mu = np.exp(eta)
+        polish = WARM_START_POLISH
     drop_cols = np.zeros(k, dtype=bool)
 
     def step(z: np.ndarray, wts: np.ndarray, it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -927,7 +987,8 @@ def fit_ppml(
         delta = np.linalg.solve(Xw.T @ Xd, Xw.T @ zd)
         return delta, zd - Xd @ delta, Xd
 
-    st = poisson_irls(y_, off, uw, mu, eta, step, tol, maxiter, initial=(np.zeros(k), np.zeros(y_.size), X_))
+    st = poisson_irls(y_, off, uw, mu, eta, step, tol, maxiter, initial=(np.zeros(k), np.zeros(y_.size), X_),
+                      polish=polish)
     if not st.converged:
         warnings.warn(
             f"PPML IRLS did not converge in {maxiter} iterations (relative deviance change {st.crit:.2e})",
