@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 logger = logging.getLogger(__name__)
@@ -82,10 +83,22 @@ def switching_by_treatment(rows: pd.DataFrame, treatments: Sequence[str], unit: 
     if not present or rows.empty:
         return out
     labels = rows[unit] if unit is not None else _corridor_labels(rows)
-    varies = rows[present].groupby(labels.to_numpy()).nunique(dropna=True) > 1
+    codes, units = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
+    grouped = codes >= 0
     for t in present:
-        flags = varies[t].to_numpy()
-        out[t] = sorted(varies.index[flags])
+        try:
+            v = rows[t].to_numpy(dtype="float64", na_value=np.nan)
+        except (TypeError, ValueError):  # not numeric: count distinct values per unit
+            distinct = rows.loc[grouped, t].groupby(codes[grouped]).nunique(dropna=True)
+            out[t] = sorted(units[distinct.index[distinct.to_numpy() > 1]])
+            continue
+        # at least two distinct non-missing values <=> the largest exceeds the smallest
+        ok = grouped & ~np.isnan(v)
+        low = np.full(len(units), np.inf)
+        high = np.full(len(units), -np.inf)
+        np.minimum.at(low, codes[ok], v[ok])
+        np.maximum.at(high, codes[ok], v[ok])
+        out[t] = sorted(units[high > low])
     return out
 
 

@@ -38,8 +38,8 @@ from scipy import stats
 
 from ..models._common import _nesting_clusters, fe_rank, vcov_type_of
 from ..models._design import Design
-from ..models._fe import (FixedEffects, TwoWayProjection, collinear_columns, poisson_irls, rectifier_iterations,
-                          rectifier_weights)
+from ..models._fe import (WARM_START_POLISH, FixedEffects, TwoWayProjection, collinear_columns, poisson_irls,
+                          rectifier_iterations, rectifier_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -226,11 +226,11 @@ class FixedDesignRefit:
     def fit(self, x: np.ndarray, se: bool = False) -> DrawFit | None:
         """Re-fit with the regressor's values ``x`` (one per row of the panel the refit was built on).
 
-        ``se=False``: coefficients only; a PPML fit starts from the observed fit under the null
-        (3-4 IRLS steps instead of about 9). ``se=True``: also standard errors and p-values; a
-        PPML fit then takes the estimator's IRLS steps from its cold start, because the
-        sandwich is evaluated at the last step's working weights: the same steps give the same
-        standard errors to the demeaning tolerance, not merely to the IRLS tolerance.
+        A PPML fit starts from the observed fit under the null (3-4 IRLS steps instead of about
+        9). ``se=False``: coefficients only. ``se=True``: also standard errors and p-values; the
+        sandwich is evaluated at the last step's working weights, so the fit then takes two
+        steps past the criterion, which puts those weights where the estimator's cold start ends
+        (:func:`~returnstudy.models._fe.poisson_irls`).
         """
         x = np.asarray(x, dtype=float)[self.positions]
         if not np.all(np.isfinite(x)):
@@ -270,9 +270,10 @@ class FixedDesignRefit:
             scale = float(np.sum(ww * resid**2)) / (d.n_obs - 1)
         return self._inference(d, drop, beta, scores, bread, scale, poisson=False)
 
-    def _ppml_arrays(self, x: np.ndarray, warm: Mapping[str, Any] | None = None) -> tuple | None:
+    def _ppml_arrays(self, x: np.ndarray, warm: Mapping[str, Any] | None = None, polish: int = 0) -> tuple | None:
         """IRLS on the rows left after the fixed-effect separation check; None if the
-        iterative rectifier drops rows (the sample would change)."""
+        iterative rectifier drops rows (the sample would change). ``polish``: steps past the
+        criterion (:func:`~returnstudy.models._fe.poisson_irls`)."""
         X = self.X0.copy()
         X[:, self.column] = x
         if not np.all(np.isfinite(X)):
@@ -321,7 +322,8 @@ class FixedDesignRefit:
 
         # a warm start can begin next to the optimum: one more step is cheap insurance
         st = poisson_irls(y, off, uw, mu, eta, step, self.tol, self.maxiter,
-                          initial=(np.zeros(k), np.zeros(y.size), X), min_steps=1 if warm is None else 2)
+                          initial=(np.zeros(k), np.zeros(y.size), X), min_steps=1 if warm is None else 2,
+                          polish=polish)
         if not st.converged:
             logger.warning("permutation re-fit: PPML IRLS did not converge in %d iterations", self.maxiter)
         beta = np.full(k, np.nan)
@@ -330,7 +332,7 @@ class FixedDesignRefit:
         return beta, drop_cols, Xd, (wts, resid), eta, Z, Zd
 
     def _fit_ppml(self, x: np.ndarray, se: bool) -> DrawFit | None:
-        out = self._ppml_arrays(x, None if se else self._warm)
+        out = self._ppml_arrays(x, self._warm, WARM_START_POLISH if se else 0)
         if out is None:
             return None
         beta, drop, Xd, (wts, resid) = out[0], out[1], out[2], out[3]

@@ -78,7 +78,8 @@ class PreparedFit:
 
     design: Design
     offset: np.ndarray | None
-    finish: Callable[[Design, np.ndarray | None], EstimationResult]
+    finish: Callable[[Design, np.ndarray | None, np.ndarray | None], EstimationResult]
+    start: np.ndarray | None = None
 
     def without(self, mask: np.ndarray, reason: str = "left out") -> PreparedFit:
         """The same call without the design rows where ``mask`` is True (counted under ``reason``)."""
@@ -86,11 +87,28 @@ class PreparedFit:
         if mask.shape == (self.design.n_obs,) and mask.all():
             raise ValueError(f"no rows left of {self.design.n_obs}: every row is {reason}")
         offset = None if self.offset is None else self.offset[~mask]
-        return replace(self, design=self.design.drop(mask, reason), offset=offset)
+        start = None if self.start is None else self.start[~mask]
+        return replace(self, design=self.design.drop(mask, reason), offset=offset, start=start)
+
+    def warm_from(self, result: EstimationResult) -> PreparedFit:
+        """The same call with its Poisson iterations started from ``result``'s linear predictor
+        (a fit of this call on these rows or more; rows it did not use start cold). Only the
+        number of steps changes: the fit ends where a cold start ends (see ``fit_ppml``'s
+        ``start_eta``). Linear fits have no iterations: they are unchanged."""
+        fit = result.extra.get("fit") if isinstance(result.extra, dict) else None
+        used = result.extra.get("design") if isinstance(result.extra, dict) else None
+        eta = getattr(fit, "eta", None)
+        if eta is None or used is None or len(eta) != used.n_obs:
+            return self
+        at = used.frame.index.get_indexer(self.design.frame.index)
+        if used.frame.index.has_duplicates or self.design.frame.index.has_duplicates:
+            return self
+        start = np.where(at >= 0, np.asarray(eta, dtype=float)[np.clip(at, 0, None)], np.nan)
+        return replace(self, start=start)
 
     def fit(self) -> EstimationResult:
         """Fit and package the prepared call (singletons, separation, coefficients, covariance)."""
-        return self.finish(self.design, self.offset)
+        return self.finish(self.design, self.offset, self.start)
 
 
 def fe_rank(fe: FixedEffects | None, bound: int | None = None) -> int:
@@ -122,6 +140,7 @@ def fit_design(
     separation: Sequence[str] = ("fe", "ir"),
     tol: float = 1e-10,
     maxiter: int = 100,
+    start_eta: np.ndarray | None = None,
 ) -> FitOutput:
     """Fit OLS (``method="ols"``) or PPML (``method="ppml"``) with absorbed fixed effects
     and compute the sandwich covariance.
@@ -130,8 +149,9 @@ def fit_design(
     difference-in-differences, or fewer than two clusters) the covariance is NaN and
     ``details.note`` says why; the coefficients are still returned.
 
-    ``offset`` is aligned with ``design`` rows. Rows removed here (singletons, PPML
-    separation) are recorded in the returned design's ``dropped``.
+    ``offset`` and ``start_eta`` (a PPML warm start, see ``fit_ppml``) are aligned with ``design``
+    rows. Rows removed here (singletons, PPML separation) are recorded in the returned design's
+    ``dropped``.
     """
     if drop_singletons:
         before = design.n_obs
@@ -141,6 +161,8 @@ def fit_design(
             design = design.drop(sing, "singleton fixed-effect groups")
             if offset is not None:
                 offset = offset[~sing]
+            if start_eta is not None:
+                start_eta = start_eta[~sing]
         logger.debug("singletons dropped: %d", before - design.n_obs)
     if design.n_obs == 0:
         raise ValueError("no observations left after dropping singletons")
@@ -159,13 +181,11 @@ def fit_design(
         if sparse_X:
             from ._sparse_fit import fit_ppml_sparse
 
-            ppml_fit = fit_ppml_sparse
+            fit = fit_ppml_sparse(design.y, design.X, design.fe, offset=offset, weights=design.weights,
+                                  tol=tol, maxiter=maxiter, separation=separation)
         else:
-            ppml_fit = fit_ppml
-        fit = ppml_fit(
-            design.y, design.X, design.fe, offset=offset, weights=design.weights,
-            tol=tol, maxiter=maxiter, separation=separation,
-        )
+            fit = fit_ppml(design.y, design.X, design.fe, offset=offset, weights=design.weights,
+                           tol=tol, maxiter=maxiter, separation=separation, start_eta=start_eta)
         zero_names = [f"{n}: {g}" for n, g in fit.dropped_fe_groups.items() if g]
         design = design.drop(
             fit.dropped_zero_fe,

@@ -166,10 +166,11 @@ def _prepare_call(
     design, offset, regs = prepare_ppml(panel, treat + ctrl, outcome, exposure, exposure_as, fe, cluster, weights,
                                         keys=keys)
 
-    def finish(design: Design, offset: np.ndarray | None) -> EstimationResult:
+    def finish(design: Design, offset: np.ndarray | None, start: np.ndarray | None) -> EstimationResult:
         out = fit_design(
             design, "ppml", vcov_type=vcov_type_of(cluster), small_sample=small_sample,
             drop_singletons=drop_singletons, offset=offset, separation=separation, tol=tol, maxiter=maxiter,
+            start_eta=start,
         )
         info: dict[str, Any] = {
             "exposure": None if exposure is None else f"{exposure} ({'offset log(' + exposure + ')' if exposure_as == 'offset' else 'regressor log(' + exposure + ')'})",

@@ -168,7 +168,7 @@ def _prepare_call(
                            cluster=parse_cluster(cluster) or None, weights=weights)
     design = prepare(work, outcome, treat + ctrl, fe=fe, cluster=cluster, weights=weights, keys=keys)
 
-    def finish(design: Design, offset: np.ndarray | None) -> EstimationResult:
+    def finish(design: Design, offset: np.ndarray | None, start: np.ndarray | None) -> EstimationResult:
         vt = vcov_type_of(cluster)
         out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
         info: dict[str, Any] = {}
