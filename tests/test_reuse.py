@@ -61,3 +61,71 @@ def test_load_panel_and_study_sample_read_the_tables_once_per_report(eurostat_di
     assert s3.panel.attrs == fresh.panel.attrs
     study_sample(spec, eurostat_dir)
     assert len(reads) == 3 * per_build  # outside the block: read again
+
+
+def test_a_table_is_parsed_once_per_content_inside_the_block(tmp_path: Path, monkeypatch) -> None:
+    """Reading the same Eurostat file twice in a report parses it once; each caller gets its own
+    copy; a file whose bytes changed is parsed again (the key is its sha256)."""
+    import shutil
+
+    import returnstudy.data.tables as tables
+
+    parsed: list[str] = []
+    real_parse = tables.parse_eurostat_bytes
+
+    def counting_parse(raw, source, dataset=None):
+        parsed.append(str(source))
+        return real_parse(raw, source, dataset)
+
+    monkeypatch.setattr(tables, "parse_eurostat_bytes", counting_parse)
+    src = Path(__file__).parent / "fixtures" / "eurostat" / "migr_eiord.csv"
+    shutil.copy(src, tmp_path / "migr_eiord.csv")
+    fresh = tables.read_table("migr_eiord", tmp_path)
+    with reuse_prepared():
+        first = tables.read_table("migr_eiord", tmp_path)
+        first.data.loc[0, "value"] = -5.0
+        first.vintage["rows"] = -1
+        second = tables.read_table("migr_eiord", tmp_path)
+        assert len(parsed) == 2  # one outside the block, one inside
+        pd.testing.assert_frame_equal(second.data, fresh.data)
+        assert second.vintage == fresh.vintage
+        text = (tmp_path / "migr_eiord.csv").read_text()
+        lines = text.splitlines()
+        cells = lines[1].split(",")
+        value_at = lines[0].split(",").index("OBS_VALUE")
+        cells[value_at] = str(float(cells[value_at] or 0) + 7)
+        (tmp_path / "migr_eiord.csv").write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+        edited = tables.read_table("migr_eiord", tmp_path)
+        assert len(parsed) == 3
+        assert edited.data.loc[0, "value"] == fresh.data.loc[0, "value"] + 7
+        assert edited.vintage["sha256"] != fresh.vintage["sha256"]
+
+
+def test_agreement_tables_are_read_once_per_content_inside_the_block(tmp_path: Path, monkeypatch) -> None:
+    """The treatment tables are read and validated once per content in a report; an edited file
+    is read again."""
+    import shutil
+
+    import returnstudy.agreement_tables as at
+
+    reads: list[Path] = []
+    real = at._read_tables
+
+    def counting(adir, cdir):
+        reads.append(adir)
+        return real(adir, cdir)
+
+    monkeypatch.setattr(at, "_read_tables", counting)
+    adir = tmp_path / "agreements"
+    shutil.copytree(at._default_agreements_dir(), adir)
+    with reuse_prepared():
+        t1, p1, h1 = at.read_tables(adir)
+        t1["visa_events"]["marker"] = 1  # the caller's own copy
+        t2, p2, h2 = at.read_tables(adir)
+        assert len(reads) == 1 and "marker" not in t2["visa_events"] and h1 == h2 and p1 == p2 == []
+        path = adir / "visa_events.csv"
+        path.write_text(path.read_text() + "\n")
+        t3, _, h3 = at.read_tables(adir)
+        assert len(reads) == 2 and h3["visa_events.csv"] != h1["visa_events.csv"]
+    at.read_tables(adir)
+    assert len(reads) == 3  # outside the block: read every time

@@ -18,6 +18,7 @@ column. Turning the tables into corridor-year treatment columns is
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .paths import project_data_dir
+from .reuse import reused
 
 logger = logging.getLogger(__name__)
 
@@ -589,9 +591,21 @@ def _cross_checks(tables: dict[str, pd.DataFrame], reporting: pd.DataFrame) -> l
 def read_tables(
     agreements_dir: Path | None, codes_dir: Path | None = None
 ) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, str]]:
-    """Read every table of ``agreements_dir``: (parsed tables, problems, sha256 per file)."""
+    """Read every table of ``agreements_dir``: (parsed tables, problems, sha256 per file).
+
+    Inside a :func:`~returnstudy.reuse.reuse_prepared` block, files with the same content (the
+    tables and the code lists, by sha256) are read and validated once; each caller gets its own copy.
+    """
     adir = Path(agreements_dir) if agreements_dir is not None else _default_agreements_dir()
     cdir = Path(codes_dir) if codes_dir is not None else _default_codes_dir()
+    files = [adir / spec.filename for spec in _SPECS.values()] + [cdir / "citizenships.csv",
+                                                                  cdir / "reporting_countries.csv"]
+    # the paths as given appear in the tables' attrs and in messages
+    key = (str(adir), str(cdir), *((str(p.resolve()), _sha256(p) if p.is_file() else None) for p in files))
+    return reused("agreement tables", key, lambda: _read_tables(adir, cdir), copy=copy.deepcopy)
+
+
+def _read_tables(adir: Path, cdir: Path) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, str]]:
     citizens, geos, reporting = _load_codes(cdir)
     tables: dict[str, pd.DataFrame] = {}
     problems: list[str] = []

@@ -418,8 +418,7 @@ def _coding_spells(
 ) -> _CodingSpells:
     """Read the agreement tables (once per :func:`~returnstudy.reuse.reuse_prepared` block) and
     turn them into spells under the coding options that act on the tables."""
-    tables, problems, hashes = reused("agreement tables", (str(adir), str(codes_dir)), lambda: read_tables(adir, codes_dir),
-                                      copy=copy.deepcopy)
+    tables, problems, hashes = read_tables(adir, codes_dir)
     if problems:
         return _CodingSpells(problems=tuple(problems))
     part = _participation_frame(tables["eu_participation"], uk_year)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,11 @@ from returnstudy.data.cache import (
     is_cache_dir,
     read_cached_table,
     read_manifest,
-    sha256_file,
+    sha256_bytes,
 )
-from returnstudy.data.eurostat import dataset_info, observed_last_updates, parse_eurostat_bytes, read_eurostat_table
+from returnstudy.data.eurostat import dataset_info, observed_last_updates, parse_eurostat_bytes
 from returnstudy.data.fetch import find_snapshot_file
+from returnstudy.reuse import reused
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,13 @@ class Table:
     vintage: dict[str, Any] = field(default_factory=dict)
 
 
-def _vintage_from_file(code: str, path: Path, data: pd.DataFrame) -> dict[str, Any]:
+def _vintage_from_file(code: str, path: Path, data: pd.DataFrame, sha256: str) -> dict[str, Any]:
     return {
         "dataset": code,
         "source": str(path.resolve()),
         "source_kind": "directory",
         "last_update": observed_last_updates(data),
-        "sha256": sha256_file(path),
+        "sha256": sha256,
         "rows": int(len(data)),
         "years": [int(data["year"].min()), int(data["year"].max())] if len(data) else None,
     }
@@ -64,6 +66,8 @@ def read_table(code: str, data_dir: str | Path | None = None) -> Table:
     :class:`DataNotAvailableError` with instructions when the table is absent and
     :class:`~returnstudy.data.cache.CacheIntegrityError` when a cached file changed,
     is not recorded, or the manifest is unreadable (each message names the remedy).
+    Inside a :func:`~returnstudy.reuse.reuse_prepared` block, bytes already parsed (same table,
+    same sha256) are not parsed again; each caller gets its own copy.
     """
     dataset_info(code)
     directory = Path(data_dir) if data_dir is not None else default_cache_dir()
@@ -72,17 +76,34 @@ def read_table(code: str, data_dir: str | Path | None = None) -> Table:
         cached = read_cached_table(directory, code)
         if cached is not None:
             raw, entry = cached
-            data = parse_eurostat_bytes(raw, directory / entry["file"], dataset=code)
-            vintage = {k: entry[k] for k in ("dataset", "source", "source_kind", "retrieved_at", "last_update", "sha256", "rows", "years") if k in entry}
-            return Table(code, data, vintage)
+            source = directory / entry["file"]
+
+            def parse_cached() -> Table:
+                vintage = {k: entry[k] for k in ("dataset", "source", "source_kind", "retrieved_at", "last_update",
+                                                 "sha256", "rows", "years") if k in entry}
+                return Table(code, parse_eurostat_bytes(raw, source, dataset=code), vintage)
+
+            return reused("eurostat table", (code, str(source), sha256_bytes(raw)), parse_cached, copy=_copy_table)
         path = None
     else:
         path = find_snapshot_file(directory, code) if directory.is_dir() else None
     if path is None:
         where = "the cache" if data_dir is None else "the data directory"
         raise DataNotAvailableError(f"table {code} not found in {where} {directory}. {HOW_TO_GET_DATA}")
-    data = read_eurostat_table(path, dataset=code)
-    return Table(code, data, _vintage_from_file(code, path, data))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    sha = sha256_bytes(raw)
+
+    def parse_file() -> Table:
+        data = parse_eurostat_bytes(raw, path, dataset=code)
+        return Table(code, data, _vintage_from_file(code, path, data, sha))
+
+    return reused("eurostat table", (code, str(path.resolve()), sha), parse_file, copy=_copy_table)
+
+
+def _copy_table(table: Table) -> Table:
+    return Table(table.code, table.data.copy(), copy.deepcopy(table.vintage))
 
 
 def has_table(code: str, data_dir: str | Path | None = None) -> bool:
