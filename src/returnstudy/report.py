@@ -246,9 +246,10 @@ def build_report(
     are prepared once and shared by every section (:func:`returnstudy.reuse.reuse_prepared`).
     The report runs with one BLAS thread (:func:`returnstudy._threads.one_blas_thread`), so its
     numbers do not depend on the machine's thread count. ``n_jobs`` (``-1``: every CPU): processes;
-    with more than one, the multiverse section and the sensitivity run in worker processes
-    (:class:`returnstudy.background.BackgroundPool`) while this process fits the models; the
-    report is the same for any ``n_jobs``.
+    with more than one, Part 1 (data quality) and the multiverse section run in worker processes
+    (:class:`returnstudy.background.BackgroundPool`) while this process fits the models (with three
+    or more, the sensitivity and the influence re-estimates too); the report is the same for any
+    ``n_jobs``.
     """
     with reuse_prepared(), one_blas_thread():
         return _build_report(out_dir, specs, data_dir, progress=progress, n_jobs=n_jobs)
@@ -276,13 +277,16 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
         from returnstudy.multiverse_report import multiverse_section
 
         mv_pending = pool.submit(multiverse_section, mv_spec, data_dir)
+    # the sensitivity re-codes and re-filters the spec's panel: with one worker (busy with the
+    # multiverse) it runs here, after the models, and reuses their panel and codings
+    sens_pool = pool if pool.n_jobs >= 3 else BackgroundPool(1)
     sens_pending = {}
     for i, s in enumerate(study_specs):
         model = str(s.report.get("headline_model", ""))
         if model:
             variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= {f.step for f in s.filters}]
-            sens_pending[i] = pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
-                                               progress=piece_progress)
+            sens_pending[i] = sens_pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
+                                               progress=progress if sens_pool is not pool else piece_progress)
     runs = [run_study(s, data_dir, progress=progress) for s in study_specs]
     # with one worker it is busy with the multiverse: the influence re-estimates run here
     if pool.n_jobs >= 3:
@@ -359,6 +363,8 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
         piece.result()
     checks = _inference_checks(runs, progress, boots)
     part1_and_part3 = _part1_and_part3(report, out, runs, data_dir, part1_pending)
+    for piece in sens_pending.values():  # computed here unless a worker has it
+        piece.result()
 
     # every combination of choices (the multiverse), then one choice at a time
     if mv_pending is not None:
