@@ -122,3 +122,30 @@ def test_cli_claims_on_snapshot(eurostat_dir, capsys):
     assert one_a["n_obs"] == 31  # reporting countries in the snapshot's Part 1 diagnostics
     visa = [r for r in rows if r["claim_id"].startswith("5")]
     assert any("VL-XK 2024" in r["reason"] for r in visa)  # an event outside every design's years is named
+
+
+@pytest.mark.parametrize("connected", [True, False])
+def test_two_way_shares_equal_dense_least_squares(connected: bool) -> None:
+    """The shares equal those of a dense minimum-norm least-squares fit on all the dummies, on a
+    connected unbalanced grid (exact projection) and on one of two disconnected blocks."""
+    from returnstudy.claims import _two_way_shares
+
+    rng = np.random.default_rng(4)
+    rows = [(g, c) for g in range(12) for c in range(40) if rng.uniform() < 0.35]
+    if not connected:  # reporters 0-5 only with citizenships 0-19, 6-11 only with 20-39
+        rows = [(g, c) for g, c in rows if (g < 6) == (c < 20)]
+    g = np.array([r[0] for r in rows])
+    c = np.array([r[1] for r in rows])
+    y = rng.normal(size=len(g)) + 0.4 * g + rng.normal(size=40)[c]
+    D = np.hstack([(g[:, None] == np.arange(12)).astype(float), (c[:, None] == np.arange(40)).astype(float)])
+    yc = y - y.mean()
+    coef = np.linalg.lstsq(D, yc, rcond=None)[0]
+    a, b = coef[:12][g], coef[12:][c]
+    a, b = a - a.mean(), b - b.mean()
+    v = np.var(yc)
+    want = {"geo": np.var(a) / v, "citizen": np.var(b) / v, "covariance": 2 * np.cov(a, b, bias=True)[0, 1] / v,
+            "residual": np.var(yc - a - b) / v}
+    got = _two_way_shares(y, g, c)
+    for k, val in want.items():
+        assert got[k] == pytest.approx(val, abs=1e-9), k
+    assert sum(got.values()) == pytest.approx(1.0, abs=1e-12)

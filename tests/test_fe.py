@@ -316,3 +316,21 @@ def test_exact_projection_left_short_is_swept_to_the_fixed_point(monkeypatch: py
     scratch = FixedEffects([a, b, np.zeros(n, dtype=int)]).demean(X[:, 1], weights=w, tol=1e-13)
     np.testing.assert_allclose(got[:, 1], scratch, rtol=0, atol=1e-9)
     assert np.abs(got[:, 1] - short(TwoWayProjection(fx), np.ascontiguousarray(X.T), w)[1]).max() > 1e-5
+
+
+def test_two_way_projection_effects_add_up_to_the_fitted_values() -> None:
+    """The coefficients of the exact two-way projection: each row's two coefficients add up to the
+    column minus its within transformation (weighted and unweighted), and the small dimension's
+    first level is 0."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    big, small = rng.integers(0, 300, n), rng.integers(0, 11, n)
+    x = rng.normal(size=n) + 0.1 * big + 0.5 * small
+    for order in ((big, small), (small, big)):
+        fx = FixedEffects(list(order))
+        proj = TwoWayProjection(fx)
+        for w in (None, np.exp(rng.normal(0, 1, n))):
+            eff = proj.effects(x, w)
+            fitted = eff[0][fx.codes[0]] + eff[1][fx.codes[1]]
+            np.testing.assert_allclose(fitted, x - proj.demean(x[:, None], w)[:, 0], rtol=0, atol=1e-10)
+            assert eff[proj.small][0] == 0.0

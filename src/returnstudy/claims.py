@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 from scipy.sparse.linalg import lsqr
+from scipy.sparse.csgraph import connected_components
 
 from returnstudy.results import vintage_label
 
@@ -107,6 +108,8 @@ def claim_verdict(ci_low: float, ci_high: float, predicted_sign: int) -> tuple[s
 
 
 def _two_way_shares(y: np.ndarray, g: np.ndarray, c: np.ndarray) -> dict[str, float]:
+    from returnstudy.models._fe import FixedEffects, TwoWayProjection
+
     gi, gcodes = pd.factorize(g)
     ci, ccodes = pd.factorize(c)
     n = len(y)
@@ -115,9 +118,17 @@ def _two_way_shares(y: np.ndarray, g: np.ndarray, c: np.ndarray) -> dict[str, fl
         sparse.csr_matrix((np.ones(n), (np.arange(n), ci)), shape=(n, len(ccodes))),
     ]).tocsr()
     yc = y - y.mean()
-    coef = lsqr(X, yc, atol=1e-12, btol=1e-12, iter_lim=20000)[0]
-    a = coef[: len(gcodes)][gi]
-    b = coef[len(gcodes):][ci]
+    exact = TwoWayProjection.for_(FixedEffects([gi, ci], names=["geo", "citizen"]))
+    # connected (every corridor linked through shared reporters or citizenships): the effects are
+    # unique up to one constant, which centring removes, so the exact projection gives them;
+    # otherwise the minimum-norm least-squares split
+    if exact is not None and connected_components(X.T @ X, directed=False)[0] == 1:
+        a_lev, b_lev = exact.effects(yc)
+        a, b = a_lev[gi], b_lev[ci]
+    else:
+        coef = lsqr(X, yc, atol=1e-12, btol=1e-12, iter_lim=20000)[0]
+        a = coef[: len(gcodes)][gi]
+        b = coef[len(gcodes):][ci]
     a, b = a - a.mean(), b - b.mean()
     e = yc - a - b
     v = float(np.var(yc))

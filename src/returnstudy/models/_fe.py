@@ -162,6 +162,30 @@ class TwoWayProjection:
         """``Z`` (n x columns) minus its weighted projection on both dimensions' dummies."""
         return self.demean_rows(np.ascontiguousarray(Z.T), w).T
 
+    def effects(self, x: np.ndarray, w: np.ndarray | None = None) -> list[np.ndarray]:
+        """The coefficients of ``x``'s weighted projection on both dimensions' dummies, one array
+        per dimension in ``fx``'s order (the small dimension's first level is 0; with a
+        disconnected design the split between the dimensions is one of several): the fitted
+        value of row i is the sum of its levels' coefficients."""
+        x = np.asarray(x, dtype=float).ravel()
+        cb, gb, cs, gs = self.cb, self.gb, self.cs, self.gs
+        ww = np.ones(x.size) if w is None else np.asarray(w, dtype=float).ravel()
+        wsum = np.bincount(cb, weights=ww, minlength=gb)
+        inv = np.divide(1.0, wsum, out=np.zeros_like(wsum), where=wsum > 0)
+        big_mean = np.bincount(cb, weights=ww * x, minlength=gb) * inv
+        small = np.zeros(gs)
+        big = big_mean
+        if gs >= 2:
+            C = np.bincount(self.cell, weights=ww, minlength=gb * gs).reshape(gb, gs)[:, 1:]
+            share = C * inv[:, None]
+            A = np.diag(C.sum(axis=0)) - C.T @ share
+            B = np.bincount(cs, weights=ww * (x - big_mean[cb]), minlength=gs)[1:]
+            small[1:] = np.linalg.lstsq(A, B, rcond=None)[0]
+            big = big_mean - share @ small[1:]
+        out = [small, small]
+        out[self.big] = big
+        return out
+
 
 class FixedEffects:
     """Group structure of one or more fixed-effect dimensions.
