@@ -66,6 +66,28 @@ def _save_figure(fig: Any, out: Path, stem: str) -> list[str]:
     return [f"figures/{p.name}" for p in write_figure(fig, out, stem)]
 
 
+class _FigureQueue:
+    """The report's figures, drawn and written at the end (:func:`write_figure`): with worker
+    processes they are shared out, the workers taking them from the front of the queue and this
+    process from the back (drawing dominates the end of a report; a figure draws to the same
+    bytes in any process)."""
+
+    def __init__(self, pool: BackgroundPool) -> None:
+        self.pool = pool
+        self.queued: list[tuple[Any, Path, str]] = []
+
+    def add(self, fig: Any, out: Path, stem: str) -> list[str]:
+        """Queue ``fig`` for ``out/<stem>.png`` and ``.data.csv``; their paths relative to the report root."""
+        self.queued.append((fig, out, stem))
+        return [f"figures/{stem}.png", f"figures/{stem}.data.csv"]
+
+    def write(self) -> None:
+        pending = [self.pool.submit(write_figure, fig, out, stem) for fig, out, stem in self.queued]
+        for piece in reversed(pending):
+            piece.result()
+        self.queued.clear()
+
+
 def switching_units(sample: pd.DataFrame, treatment: str, result: Any = None) -> tuple[int, int]:
     """Corridors and citizenships whose ``treatment`` varies among the rows ``result`` used
     (:func:`returnstudy.identification.switching_counts`; without a result: among ``sample``'s rows)."""
@@ -141,6 +163,11 @@ class Report:
     out_dir: Path
     files: list[str] = field(default_factory=list)
     runs: list[StudyRun] = field(default_factory=list)
+    _figures: _FigureQueue | None = field(default=None, repr=False, compare=False)
+
+    def _figure(self, fig: Any, out: Path, stem: str) -> list[str]:
+        """Write ``fig`` now, or queue it when the report writes its figures at the end."""
+        return self._figures.add(fig, out, stem) if self._figures is not None else _save_figure(fig, out, stem)
 
     def summary(self) -> str:
         return f"report in {self.out_dir}: {len(self.files)} files ({', '.join(r.name for r in self.runs)})"
@@ -270,6 +297,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     # bootstraps and re-estimates the models (the same numbers either way: every piece is seeded)
     pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 2 + 3 * len(study_specs)))  # at most one worker per piece
     piece_progress = progress and pool.n_jobs == 1  # no progress bars from worker processes
+    report._figures = _FigureQueue(pool)
     part1_pending = pool.submit(_part1_section, out, study_specs[0], data_dir)
     mv_spec = next((s for s in study_specs if s.report.get("multiverse")), None)
     mv_pending = None
@@ -353,7 +381,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
                         sub[f"{run.name}: {m.name}"] = res
             if sub:
                 fig = plot_coefficients(sub, term=treatment, scale="pct", title=f"{TREATMENT_LABELS[treatment]}: estimates by spec and estimator")
-                report.files += _save_figure(fig, out / "figures", f"coefficients_{treatment}")
+                report.files += report._figure(fig, out / "figures", f"coefficients_{treatment}")
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
     # this process's own work first, while the workers compute the multiverse and sensitivity:
@@ -387,7 +415,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
         for treatment in ("bilateral_binding", "eu_agreement"):
             if sens.table.query("treatment == @treatment")["estimate"].notna().any():
                 stem = f"sensitivity_{run.name}_{treatment}"
-                report.files += _save_figure(sens.plot(treatment), out / "figures", stem)
+                report.files += report._figure(sens.plot(treatment), out / "figures", stem)
                 md += [f"![{stem}](figures/{stem}.png)", ""]
 
     # how much rests on one citizenship or one corridor
@@ -409,7 +437,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
         for run, m in es:
             stem = f"event_study_{run.name}_{m.name}"
             fig = plot_event_study(m.result)
-            report.files += _save_figure(fig, out / "figures", stem)
+            report.files += report._figure(fig, out / "figures", stem)
             tab = m.result.table.reset_index()
             write_table(tab, out / "tables" / f"{stem}.csv")
             report.files.append(f"tables/{stem}.csv")
@@ -446,6 +474,8 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
 
     md += part1_and_part3
     md += ["## What these data can and cannot show", ""] + _honest_reading(runs)
+    report._figures.write()
+    report._figures = None
     (out / "REPORT.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     report.files.append("REPORT.md")
     log.info(report.summary())
@@ -491,7 +521,7 @@ def _write_section(report: Report, out: Path, lines: Sequence[str], tables: dict
     if md and md[-1] != "":
         md.append("")
     for stem, fig in figures.items():
-        report.files += _save_figure(fig, out / "figures", stem)
+        report.files += report._figure(fig, out / "figures", stem)
         if f"figures/{stem}.png" not in "\n".join(md):
             md += [f"![{stem}](figures/{stem}.png)", ""]
     return md
@@ -604,7 +634,7 @@ def _influence_material(report: Report, out: Path, runs: Sequence[StudyRun],
             tables.append(inf.most_influential())
             if by == "citizen":
                 stem = f"influence_{run.name}_{model}"
-                report.files += _save_figure(inf.plot(terms=terms), out / "figures", stem)
+                report.files += report._figure(inf.plot(terms=terms), out / "figures", stem)
         tab = pd.concat(tables, ignore_index=True)
         write_table(tab, out / "tables" / f"influence_{run.name}.csv")
         report.files.append(f"tables/influence_{run.name}.csv")
