@@ -210,11 +210,13 @@ def _treatment_counts(
     """Treated rows and treated units (``treated_corridors``: distinct ``unit`` values) per
     treatment column in the estimation sample."""
     out = {}
+    codes = pd.factorize(frame[unit])[0] if unit in frame.columns else None  # one integer code per unit
     for t in treatments:
         if t not in frame.columns:
             continue
         v = frame[t].to_numpy(dtype="float64", na_value=np.nan)
         treated = v > 0  # missing counts as untreated
-        corr = int(pd.Series(frame[unit].to_numpy()[treated]).nunique()) if unit in frame.columns else 0
+        units = codes[treated]
+        corr = int(np.unique(units[units >= 0]).size) if codes is not None else 0
         out[t] = {"treated_rows": int(treated.sum()), "treated_corridors": corr}
     return out
