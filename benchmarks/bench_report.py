@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="report runs; the fastest is kept (default 1)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_report.csv")
     ap.add_argument("--jobs", type=int, nargs="*", default=[2],
-                    help="also time the whole report with these n_jobs (worker processes for the multiverse, "
-                         "sensitivity and influence; default 2)")
+                    help="also time the whole report with these n_jobs (processes: see build_report; default 2)")
     args = ap.parse_args(argv)
     if not (args.data / "migr_eiord.csv").is_file():
         ap.error(f"--data {args.data}: no migr_eiord.csv there; pass the snapshot's eurostat directory")

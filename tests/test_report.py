@@ -95,10 +95,11 @@ def test_compare_frames_by_hand() -> None:
 
 
 def test_report_is_byte_identical_when_rerun(eurostat_dir: Path, tmp_path: Path) -> None:
-    """Rerun, and with the sensitivity in a worker process (n_jobs=2): the same bytes."""
+    """Rerun with worker processes (n_jobs=3: Part 1, the sensitivity and the influence re-estimates
+    in workers, the figures drawn by every process, pickled to the workers): the same bytes."""
     spec = REPO / "tests" / "fixtures" / "specs" / "run_small_report.toml"
     first = build_report(tmp_path / "a", specs=[spec], data_dir=eurostat_dir)
-    second = build_report(tmp_path / "b", specs=[spec], data_dir=eurostat_dir, n_jobs=2)
+    second = build_report(tmp_path / "b", specs=[spec], data_dir=eurostat_dir, n_jobs=3)
     assert first.files == second.files and "tables/effects.csv" in first.files
     assert "tables/sensitivity_run_small_report.csv" in first.files
     for f in first.files:

@@ -275,8 +275,8 @@ def build_report(
     numbers do not depend on the machine's thread count. ``n_jobs`` (``-1``: every CPU): processes;
     with more than one, Part 1 (data quality) and the multiverse section run in worker processes
     (:class:`returnstudy.background.BackgroundPool`) while this process fits the models (with three
-    or more, the sensitivity and the influence re-estimates too); the report is the same for any
-    ``n_jobs``.
+    or more, the sensitivity and the influence re-estimates too), and every process draws figures
+    at the end; the report is the same for any ``n_jobs``.
     """
     with reuse_prepared(), one_blas_thread():
         return _build_report(out_dir, specs, data_dir, progress=progress, n_jobs=n_jobs)
