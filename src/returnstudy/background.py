@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -34,8 +35,15 @@ def resolve_jobs(n_jobs: int | None) -> int:
     return max(1, os.cpu_count() or 1) if n_jobs == -1 else n_jobs
 
 
-def _run_in_worker(fn: Callable[..., T], args: tuple, kwargs: dict, log_level: int) -> T:
-    """A piece in a worker: the caller's log level, one BLAS thread, its own store of prepared inputs."""
+#: this worker process's store of prepared inputs, for the pieces of one pool (a run id and the store)
+_WORKER_STORE: tuple[str, dict] = ("", {})
+
+
+def _run_in_worker(fn: Callable[..., T], args: tuple, kwargs: dict, log_level: int, run_id: str) -> T:
+    """A piece in a worker: the caller's log level, one BLAS thread, and the store of prepared
+    inputs that this worker keeps for the pieces of the same pool (``run_id``; a new pool, e.g.
+    the next report, starts an empty one: a file edited in between is read afresh)."""
+    global _WORKER_STORE
     from returnstudy._threads import one_blas_thread
     from returnstudy.reuse import reuse_prepared
 
@@ -43,7 +51,9 @@ def _run_in_worker(fn: Callable[..., T], args: tuple, kwargs: dict, log_level: i
     if not root.handlers:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     root.setLevel(log_level)
-    with reuse_prepared(), one_blas_thread():
+    if _WORKER_STORE[0] != run_id:
+        _WORKER_STORE = (run_id, {})
+    with reuse_prepared(_WORKER_STORE[1]), one_blas_thread():
         return fn(*args, **kwargs)
 
 
@@ -55,6 +65,12 @@ class Pending(Generic[T]):
         self._future, self._thunk = future, thunk
         self._done = False
         self._value: T | None = None
+
+    def here_if_unstarted(self) -> bool:
+        """Compute the piece in this process if no worker has started it; True when its result is in."""
+        if not self._done and (self._future is None or self._future.cancel()):
+            self.result()
+        return self._done
 
     def result(self) -> T:
         if not self._done:
@@ -73,6 +89,7 @@ class BackgroundPool:
     def __init__(self, n_jobs: int | None = 1) -> None:
         self.n_jobs = resolve_jobs(n_jobs)
         self._executor: Any = None
+        self._run_id = uuid.uuid4().hex  # the workers share prepared inputs between this pool's pieces
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Pending[T]:
         """Queue ``fn(*args, **kwargs)`` (pieces start in the order submitted)."""
@@ -87,4 +104,4 @@ class BackgroundPool:
             self._executor = get_reusable_executor(max_workers=self.n_jobs - 1)
             log.info("background pool: %d worker process(es)", self.n_jobs - 1)
         return Pending(here, self._executor.submit(_run_in_worker, fn, args, kwargs,
-                                                   logging.getLogger().getEffectiveLevel()))
+                                                   logging.getLogger().getEffectiveLevel(), self._run_id))

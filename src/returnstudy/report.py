@@ -21,7 +21,7 @@ import pandas as pd
 
 from returnstudy._threads import one_blas_thread
 from returnstudy.artifacts import write_figure, write_table
-from returnstudy.background import BackgroundPool, resolve_jobs
+from returnstudy.background import BackgroundPool, Pending, resolve_jobs
 from returnstudy.honest_report import study_pretrend_reports
 from returnstudy.identification import switching_counts
 from returnstudy.paths import project_data_dir
@@ -74,16 +74,21 @@ class _FigureQueue:
 
     def __init__(self, pool: BackgroundPool) -> None:
         self.pool = pool
-        self.queued: list[tuple[Any, Path, str]] = []
+        self.queued: list[Pending[list[Path]]] = []
 
     def add(self, fig: Any, out: Path, stem: str) -> list[str]:
         """Queue ``fig`` for ``out/<stem>.png`` and ``.data.csv``; their paths relative to the report root."""
-        self.queued.append((fig, out, stem))
+        self.queued.append(self.pool.submit(write_figure, fig, out, stem))
         return [f"figures/{stem}.png", f"figures/{stem}.data.csv"]
 
+    def draw_unstarted(self) -> None:
+        """Draw here, from the back, the queued figures that no worker has started (while waiting for one)."""
+        for piece in reversed(self.queued):
+            piece.here_if_unstarted()
+
     def write(self) -> None:
-        pending = [self.pool.submit(write_figure, fig, out, stem) for fig, out, stem in self.queued]
-        for piece in reversed(pending):
+        """Wait for the figures the workers draw; draw here those none has started (from the back)."""
+        for piece in reversed(self.queued):
             piece.result()
         self.queued.clear()
 
@@ -396,6 +401,7 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
 
     # every combination of choices (the multiverse), then one choice at a time
     if mv_pending is not None:
+        report._figures.draw_unstarted()  # rather than wait for the worker
         section = mv_pending.result()
         md += _write_section(report, out, section.lines, section.tables, section.figures)
     else:

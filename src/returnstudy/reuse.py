@@ -27,12 +27,15 @@ _STORE: contextvars.ContextVar[dict[tuple[str, Hashable], Any] | None] = context
 
 
 @contextlib.contextmanager
-def reuse_prepared() -> Iterator[None]:
-    """Keep prepared inputs for the duration of the block (a nested block shares the outer one's)."""
+def reuse_prepared(store: dict[tuple[str, Hashable], Any] | None = None) -> Iterator[None]:
+    """Keep prepared inputs for the duration of the block (a nested block shares the outer one's).
+
+    ``store``: keep them in this dict, so that a later block given the same dict finds them (a
+    worker process computing several pieces of one report)."""
     if _STORE.get() is not None:
         yield
         return
-    token = _STORE.set({})
+    token = _STORE.set({} if store is None else store)
     try:
         yield
     finally:
