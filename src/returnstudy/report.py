@@ -87,8 +87,9 @@ class _FigureQueue:
             piece.here_if_unstarted()
 
     def write(self) -> None:
-        """Wait for the figures the workers draw; draw here those none has started (from the back)."""
-        for piece in reversed(self.queued):
+        """Draw here those no worker has started (from the back), then wait for the workers' ones."""
+        self.draw_unstarted()
+        for piece in self.queued:
             piece.result()
         self.queued.clear()
 
