@@ -70,3 +70,47 @@ def test_a_piece_no_worker_has_started_is_computed_by_the_asking_process(tmp_pat
     assert queued[-1].result() == os.getpid()
     assert busy.result() != os.getpid()  # already running in the worker: waited for
     assert all(isinstance(q.result(), int) for q in queued)
+
+
+def test_a_piece_whose_arguments_cannot_be_sent_is_computed_here() -> None:
+    """An argument that cannot be pickled (a lock) cannot reach a worker: the piece is computed by
+    the asking process instead of failing."""
+    import os
+    import threading
+
+    lock = threading.Lock()
+    piece = BackgroundPool(2).submit(lambda held: (os.getpid(), held.locked()), lock)
+    assert piece.result() == (os.getpid(), False)
+
+
+def test_a_worker_keeps_prepared_inputs_for_the_pieces_of_one_pool_only() -> None:
+    """Pieces of one pool that a worker computes share its store of prepared inputs; a new pool
+    starts an empty one."""
+    import os
+
+    def in_worker(pool: BackgroundPool) -> tuple[int, int]:
+        # wait for the worker (result() would compute a piece no worker has started here)
+        return pool.submit(_build_count, "k")._future.result(timeout=120)
+
+    pool = BackgroundPool(2)  # one worker: every piece runs in the same process
+    first, second = in_worker(pool), in_worker(pool)
+    other = in_worker(BackgroundPool(2))
+    assert first[0] == second[0] == other[0] != os.getpid()  # the reusable executor's worker
+    assert (second[1], other[1]) == (first[1], first[1] + 1)
+
+
+def _build_count(key: str) -> tuple[int, int]:
+    """This process's id and how many times it has built ``key``'s value (reused within a store)."""
+    import os
+
+    from returnstudy.reuse import reused
+
+    def build() -> int:
+        global _BUILDS
+        _BUILDS += 1
+        return _BUILDS
+
+    return os.getpid(), reused("test count", key, build)
+
+
+_BUILDS = 0

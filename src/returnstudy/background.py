@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import uuid
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -75,7 +76,11 @@ class Pending(Generic[T]):
     def result(self) -> T:
         if not self._done:
             if self._future is not None and not self._future.cancel():
-                self._value = self._future.result()
+                try:
+                    self._value = self._future.result()
+                except pickle.PicklingError as exc:  # its arguments cannot be sent to a worker
+                    log.info("background piece computed in this process: %s", exc)
+                    self._value = self._thunk()  # type: ignore[misc]
             else:
                 self._value = self._thunk()  # type: ignore[misc]
             self._done = True
