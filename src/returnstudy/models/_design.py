@@ -398,7 +398,7 @@ def prepare(
     bad_extra = [c for c in extra_columns if c not in panel.columns]
     if bad_extra:
         raise KeyError(f"panel has no column(s) {bad_extra}; the panel's columns are: {list(panel.columns)}")
-    frame = panel.iloc[rows][frame_cols]
+    frame = panel[frame_cols].iloc[rows]  # only the columns kept are taken
     fe_list = [fe_codes(frame, s) for s in fe]
     fx = FixedEffects(fe_list, names=fe) if fe else None
     clusters = [fe_codes(frame, s) for s in cl_names]
