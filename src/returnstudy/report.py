@@ -67,10 +67,10 @@ def _save_figure(fig: Any, out: Path, stem: str) -> list[str]:
 
 
 class _FigureQueue:
-    """The report's figures, drawn and written at the end (:func:`write_figure`): with worker
-    processes they are shared out, the workers taking them from the front of the queue and this
-    process from the back (drawing dominates the end of a report; a figure draws to the same
-    bytes in any process)."""
+    """The report's figures, queued as they are made and drawn (:func:`write_figure`) by whichever
+    process is free: the workers take them from the front of the queue once their pieces are done,
+    this process from the back when it would otherwise wait (drawing takes a fifth of a report; a
+    figure draws to the same bytes in any process)."""
 
     def __init__(self, pool: BackgroundPool) -> None:
         self.pool = pool
@@ -298,9 +298,10 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     spec_paths = [Path(p) for p in specs] if specs else [project_data_dir() / "specs" / n for n in DEFAULT_SPECS]
     report = Report(out_dir=out)
     study_specs = [load_spec(p) for p in spec_paths]
-    # the multiverse section, Part 1 (data quality) and the one-choice-at-a-time sensitivity need
-    # only the spec and the data: with n_jobs > 1 they run in worker processes while this one fits,
-    # bootstraps and re-estimates the models (the same numbers either way: every piece is seeded)
+    # Part 1 (data quality), the multiverse section and the one-choice-at-a-time sensitivity need
+    # only the spec and the data: with n_jobs > 1 the first two (from 3 all) run in worker processes
+    # while this one fits, bootstraps and re-estimates the models; the figures are shared out as they
+    # are made (the same numbers and bytes either way: every piece is seeded)
     pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 2 + 3 * len(study_specs)))  # at most one worker per piece
     piece_progress = progress and pool.n_jobs == 1  # no progress bars from worker processes
     report._figures = _FigureQueue(pool)
@@ -390,9 +391,9 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
                 report.files += report._figure(fig, out / "figures", f"coefficients_{treatment}")
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
-    # this process's own work first, while the workers compute the multiverse and sensitivity:
-    # the influence re-estimates (unless a worker has started them), the resampling checks, and
-    # Parts 1 and 3 (their markdown is placed at the end)
+    # this process's own work first, while the workers compute Part 1 and the multiverse: the
+    # influence re-estimates and the sensitivity (unless a worker has started them), the resampling
+    # checks, and Part 3 (the markdown of Parts 1 and 3 is placed at the end)
     for piece in influence_pending.values():
         piece.result()
     checks = _inference_checks(runs, progress, boots)
