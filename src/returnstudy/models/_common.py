@@ -100,9 +100,9 @@ class PreparedFit:
         eta = getattr(fit, "eta", None)
         if eta is None or used is None or len(eta) != used.n_obs:
             return self
-        at = used.frame.index.get_indexer(self.design.frame.index)
         if used.frame.index.has_duplicates or self.design.frame.index.has_duplicates:
-            return self
+            return self  # rows cannot be matched by label: start cold
+        at = used.frame.index.get_indexer(self.design.frame.index)
         start = np.where(at >= 0, np.asarray(eta, dtype=float)[np.clip(at, 0, None)], np.nan)
         return replace(self, start=start)
 

@@ -895,10 +895,12 @@ def poisson_irls(
     (delta, resid, Xd) stands for a fit that takes no step.
 
     ``polish`` is for warm starts. The standard errors are evaluated at the last step's working
-    weights, the means of the step before it; Newton steps square the error, so from a cold start
-    the criterion is met a step or two after the optimum is reached to machine precision, but
-    from a start near the optimum it can be met one step earlier, where the weights are still
-    off by about the square root of ``tol``. Two more steps put them where a cold start ends.
+    weights, the means of the step before it. Newton steps square the error, so the criterion is
+    often first met once those means are at the optimum to machine precision, but it can be met
+    one step earlier, with the means still off by up to about the square root of ``tol`` (from
+    a start near the optimum, often). Two more steps put them at the optimum: warm-started fits
+    are then at least as close to a fit iterated to a deviance change of 1e-16 as cold-started
+    ones (whose t statistics were off by up to 3e-7 in the permutation tests' simulated panel).
     """
     last = _poisson_deviance(y, mu, uw)
     delta, resid, Xd = initial
