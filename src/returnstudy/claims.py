@@ -36,6 +36,7 @@ from scipy import sparse, stats
 from scipy.sparse.linalg import lsqr
 from scipy.sparse.csgraph import connected_components
 
+from returnstudy.models._fe import FixedEffects, TwoWayProjection
 from returnstudy.results import vintage_label
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,6 @@ def claim_verdict(ci_low: float, ci_high: float, predicted_sign: int) -> tuple[s
 
 
 def _two_way_shares(y: np.ndarray, g: np.ndarray, c: np.ndarray) -> dict[str, float]:
-    from returnstudy.models._fe import FixedEffects, TwoWayProjection
-
     gi, gcodes = pd.factorize(g)
     ci, ccodes = pd.factorize(c)
     n = len(y)

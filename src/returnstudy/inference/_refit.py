@@ -229,7 +229,7 @@ class FixedDesignRefit:
         A PPML fit starts from the observed fit under the null (3-4 IRLS steps instead of about
         9). ``se=False``: coefficients only. ``se=True``: also standard errors and p-values; the
         sandwich is evaluated at the last step's working weights, so the fit then takes two
-        steps past the criterion, which puts those weights where the estimator's cold start ends
+        steps past the criterion, which puts those weights at the optimum
         (:func:`~returnstudy.models._fe.poisson_irls`).
         """
         x = np.asarray(x, dtype=float)[self.positions]

@@ -93,8 +93,8 @@ class PreparedFit:
     def warm_from(self, result: EstimationResult) -> PreparedFit:
         """The same call with its Poisson iterations started from ``result``'s linear predictor
         (a fit of this call on these rows or more; rows it did not use start cold). Only the
-        number of steps changes: the fit ends where a cold start ends (see ``fit_ppml``'s
-        ``start_eta``). Linear fits have no iterations: they are unchanged."""
+        number of steps changes: the fit ends at the optimum, within the IRLS tolerance of a cold
+        start (see ``fit_ppml``'s ``start_eta``). Linear fits have no iterations: they are unchanged."""
         fit = result.extra.get("fit") if isinstance(result.extra, dict) else None
         used = result.extra.get("design") if isinstance(result.extra, dict) else None
         eta = getattr(fit, "eta", None)
@@ -149,8 +149,8 @@ def fit_design(
     difference-in-differences, or fewer than two clusters) the covariance is NaN and
     ``details.note`` says why; the coefficients are still returned.
 
-    ``offset`` and ``start_eta`` (a PPML warm start, see ``fit_ppml``) are aligned with ``design``
-    rows. Rows removed here (singletons, PPML separation) are recorded in the returned design's
+    ``offset`` and ``start_eta`` (a PPML warm start, see ``fit_ppml``; a sparse design, as etwfe's,
+    starts cold) are aligned with ``design`` rows. Rows removed here (singletons, PPML separation) are recorded in the returned design's
     ``dropped``.
     """
     if drop_singletons:

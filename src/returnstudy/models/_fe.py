@@ -958,8 +958,8 @@ def fit_ppml(
 
     ``start_eta`` (one value per row, NaN where unknown): a linear predictor (offset included)
     to start from, e.g. a fit of the same model on a superset of the rows; the iterations then
-    run two steps past the criterion (see :func:`poisson_irls`), so the fit ends where a cold
-    start ends. Rows without a value start where a cold start does.
+    run two steps past the criterion (see :func:`poisson_irls`), so the fit ends at the optimum,
+    within the IRLS tolerance of a cold start. Rows without a value start where a cold start does.
     """
     X_all = np.asarray(X, dtype=float)
     if X_all.ndim == 1:
