@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 import pandas as pd
@@ -95,15 +97,19 @@ def test_compare_frames_by_hand() -> None:
 
 
 def test_report_is_byte_identical_when_rerun(eurostat_dir: Path, tmp_path: Path) -> None:
-    """Rerun with worker processes (n_jobs=3: Part 1, the sensitivity and the influence re-estimates
-    in workers, the figures drawn by every process, pickled to the workers): the same bytes."""
+    """Rerun with worker processes: forked (n_jobs=3: Part 1, the sensitivity and the influence
+    re-estimates in workers that inherit the prepared samples, the figures drawn at the end by
+    forked copies) and loky's fresh interpreters (n_jobs=2: the figures pickled to the worker):
+    the same bytes."""
     spec = REPO / "tests" / "fixtures" / "specs" / "run_small_report.toml"
     first = build_report(tmp_path / "a", specs=[spec], data_dir=eurostat_dir)
-    second = build_report(tmp_path / "b", specs=[spec], data_dir=eurostat_dir, n_jobs=3)
-    assert first.files == second.files and "tables/effects.csv" in first.files
-    assert "tables/sensitivity_run_small_report.csv" in first.files
-    for f in first.files:
-        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    fork = "fork" if sys.platform.startswith("linux") else "loky"
+    for name, n_jobs, method in (("b", 3, fork), ("c", 2, "loky")):
+        again = build_report(tmp_path / name, specs=[spec], data_dir=eurostat_dir, n_jobs=n_jobs, start_method=method)
+        assert first.files == again.files and "tables/effects.csv" in first.files
+        assert "tables/sensitivity_run_small_report.csv" in first.files
+        for f in first.files:
+            assert (tmp_path / "a" / f).read_bytes() == (tmp_path / name / f).read_bytes(), (method, f)
     text = (tmp_path / "a" / "REPORT.md").read_text()
     assert str(eurostat_dir) not in text and str(tmp_path) not in text  # no machine-specific paths
 

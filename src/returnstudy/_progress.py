@@ -7,6 +7,7 @@ shows it is alive without flooding the log.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -52,10 +53,22 @@ def progress(
     try:
         import ipywidgets  # noqa: F401
 
-        from tqdm.auto import tqdm
+        bar = bar_class(auto=True)
     except ImportError:
+        bar = bar_class(auto=False)
+    yield from bar(iterable, desc=desc, total=total, disable=None if enabled is None else not enabled)
+
+
+@functools.lru_cache(maxsize=2)
+def bar_class(auto: bool = True) -> type:
+    """tqdm's bar (``auto``: the notebook widget where there is one) without tqdm's monitor thread,
+    which only retunes how often a bar redraws: a process whose only thread is its main one can
+    fork its worker processes safely (:func:`returnstudy.background.default_start_method`)."""
+    if auto:
+        from tqdm.auto import tqdm
+    else:
         from tqdm import tqdm
-    yield from tqdm(iterable, desc=desc, total=total, disable=None if enabled is None else not enabled)
+    return type("ProgressBar", (tqdm,), {"monitor_interval": 0})
 
 
 def _interactive() -> bool:

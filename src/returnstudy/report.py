@@ -9,6 +9,8 @@ by content.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import math
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ import pandas as pd
 
 from returnstudy._threads import one_blas_thread
 from returnstudy.artifacts import write_figure, write_table
-from returnstudy.background import BackgroundPool, Pending, resolve_jobs
+from returnstudy.background import BackgroundPool, Pending, drain_in_forks, resolve_jobs
 from returnstudy.honest_report import study_pretrend_reports
 from returnstudy.identification import switching_counts
 from returnstudy.paths import project_data_dir
@@ -61,37 +63,70 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def _save_figure(fig: Any, out: Path, stem: str) -> list[str]:
+def _save_figure(fig: Any, out: Path, stem: str, dpi: int = 110) -> list[str]:
     """Write a figure as PNG plus its plotted data (``<stem>.data.csv``); paths relative to the report root."""
-    return [f"figures/{p.name}" for p in write_figure(fig, out, stem)]
+    return [f"figures/{p.name}" for p in write_figure(fig, out, stem, dpi=dpi)]
 
 
 class _FigureQueue:
-    """The report's figures, queued as they are made and drawn (:func:`write_figure`) by whichever
-    process is free: the workers take them from the front of the queue once their pieces are done,
-    this process from the back when it would otherwise wait (drawing takes a fifth of a report; a
-    figure draws to the same bytes in any process)."""
+    """The report's figures, drawn (:func:`write_figure`) by whichever process is free; a figure draws
+    to the same bytes in any process.
+
+    With forked workers (:attr:`BackgroundPool.forked`) the figures stay in this process, which
+    draws them from the back while it waits for a worker; at the end it shares the rest with
+    freshly forked copies of itself (:func:`~returnstudy.background.drain_in_forks`), which find
+    them in memory (a figure costs a third of its drawing time to pickle and unpickle). Otherwise
+    (loky workers, or serially) each figure is a piece of the pool, queued as it is made: the
+    workers take them from the front once their own pieces are done, this process from the back
+    when it would otherwise wait."""
 
     def __init__(self, pool: BackgroundPool) -> None:
         self.pool = pool
-        self.queued: list[Pending[list[Path]]] = []
+        self.queued: list[Pending[list[Path]]] = []  # pieces of the pool
+        self.held: list[tuple[Any, Path, str, int]] = []  # kept here (forked workers)
 
-    def add(self, fig: Any, out: Path, stem: str) -> list[str]:
+    def add(self, fig: Any, out: Path, stem: str, dpi: int = 110) -> list[str]:
         """Queue ``fig`` for ``out/<stem>.png`` and ``.data.csv``; their paths relative to the report root."""
-        self.queued.append(self.pool.submit(write_figure, fig, out, stem))
+        if self.pool.forked:
+            self.held.append((fig, out, stem, dpi))
+        else:
+            self.queued.append(self.pool.submit(write_figure, fig, out, stem, dpi=dpi))
         return [f"figures/{stem}.png", f"figures/{stem}.data.csv"]
 
-    def draw_unstarted(self) -> None:
-        """Draw here, from the back, the queued figures that no worker has started (while waiting for one)."""
+    def draw_while(self, busy: Pending[Any]) -> None:
+        """Draw queued figures here, from the back, until ``busy`` (a worker's piece) is done."""
         for piece in reversed(self.queued):
+            if busy.done():
+                return
             piece.here_if_unstarted()
+        while self.held and not busy.done():
+            _draw_held(self.held.pop())
 
     def write(self) -> None:
-        """Draw here those no worker has started (from the back), then wait for the workers' ones."""
-        self.draw_unstarted()
+        """Draw the figures still queued: the held ones here and in forked copies of this process
+        (the pool's workers are stopped first), the pieces here unless a worker has started them."""
+        if self.held:
+            self.pool.close()
+            # the processes take figures from the front: the largest first, so none is left to draw alone at the end
+            self.held.sort(key=_figure_size, reverse=True)
+            drain_in_forks(self.held, _draw_held, self.pool.n_jobs - 1)
+            self.held.clear()
+        for piece in reversed(self.queued):
+            piece.here_if_unstarted()
         for piece in self.queued:
             piece.result()
         self.queued.clear()
+
+
+def _figure_size(item: tuple[Any, Path, str, int]) -> tuple[int, int]:
+    """What drawing a held figure costs, roughly: its axes (each draws ticks and labels), then its marks."""
+    axes = item[0].axes
+    return len(axes), sum(len(ax.lines) + len(ax.collections) + len(ax.patches) + len(ax.texts) for ax in axes)
+
+
+def _draw_held(item: tuple[Any, Path, str, int]) -> None:
+    fig, out, stem, dpi = item
+    write_figure(fig, out, stem, dpi=dpi)
 
 
 def switching_units(sample: pd.DataFrame, treatment: str, result: Any = None) -> tuple[int, int]:
@@ -171,9 +206,11 @@ class Report:
     runs: list[StudyRun] = field(default_factory=list)
     _figures: _FigureQueue | None = field(default=None, repr=False, compare=False)
 
-    def _figure(self, fig: Any, out: Path, stem: str) -> list[str]:
+    def _figure(self, fig: Any, out: Path, stem: str, dpi: int = 110) -> list[str]:
         """Write ``fig`` now, or queue it when the report writes its figures at the end."""
-        return self._figures.add(fig, out, stem) if self._figures is not None else _save_figure(fig, out, stem)
+        if self._figures is not None:
+            return self._figures.add(fig, out, stem, dpi)
+        return _save_figure(fig, out, stem, dpi)
 
     def summary(self) -> str:
         return f"report in {self.out_dir}: {len(self.files)} files ({', '.join(r.name for r in self.runs)})"
@@ -270,6 +307,7 @@ def build_report(
     *,
     progress: bool = False,
     n_jobs: int | None = 1,
+    start_method: str = "auto",
 ) -> Report:
     """Run each spec and write ``REPORT.md``, ``tables/*.csv`` and ``figures/*.png`` with each figure's plotted data beside it (``*.data.csv``).
 
@@ -279,17 +317,22 @@ def build_report(
     are prepared once and shared by every section (:func:`returnstudy.reuse.reuse_prepared`).
     The report runs with one BLAS thread (:func:`returnstudy._threads.one_blas_thread`), so its
     numbers do not depend on the machine's thread count. ``n_jobs`` (``-1``: every CPU): processes;
-    with more than one, Part 1 (data quality) and the multiverse section run in worker processes
-    (:class:`returnstudy.background.BackgroundPool`) while this process fits the models (with three
-    or more, the sensitivity and the influence re-estimates too), and every process draws figures
-    at the end; the report is the same for any ``n_jobs``.
+    with more than one, Part 1 (data quality), the multiverse section and the sensitivity run in
+    worker processes (:class:`returnstudy.background.BackgroundPool`) while this process fits the
+    models (with three or more, the influence re-estimates too; this process takes back queued
+    pieces that no worker has started when it is free), and the figures are drawn by every process
+    at the end. ``start_method``: how the workers start ("auto": forked copies of this process on
+    Linux, which need not read or prepare the data again; see
+    :func:`returnstudy.background.default_start_method`). The report is the same, byte for byte,
+    for any ``n_jobs`` and ``start_method``.
     """
-    with reuse_prepared(), one_blas_thread():
-        return _build_report(out_dir, specs, data_dir, progress=progress, n_jobs=n_jobs)
+    with reuse_prepared(), one_blas_thread(), contextlib.ExitStack() as cleanup:
+        return _build_report(out_dir, specs, data_dir, progress=progress, n_jobs=n_jobs, cleanup=cleanup,
+                             start_method=start_method)
 
 
 def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_dir: str | Path | None, *,
-                  progress: bool, n_jobs: int | None) -> Report:
+                  progress: bool, n_jobs: int | None, cleanup: contextlib.ExitStack, start_method: str) -> Report:
     from returnstudy.plots import plot_coefficients, plot_event_study
 
     out = Path(out_dir)
@@ -301,8 +344,13 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     # Part 1 (data quality), the multiverse section and the one-choice-at-a-time sensitivity need
     # only the spec and the data: with n_jobs > 1 the first two (from 3 all) run in worker processes
     # while this one fits, bootstraps and re-estimates the models; the figures are shared out as they
-    # are made (the same numbers and bytes either way: every piece is seeded)
-    pool = BackgroundPool(min(resolve_jobs(n_jobs), 1 + 2 + 3 * len(study_specs)))  # at most one worker per piece
+    # are made (the same numbers and bytes either way: every piece is seeded). Part 1's quality
+    # report comes back with it for the claims.
+    pool = cleanup.enter_context(BackgroundPool(min(resolve_jobs(n_jobs), 1 + 2 + 3 * len(study_specs)),
+                                                start_method=start_method,
+                                                share_back=("quality report",)))  # at most one worker per piece
+    if pool.n_jobs > 1:
+        _prepare_samples(study_specs, data_dir)
     piece_progress = progress and pool.n_jobs == 1  # no progress bars from worker processes
     report._figures = _FigureQueue(pool)
     part1_pending = pool.submit(_part1_section, out, study_specs[0], data_dir)
@@ -312,16 +360,15 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
         from returnstudy.multiverse_report import multiverse_section
 
         mv_pending = pool.submit(multiverse_section, mv_spec, data_dir)
-    # the sensitivity re-codes and re-filters the spec's panel: with one worker (busy with the
-    # multiverse) it runs here, after the models, and reuses their panel and codings
-    sens_pool = pool if pool.n_jobs >= 3 else BackgroundPool(1)
+    # the sensitivity re-codes and re-filters the spec's panel: queued behind the multiverse, it is
+    # computed by whichever process gets to it first (this one takes the last ones back, see below)
     sens_pending = {}
     for i, s in enumerate(study_specs):
         model = str(s.report.get("headline_model", ""))
         if model:
             variations = [v for v in DEFAULT_VARIATIONS if set(v.filters) <= {f.step for f in s.filters}]
-            sens_pending[i] = sens_pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
-                                               progress=progress if sens_pool is not pool else piece_progress)
+            sens_pending[i] = pool.submit(sensitivity, s, data_dir, model=model, variations=variations,
+                                          progress=piece_progress)
     runs = [run_study(s, data_dir, progress=progress) for s in study_specs]
     # with one worker it is busy with the multiverse: the influence re-estimates run here
     if pool.n_jobs >= 3:
@@ -392,18 +439,21 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
                 md += [f"![{treatment}](figures/coefficients_{treatment}.png)", ""]
 
     # this process's own work first, while the workers compute Part 1 and the multiverse: the
-    # influence re-estimates and the sensitivity (unless a worker has started them), the resampling
-    # checks, and Part 3 (the markdown of Parts 1 and 3 is placed at the end)
+    # influence re-estimates (unless a worker has started them), the resampling checks, Part 3 and
+    # the sensitivity pieces no worker has started (the markdown of Parts 1 and 3 is placed at the end)
     for piece in influence_pending.values():
         piece.result()
     checks = _inference_checks(runs, progress, boots)
-    part1_and_part3 = _part1_and_part3(report, out, runs, data_dir, part1_pending)
-    for piece in sens_pending.values():  # computed here unless a worker has it
+    part1_and_part3 = _part1_and_part3(report, out, runs, data_dir, part1_pending, study_specs[0])
+    for piece in reversed(list(sens_pending.values())):  # here, from the last, those no worker has started
+        piece.here_if_unstarted()
+    for piece in sens_pending.values():
+        report._figures.draw_while(piece)  # rather than wait for a worker
         piece.result()
 
     # every combination of choices (the multiverse), then one choice at a time
     if mv_pending is not None:
-        report._figures.draw_unstarted()  # rather than wait for the worker
+        report._figures.draw_while(mv_pending)  # rather than wait for the worker
         section = mv_pending.result()
         md += _write_section(report, out, section.lines, section.tables, section.figures)
     else:
@@ -490,13 +540,33 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     return report
 
 
-def _part1_section(out: Path, spec: StudySpec, data_dir: str | Path | None) -> tuple[list[str], list[str]]:
-    """Part 1 (data quality, thresholds from ``spec``): its tables and figures written under ``out``;
-    returns its markdown and the files (relative to ``out``)."""
+def _prepare_samples(specs: Sequence[StudySpec], data_dir: str | Path | None) -> None:
+    """Read the tables and prepare each spec's sample into the report's store before workers start:
+    forked workers (:class:`~returnstudy.background.BackgroundPool`) find them there instead of
+    reading and coding them again. An error is left for the spec's run to raise, in its usual order
+    (spec checks before data)."""
+    from returnstudy.runner import study_sample
+
+    for spec in specs:
+        try:
+            study_sample(spec, data_dir)
+        except Exception as exc:  # noqa: BLE001 - raised again, in order, by run_study
+            log.debug("preparing %s before the workers start: %s", spec.study.name, exc)
+
+
+def _quality(spec: StudySpec, data_dir: str | Path | None) -> Any:
+    """Part 1's quality report, thresholds from ``spec`` (built once per report: :func:`~returnstudy.reuse.reused`)."""
     from returnstudy.quality import quality_report
 
-    q = quality_report(data_dir=data_dir if data_dir is not None else spec.data.data_dir, **spec.quality.kwargs())
-    files = [str(p.relative_to(out)) for p in q.save(out)]
+    return quality_report(data_dir=data_dir if data_dir is not None else spec.data.data_dir, **spec.quality.kwargs())
+
+
+def _part1_section(out: Path, spec: StudySpec, data_dir: str | Path | None) -> tuple[list[str], list[str]]:
+    """Part 1 (data quality, thresholds from ``spec``): its tables written under ``out`` (its figures
+    are drawn with the report's other figures: :func:`_part1_and_part3`); returns its markdown and
+    the files (relative to ``out``)."""
+    q = _quality(spec, data_dir)
+    files = [str(p.relative_to(out)) for p in q.save(out, figures=False)]
     md = ["## Part 1: how far can the Eurostat data be trusted?", "",
           "Per reporting country, which diagnostics it fails (thresholds in `data/specs/wodc.toml`, `[quality]`):", "",
           markdown_table(q.verdicts[[c for c in ("geo", "n_fail", "fails") if c in q.verdicts]], 0), "",
@@ -507,11 +577,14 @@ def _part1_section(out: Path, spec: StudySpec, data_dir: str | Path | None) -> t
 
 
 def _part1_and_part3(report: Report, out: Path, runs: Sequence[StudyRun], data_dir: str | Path | None,
-                     part1: Any) -> list[str]:
-    """Part 1 (data quality; ``part1``: its pending :func:`_part1_section`) and, on the spec that
-    asks for them, Part 3 and the policy claims: their files written, their markdown returned."""
+                     part1: Any, part1_spec: StudySpec) -> list[str]:
+    """Part 1 (data quality; ``part1``: its pending :func:`_part1_section`; its figures queued here,
+    from the quality report that the piece built) and, on the spec that asks for them, Part 3 and the
+    policy claims: their files written, their markdown returned."""
     md, files = part1.result()
     report.files += files
+    for name, fig in _quality(part1_spec, data_dir).figures().items():
+        report.files += report._figure(fig, out / "figures", f"quality_{name}", dpi=120)
     part3_run = next((r for r in runs if r.spec.report.get("part3_and_claims")), None)
     if part3_run is not None:
         for section in _part3_and_claims(part3_run, data_dir):

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["reuse_prepared", "reused"]
+__all__ = ["reuse_prepared", "reused", "stored", "adopt"]
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +54,21 @@ def reused(kind: str, key: Hashable, build: Callable[[], T], copy: Callable[[T],
         log.debug("reusing %s %s", kind, key)
     value = store[(kind, key)]
     return copy(value) if copy is not None else value
+
+
+def stored(kinds: tuple[str, ...]) -> dict[tuple[str, Hashable], Any]:
+    """The current block's values of these kinds, by ``(kind, key)`` (empty outside a block)."""
+    store = _STORE.get()
+    if store is None or not kinds:
+        return {}
+    return {k: v for k, v in store.items() if k[0] in kinds}
+
+
+def adopt(entries: dict[tuple[str, Hashable], Any]) -> None:
+    """Keep values built elsewhere (a worker process of the same run) in the current block's store,
+    where no value of the same ``(kind, key)`` is kept yet; nothing outside a block."""
+    store = _STORE.get()
+    if store is None:
+        return
+    for k, v in entries.items():
+        store.setdefault(k, v)

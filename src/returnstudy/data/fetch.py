@@ -125,8 +125,9 @@ def import_snapshot(
 
 def _download(url: str, dest: Path, *, desc: str, timeout: float, retries: int, backoff: float, progress: bool) -> None:
     """Stream ``url`` into ``dest`` (a temporary path), retrying transient failures."""
-    from tqdm.auto import tqdm
+    from returnstudy._progress import bar_class
 
+    tqdm = bar_class()
     last: Exception | None = None
     for attempt in range(retries + 1):
         if attempt:
