@@ -240,6 +240,24 @@ def test_prepared_call_without_rows(small_panel: pd.DataFrame) -> None:
         prepared.without(np.ones(prepared.design.n_obs, dtype=bool))
 
 
+@pytest.mark.parametrize("model", ["ppml", "twfe"])
+def test_fit_output_table_is_the_results_table(small_panel: pd.DataFrame, model: str) -> None:
+    """The fit alone (what the leave-one-out loop uses) gives the packaged result's table, number for
+    number, and the rows it used."""
+    from returnstudy.models.ppml import prepare_ppml_call
+    from returnstudy.models.twfe import prepare_twfe_call
+
+    if model == "ppml":
+        prepared = prepare_ppml_call(small_panel, treatments=TREATMENTS, cluster="citizen", alpha=0.1)
+    else:
+        prepared = prepare_twfe_call(small_panel, outcome="return_rate", treatments=TREATMENTS, cluster="citizen")
+    drop = prepared.design.frame["citizen"].to_numpy() == sorted(small_panel["citizen"].unique())[0]
+    without = prepared.without(drop)
+    out, res = without.fit_output(), without.fit()
+    pd.testing.assert_frame_equal(without.table(out), res.table, check_exact=True)
+    assert out.design.n_obs == res.info["n_obs"] < prepared.design.n_obs
+
+
 def test_switching_units_equal_distinct_values_per_unit() -> None:
     """Units whose treatment takes two or more distinct non-missing values: numeric columns (with
     missing values, integers, a unit whose values are all missing) and a text column give the

@@ -93,3 +93,13 @@ def test_repr_is_one_line_summary_is_long() -> None:
     r.info.update(cluster="citizen", n_clusters=12)
     assert repr(r) == "<EstimationResult test: 3 terms, 100 corridor-years, 10 corridors, SE clustered by citizen (12 clusters); .summary() for details>"
     assert len(r.summary().splitlines()) > 8
+
+
+def test_poisson_table_equals_adding_the_poisson_columns() -> None:
+    """make_table(poisson=True) builds the Poisson columns with the table: the same numbers and
+    column order as add_poisson_columns on the linear table."""
+    est, se = np.array([0.1, -0.4, 2.0]), np.array([0.05, 0.3, 1e-3])
+    got = make_table(est, se, index=["a", "b", "c"], poisson=True)
+    want = add_poisson_columns(make_table(est, se, index=["a", "b", "c"]))
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert got.loc["b", "pct_ci_high"] == 100.0 * np.expm1(-0.4 + stats.norm.ppf(0.975) * 0.3)

@@ -69,19 +69,12 @@ def make_table(
         p = 2 * stats.norm.sf(np.abs(tstat))
     else:
         p = 2 * stats.t.sf(np.abs(tstat), df)
-    table = pd.DataFrame(
-        {
-            "estimate": est,
-            "std_error": se,
-            "ci_low": est - crit * se,
-            "ci_high": est + crit * se,
-            "p_value": p,
-        },
-        index=pd.Index(list(index), name=index_name),
-    )
-    if poisson:
-        table = add_poisson_columns(table)
-    return table
+    ci_low, ci_high = est - crit * se, est + crit * se
+    columns = {"estimate": est, "std_error": se, "ci_low": ci_low, "ci_high": ci_high, "p_value": p}
+    if poisson:  # the columns of add_poisson_columns, built with the table
+        columns.update(irr=np.exp(est), pct_effect=100.0 * np.expm1(est), pct_ci_low=100.0 * np.expm1(ci_low),
+                       pct_ci_high=100.0 * np.expm1(ci_high))
+    return pd.DataFrame(columns, index=pd.Index(list(index), name=index_name))
 
 
 def add_poisson_columns(table: pd.DataFrame) -> pd.DataFrame:

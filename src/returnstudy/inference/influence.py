@@ -143,26 +143,31 @@ class InfluenceResult:
 
 
 def _terms_table(res: EstimationResult, terms: Sequence[Any], poisson: bool) -> pd.DataFrame:
+    return _table_terms(res.table, terms, poisson)
+
+
+def _table_terms(table: pd.DataFrame, terms: Sequence[Any], poisson: bool) -> pd.DataFrame:
     cols = _EST_COLUMNS + (_PCT_COLUMNS if poisson else [])
-    return res.table.reindex(index=list(terms), columns=cols).astype(float)
+    return table.reindex(index=list(terms), columns=cols).astype(float)
 
 
-def _treatment_switching(res: EstimationResult, sample: pd.DataFrame, terms: Sequence[Any],
-                         unit: str | None) -> dict[Any, float]:
-    """Per term, the units whose treatment varies among the rows ``res`` used (NaN: not a
-    treatment column). Read from the fit's own rows (``design.frame``) when they hold the
-    columns, else from ``sample`` at the rows used."""
+def _treatment_switching(res: EstimationResult | None, sample: pd.DataFrame, terms: Sequence[Any],
+                         unit: str | None, design: Any = None) -> dict[Any, float]:
+    """Per term, the units whose treatment varies among the rows the fit used (NaN: not a
+    treatment column). Read from the fit's own rows (``design.frame``; ``design`` defaults to
+    ``res``'s) when they hold the columns, else from ``sample`` at the rows ``res`` used."""
     out: dict[Any, float] = {t: np.nan for t in terms}
     treat = [t for t in terms if isinstance(t, str) and t in sample.columns]
     if not treat:
         return out
-    design = (getattr(res, "extra", None) or {}).get("design")
+    if design is None:
+        design = (getattr(res, "extra", None) or {}).get("design")
     frame = getattr(design, "frame", None)
     needed = set(treat) | ({unit} if unit is not None else ({"corridor"} if "corridor" in sample.columns else {"geo", "citizen"}))
     if frame is not None and needed <= set(frame.columns):
         used = frame
     else:
-        used = rows_used(res, sample)
+        used = rows_used(res, sample) if res is not None else None
         used = sample if used is None else used
     for t, units in switching_by_treatment(used, treat, unit).items():
         out[t] = float(len(units))
@@ -293,12 +298,15 @@ def influence(
             if prepared is None:
                 sub_panel = sample.loc[key_np != unit]
                 res = refit(sub_panel)
-            else:
-                sub_panel = sample
-                res = prepared.without(key_design == unit, f"{label} left out").fit()
-            tab = _terms_table(res, terms, poisson)
-            n_obs = int(res.info.get("n_obs", np.nan))
-            switching = _treatment_switching(res, sub_panel, terms, unit_col)
+                tab = _terms_table(res, terms, poisson)
+                n_obs = int(res.info.get("n_obs", np.nan))
+                switching = _treatment_switching(res, sub_panel, terms, unit_col)
+            else:  # the fit alone: its table and rows, without packaging a whole result
+                without = prepared.without(key_design == unit, f"{label} left out")
+                out = without.fit_output()
+                tab = _table_terms(without.table(out), terms, poisson)
+                n_obs = out.design.n_obs
+                switching = _treatment_switching(None, sample, terms, unit_col, design=out.design)
         except (ValueError, np.linalg.LinAlgError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             logger.info("influence: re-estimation without %s %r failed: %s", label, unit, error)

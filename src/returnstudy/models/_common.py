@@ -78,7 +78,10 @@ class PreparedFit:
 
     design: Design
     offset: np.ndarray | None
-    finish: Callable[[Design, np.ndarray | None, np.ndarray | None], EstimationResult]
+    estimate: Callable[[Design, np.ndarray | None, np.ndarray | None], FitOutput]
+    package: Callable[[FitOutput], EstimationResult]
+    poisson: bool = False
+    alpha: float = 0.05
     start: np.ndarray | None = None
 
     def without(self, mask: np.ndarray, reason: str = "left out") -> PreparedFit:
@@ -106,9 +109,18 @@ class PreparedFit:
         start = np.where(at >= 0, np.asarray(eta, dtype=float)[np.clip(at, 0, None)], np.nan)
         return replace(self, start=start)
 
+    def fit_output(self) -> FitOutput:
+        """The fit (singletons, separation, coefficients, covariance, rows used) without its packaging
+        as a result: for callers that need only the estimates of many re-fits (:meth:`table`)."""
+        return self.estimate(self.design, self.offset, self.start)
+
+    def table(self, out: FitOutput) -> pd.DataFrame:
+        """The coefficient table of ``out``: the same numbers as ``fit().table``."""
+        return fit_table(out, poisson=self.poisson, alpha=self.alpha)
+
     def fit(self) -> EstimationResult:
         """Fit and package the prepared call (singletons, separation, coefficients, covariance)."""
-        return self.finish(self.design, self.offset, self.start)
+        return self.package(self.fit_output())
 
 
 def fe_rank(fe: FixedEffects | None, bound: int | None = None) -> int:
@@ -232,6 +244,14 @@ def fit_design(
     )
 
 
+def fit_table(out: FitOutput, *, poisson: bool, alpha: float = 0.05) -> pd.DataFrame:
+    """Coefficient table of a :class:`FitOutput` (:func:`~returnstudy.results.make_table`: Wald
+    intervals, normal for Poisson models, Student t with the fit's df for linear ones)."""
+    se = np.sqrt(np.clip(np.diag(out.vcov), 0, None))
+    df_t = None if poisson else float(out.details.df_t)
+    return make_table(out.beta, se, index=pd.Index(out.names, name="term"), df=df_t, alpha=alpha, poisson=poisson)
+
+
 def result_from_fit(
     out: FitOutput,
     model: str,
@@ -246,8 +266,7 @@ def result_from_fit(
     params = pd.Series(out.beta, index=pd.Index(out.names, name="term"), name="estimate")
     vcov = pd.DataFrame(out.vcov, index=params.index, columns=params.index)
     df_t = None if poisson else float(out.details.df_t)
-    se = np.sqrt(np.clip(np.diag(out.vcov), 0, None))
-    table = make_table(params, se, index=params.index, df=df_t, alpha=alpha, poisson=poisson)
+    table = fit_table(out, poisson=poisson, alpha=alpha)
     if terms is not None:
         table = table.loc[[t for t in terms if t in table.index]]
     d = out.design

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import EstimationResult
-from ._common import PreparedFit, fit_design, result_from_fit, vcov_type_of
+from ._common import FitOutput, PreparedFit, fit_design, result_from_fit, vcov_type_of
 from ._design import Design, check_column_arguments, check_unique_keys, panel_keys, parse_cluster, prepare, resolve_panel_ids
 from .twfe import _as_list, _key_meta, _treatment_counts, _unit_of, _unit_period_word
 
@@ -166,12 +166,14 @@ def _prepare_call(
     design, offset, regs = prepare_ppml(panel, treat + ctrl, outcome, exposure, exposure_as, fe, cluster, weights,
                                         keys=keys)
 
-    def finish(design: Design, offset: np.ndarray | None, start: np.ndarray | None) -> EstimationResult:
-        out = fit_design(
+    def estimate(design: Design, offset: np.ndarray | None, start: np.ndarray | None) -> FitOutput:
+        return fit_design(
             design, "ppml", vcov_type=vcov_type_of(cluster), small_sample=small_sample,
             drop_singletons=drop_singletons, offset=offset, separation=separation, tol=tol, maxiter=maxiter,
             start_eta=start,
         )
+
+    def package(out: FitOutput) -> EstimationResult:
         info: dict[str, Any] = {
             "exposure": None if exposure is None else f"{exposure} ({'offset log(' + exposure + ')' if exposure_as == 'offset' else 'regressor log(' + exposure + ')'})",
             "treatment_counts": _treatment_counts(out.design.frame, treat, _unit_of(keys)),
@@ -185,4 +187,4 @@ def _prepare_call(
                          **_key_meta(keys)},
         )
 
-    return PreparedFit(design, offset, finish)
+    return PreparedFit(design, offset, estimate, package, poisson=True, alpha=alpha)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import EstimationResult
-from ._common import PreparedFit, fit_design, result_from_fit, vcov_type_of
+from ._common import FitOutput, PreparedFit, fit_design, result_from_fit, vcov_type_of
 from ._design import DEFAULT_UNIT, Design, check_column_arguments, parse_cluster, prepare, resolve_panel_ids
 
 logger = logging.getLogger(__name__)
@@ -168,9 +168,11 @@ def _prepare_call(
                            cluster=parse_cluster(cluster) or None, weights=weights)
     design = prepare(work, outcome, treat + ctrl, fe=fe, cluster=cluster, weights=weights, keys=keys)
 
-    def finish(design: Design, offset: np.ndarray | None, start: np.ndarray | None) -> EstimationResult:
+    def estimate(design: Design, offset: np.ndarray | None, start: np.ndarray | None) -> FitOutput:
         vt = vcov_type_of(cluster)
-        out = fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
+        return fit_design(design, "ols", vcov_type=vt, small_sample=small_sample, drop_singletons=drop_singletons)
+
+    def package(out: FitOutput) -> EstimationResult:
         info: dict[str, Any] = {}
         if "log_zero_rule" in meta:
             info["log_zero_rule"] = meta["log_zero_rule"]
@@ -183,7 +185,7 @@ def _prepare_call(
             design_meta={"treatments": treat, "controls": ctrl, "outcome": outcome, **_key_meta(keys)},
         )
 
-    return PreparedFit(design, None, finish)
+    return PreparedFit(design, None, estimate, package, poisson=False, alpha=alpha)
 
 
 def _unit_of(keys: Sequence[str] | None) -> str:
