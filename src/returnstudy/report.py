@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from returnstudy._collect import fewer_collections
 from returnstudy._threads import one_blas_thread
 from returnstudy.artifacts import write_figure, write_table
 from returnstudy.background import BackgroundPool, Pending, drain_in_forks, resolve_jobs
@@ -326,7 +327,7 @@ def build_report(
     :func:`returnstudy.background.default_start_method`). The report is the same, byte for byte,
     for any ``n_jobs`` and ``start_method``.
     """
-    with reuse_prepared(), one_blas_thread(), contextlib.ExitStack() as cleanup:
+    with reuse_prepared(), one_blas_thread(), fewer_collections(), contextlib.ExitStack() as cleanup:
         return _build_report(out_dir, specs, data_dir, progress=progress, n_jobs=n_jobs, cleanup=cleanup,
                              start_method=start_method)
 
