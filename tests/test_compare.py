@@ -161,6 +161,13 @@ def test_report_sections(covariates):
 
     res = compare_countries(_panel(), geos=("NL", "NO"), citizens=("AF", "IQ"), covariates_dir=covariates, agreements=_agreements())
     sec = part3_section(res, figures=False)
+    assert sec.figures == {}
+    from returnstudy.figure_data import figure_data
+
+    drawn, makers = part3_section(res).figures, part3_section(res, figures="makers").figures
+    assert set(drawn) == set(makers) == {f"part3_{k}" for k in ("rates", "counts", "event_time", "synthetic")}
+    for stem, make in makers.items():  # each function draws the figure that figures=True gives
+        pd.testing.assert_frame_equal(figure_data(make()), figure_data(drawn[stem]))
     assert sec.lines[0] == "## Part 3: the Netherlands and Norway"
     text = "\n".join(sec.lines)
     assert "| NL | 2013-2017 average | 44 | 23.8 | 20.2 |" in text  # published reference values, labelled

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,12 +152,16 @@ class CountryComparison:
     # ------------------------------------------------------------------ figures
     def figures(self) -> dict[str, Any]:
         """Matplotlib figures: rates with benchmark and instruments, counts, event time, synthetic."""
-        figs = {"rates": self._fig_rates(), "counts": self._fig_counts()}
+        return {name: make() for name, make in self.figure_makers().items()}
+
+    def figure_makers(self) -> dict[str, Callable[[], Any]]:
+        """The figures of :meth:`figures`, each as a function that draws it (e.g. in another process)."""
+        makers: dict[str, Callable[[], Any]] = {"rates": self._fig_rates, "counts": self._fig_counts}
         if len(self.event_time):
-            figs["event_time"] = self._fig_event_time()
+            makers["event_time"] = self._fig_event_time
         if self.synthetic_fits:
-            figs["synthetic"] = self._fig_synthetic()
-        return figs
+            makers["synthetic"] = self._fig_synthetic
+        return makers
 
     def _series(self, geo: str, citizen: str, col: str) -> pd.Series:
         """One corridor's ``col`` by year over the years where it is observed, NaN in the gaps."""

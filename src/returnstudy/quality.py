@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import html
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,11 +241,12 @@ class QualityReport:
     # ------------------------------------------------------------------ figures
     def figures(self) -> dict[str, Any]:
         """Matplotlib figures: coverage heatmap, return-rate box plots, national totals."""
-        return {
-            "coverage_heatmap": self._fig_coverage(),
-            "return_rate_boxplot": self._fig_rates(),
-            "national_totals": self._fig_totals(),
-        }
+        return {name: make() for name, make in self.figure_makers().items()}
+
+    def figure_makers(self) -> dict[str, Callable[[], Any]]:
+        """The figures of :meth:`figures`, each as a function that draws it (e.g. in another process)."""
+        return {"coverage_heatmap": self._fig_coverage, "return_rate_boxplot": self._fig_rates,
+                "national_totals": self._fig_totals}
 
     def _fig_coverage(self) -> Any:
         from returnstudy.plots import new_figure

@@ -87,11 +87,13 @@ class _FigureQueue:
         self.held: list[tuple[Any, Path, str, int]] = []  # kept here (forked workers)
 
     def add(self, fig: Any, out: Path, stem: str, dpi: int = 110) -> list[str]:
-        """Queue ``fig`` for ``out/<stem>.png`` and ``.data.csv``; their paths relative to the report root."""
+        """Queue ``fig`` (a figure, or a function that draws one) for ``out/<stem>.png`` and ``.data.csv``;
+        their paths relative to the report root. A function is called by the process that draws the
+        figure where figures stay in this process (forked workers), here and now otherwise."""
         if self.pool.forked:
             self.held.append((fig, out, stem, dpi))
         else:
-            self.queued.append(self.pool.submit(write_figure, fig, out, stem, dpi=dpi))
+            self.queued.append(self.pool.submit(write_figure, fig() if callable(fig) else fig, out, stem, dpi=dpi))
         return [f"figures/{stem}.png", f"figures/{stem}.data.csv"]
 
     def draw_while(self, busy: Pending[Any]) -> None:
@@ -120,14 +122,17 @@ class _FigureQueue:
 
 
 def _figure_size(item: tuple[Any, Path, str, int]) -> tuple[int, int]:
-    """What drawing a held figure costs, roughly: its axes (each draws ticks and labels), then its marks."""
+    """What drawing a held figure costs, roughly: its axes (each draws ticks and labels), then its marks;
+    a figure still to be made (the multi-panel ones of Parts 1 and 3) counts as large."""
+    if callable(item[0]):
+        return 1 << 30, 0
     axes = item[0].axes
     return len(axes), sum(len(ax.lines) + len(ax.collections) + len(ax.patches) + len(ax.texts) for ax in axes)
 
 
 def _draw_held(item: tuple[Any, Path, str, int]) -> None:
     fig, out, stem, dpi = item
-    write_figure(fig, out, stem, dpi=dpi)
+    write_figure(fig() if callable(fig) else fig, out, stem, dpi=dpi)
 
 
 def switching_units(sample: pd.DataFrame, treatment: str, result: Any = None) -> tuple[int, int]:
@@ -208,10 +213,10 @@ class Report:
     _figures: _FigureQueue | None = field(default=None, repr=False, compare=False)
 
     def _figure(self, fig: Any, out: Path, stem: str, dpi: int = 110) -> list[str]:
-        """Write ``fig`` now, or queue it when the report writes its figures at the end."""
+        """Write ``fig`` (or what a function draws) now, or queue it when the report writes its figures at the end."""
         if self._figures is not None:
             return self._figures.add(fig, out, stem, dpi)
-        return _save_figure(fig, out, stem, dpi)
+        return _save_figure(fig() if callable(fig) else fig, out, stem, dpi)
 
     def summary(self) -> str:
         return f"report in {self.out_dir}: {len(self.files)} files ({', '.join(r.name for r in self.runs)})"
@@ -584,8 +589,8 @@ def _part1_and_part3(report: Report, out: Path, runs: Sequence[StudyRun], data_d
     policy claims: their files written, their markdown returned."""
     md, files = part1.result()
     report.files += files
-    for name, fig in _quality(part1_spec, data_dir).figures().items():
-        report.files += report._figure(fig, out / "figures", f"quality_{name}", dpi=120)
+    for name, make in _quality(part1_spec, data_dir).figure_makers().items():
+        report.files += report._figure(make, out / "figures", f"quality_{name}", dpi=120)
     part3_run = next((r for r in runs if r.spec.report.get("part3_and_claims")), None)
     if part3_run is not None:
         for section in _part3_and_claims(part3_run, data_dir):
@@ -644,7 +649,7 @@ def _part3_and_claims(run: StudyRun, data_dir: str | Path | None) -> list[Any]:
     from returnstudy.report_part3 import claims_section, part3_section
 
     where = data_dir if data_dir is not None else run.spec.data.data_dir
-    return [part3_section(compare_countries(run.panel, data_dir=where)),
+    return [part3_section(compare_countries(run.panel, data_dir=where), figures="makers"),
             claims_section(policy_claims(run.spec, where))]
 
 

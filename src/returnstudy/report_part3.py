@@ -41,8 +41,9 @@ def _md(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([head, sep, *body])
 
 
-def part3_section(comparison: Any, *, figures: bool = True, prefix: str = "part3_") -> ReportSection:
-    """The Part 3 section from a :class:`returnstudy.compare.CountryComparison`."""
+def part3_section(comparison: Any, *, figures: bool | str = True, prefix: str = "part3_") -> ReportSection:
+    """The Part 3 section from a :class:`returnstudy.compare.CountryComparison` (``figures``: True,
+    False, or "makers": each figure as a function that draws it, for whichever process is free)."""
     c = comparison
     g1 = c.geos[0]
     g0 = c.geos[1] if len(c.geos) > 1 else ""
@@ -72,7 +73,10 @@ def part3_section(comparison: Any, *, figures: bool = True, prefix: str = "part3
     lines += [f"Note: {n}" for n in c.notes]
     tables = {f"{prefix}{k}": getattr(c, k) for k in ("table", "benchmark", "instruments", "gap_by_year", "gap_models",
                                                        "event_time", "synthetic", "published_reference")}
-    figs = {f"{prefix}{k}": f for k, f in c.figures().items()} if figures else {}
+    if figures == "makers":
+        figs = {f"{prefix}{k}": f for k, f in c.figure_makers().items()}
+    else:
+        figs = {f"{prefix}{k}": f for k, f in c.figures().items()} if figures else {}
     return ReportSection(PART3_TITLE, lines, tables, figs)
 
 
