@@ -230,3 +230,20 @@ def _build_count(key: str) -> tuple[int, int]:
 
 
 _BUILDS = 0
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_error_in_a_worker_reaches_the_caller(method: str) -> None:
+    import os
+
+    with BackgroundPool(2, start_method=method) as pool:
+        piece = pool.submit(_fail, "bad piece")
+        with pytest.raises(ValueError, match="bad piece"):
+            piece._future.result(timeout=120)  # raised in the worker
+        with pytest.raises(ValueError, match="bad piece"):
+            piece.result()
+        assert pool.submit(os.getpid).result() > 0  # the pool still works

@@ -355,12 +355,12 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     pool = cleanup.enter_context(BackgroundPool(min(resolve_jobs(n_jobs), 1 + 2 + 3 * len(study_specs)),
                                                 start_method=start_method,
                                                 share_back=("quality report",)))  # at most one worker per piece
-    if pool.n_jobs > 1:
-        _prepare_samples(study_specs, data_dir)
+    mv_spec = next((s for s in study_specs if s.report.get("multiverse")), None)
+    if pool.n_jobs > 1:  # what the first pieces (Part 1, the multiverse) read, before the workers fork
+        _prepare_samples([s for i, s in enumerate(study_specs) if i == 0 or s is mv_spec], data_dir)
     piece_progress = progress and pool.n_jobs == 1  # no progress bars from worker processes
     report._figures = _FigureQueue(pool)
     part1_pending = pool.submit(_part1_section, out, study_specs[0], data_dir)
-    mv_spec = next((s for s in study_specs if s.report.get("multiverse")), None)
     mv_pending = None
     if mv_spec is not None:
         from returnstudy.multiverse_report import multiverse_section
