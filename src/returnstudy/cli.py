@@ -235,8 +235,9 @@ def _parser(prog: str = "returnstudy") -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true",
                    help="report a model that cannot run as a failed row instead of stopping with an error")
     p.add_argument("--jobs", type=int, metavar="N", default=2,
-                   help="processes (default 2; -1: every CPU): Part 1 and the multiverse section run beside the "
-                        "model fits, and all processes draw the figures; the report is the same for any N")
+                   help="processes (default 2; -1: every CPU): Part 1, the multiverse section and the sensitivity "
+                        "run beside the model fits (on Linux in forked copies of this process), and all processes "
+                        "draw the figures; the report is the same for any N")
     p.set_defaults(func=_cmd_report)
 
     p = _command(sub, "specs", "list the study specs shipped with the package (usable by name with --spec)",
