@@ -10,7 +10,6 @@ by content.
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import math
 from collections.abc import Sequence
@@ -348,10 +347,10 @@ def _build_report(out_dir: str | Path, specs: Sequence[str | Path] | None, data_
     report = Report(out_dir=out)
     study_specs = [load_spec(p) for p in spec_paths]
     # Part 1 (data quality), the multiverse section and the one-choice-at-a-time sensitivity need
-    # only the spec and the data: with n_jobs > 1 the first two (from 3 all) run in worker processes
-    # while this one fits, bootstraps and re-estimates the models; the figures are shared out as they
-    # are made (the same numbers and bytes either way: every piece is seeded). Part 1's quality
-    # report comes back with it for the claims.
+    # only the spec and the data: with n_jobs > 1 they are pieces for worker processes while this one
+    # fits, bootstraps and re-estimates the models (from 3 processes the influence re-estimates too),
+    # and the figures are drawn by every process (the same numbers and bytes either way: every piece
+    # is seeded). Part 1's quality report comes back with it for the claims.
     pool = cleanup.enter_context(BackgroundPool(min(resolve_jobs(n_jobs), 1 + 2 + 3 * len(study_specs)),
                                                 start_method=start_method,
                                                 share_back=("quality report",)))  # at most one worker per piece
