@@ -110,7 +110,7 @@ def test_a_piece_no_worker_has_started_is_computed_by_the_asking_process(tmp_pat
     log = tmp_path / "ran"
     with BackgroundPool(2, start_method=method) as pool:  # one worker
         marker = tmp_path / "started"
-        busy = pool.submit(_pid_after, 3.0, str(marker), str(log))
+        busy = pool.submit(_pid_after, 1.5, str(marker), str(log))
         deadline = time.monotonic() + 60
         while not marker.exists():  # wait until the worker runs the first piece (its start-up varies)
             assert time.monotonic() < deadline, "the worker did not start"
