@@ -189,3 +189,15 @@ def test_locked_versions_read_from_the_lock(tmp_path: Path) -> None:
                     "requests==2.0\npandas==3.1.1  # pinned\n", encoding="utf-8")
     assert locked_versions(lock) == {"numpy": "2.4.6", "matplotlib": "3.11.2", "pandas": "3.1.1"}
     assert locked_versions(tmp_path / "absent.lock") == {}
+
+
+def test_a_data_error_is_the_same_with_workers(tmp_path: Path) -> None:
+    """With workers the samples are prepared before they start; an error there is raised where the
+    serial report raises it, with the same message (and the workers are stopped)."""
+    spec = REPO / "tests" / "fixtures" / "specs" / "run_small_report.toml"
+    errors = []
+    for n_jobs in (1, 2):
+        with pytest.raises(Exception) as err:
+            build_report(tmp_path / f"out{n_jobs}", specs=[spec], data_dir=tmp_path / "no_snapshot", n_jobs=n_jobs)
+        errors.append((type(err.value), str(err.value)))
+    assert errors[0] == errors[1] and "no_snapshot" in errors[0][1]

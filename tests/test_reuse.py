@@ -129,3 +129,19 @@ def test_agreement_tables_are_read_once_per_content_inside_the_block(tmp_path: P
         assert len(reads) == 2 and h3["visa_events.csv"] != h1["visa_events.csv"]
     at.read_tables(adir)
     assert len(reads) == 3  # outside the block: read every time
+
+
+def test_values_built_elsewhere_are_adopted_where_none_is_kept() -> None:
+    """``stored`` lists a block's values of some kinds; ``adopt`` keeps values built in another
+    process (a worker) without replacing one already kept, and does nothing outside a block."""
+    from returnstudy.reuse import adopt, reuse_prepared, reused, stored
+
+    assert stored(("k",)) == {}
+    adopt({("k", 1): "from a worker"})  # outside a block: nothing is kept
+    with reuse_prepared():
+        assert reused("k", 1, lambda: "built here") == "built here"
+        reused("other", 1, lambda: "x")
+        adopt({("k", 1): "from a worker", ("k", 2): "from a worker"})
+        assert stored(("k",)) == {("k", 1): "built here", ("k", 2): "from a worker"}
+        assert stored(()) == {}
+        assert reused("k", 2, lambda: "built here") == "from a worker"
