@@ -68,3 +68,13 @@ def test_png_equals_savefig_and_the_figure_is_left_as_it_was(tmp_path, make: Cal
     again = io.BytesIO()
     fig.savefig(again, format="png", dpi=dpi, metadata={"Software": None})
     assert again.getvalue() == expected_again.getvalue()
+
+
+@pytest.mark.parametrize("make", [_small_multiples, _heatmap_with_colorbar])
+def test_a_pickled_figure_draws_the_same_bytes(tmp_path, make: Callable[[], Figure]) -> None:
+    """A figure pickled and unpickled (what a loky worker receives) is written to the same PNG and data."""
+    import pickle
+
+    here = write_figure(make(), tmp_path / "here", "fig")
+    there = write_figure(pickle.loads(pickle.dumps(make())), tmp_path / "there", "fig")
+    assert [p.read_bytes() for p in here] == [p.read_bytes() for p in there]
