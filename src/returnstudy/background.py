@@ -1,8 +1,8 @@
 """Independent pieces of a long run computed in worker processes while the caller goes on.
 
-The report's Part 1 and multiverse section need only a spec and the data, not the fitted
-models, so they can run in another process while this one fits the models, bootstraps them
-and re-estimates them without each unit. :class:`BackgroundPool` hands each piece's result
+The report's Part 1, multiverse section and sensitivity need only a spec and the data, not
+the fitted models, so they can run in another process while this one fits the models,
+bootstraps them and re-estimates them without each unit. :class:`BackgroundPool` hands each piece's result
 back when it is asked for; a piece that no worker has started by then is computed in the
 asking process instead of being waited for. Every piece is seeded and reads its own inputs,
 so the results are the same whichever process computed them, however many workers there are
@@ -21,6 +21,7 @@ Workers are started in one of two ways (``start_method``):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -29,7 +30,7 @@ import sys
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 __all__ = ["BackgroundPool", "Pending", "resolve_jobs", "START_METHODS", "default_start_method", "drain_in_forks"]
@@ -63,6 +64,23 @@ def default_start_method() -> str:
     """
     alone = threading.active_count() == 1 and threading.current_thread() is threading.main_thread()
     return "fork" if sys.platform.startswith("linux") and alone else "loky"
+
+
+def _fork_executor(n_workers: int) -> Any:
+    """A process pool whose workers are forked from this process at its first submit."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("fork"))
+
+
+@contextlib.contextmanager
+def _quiet_fork() -> Iterator[None]:
+    """Python >= 3.12 warns on fork() in a process with native threads: the BLAS pools, which
+    re-create their threads in the child (see :func:`default_start_method`). Silenced around our forks."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\)", category=DeprecationWarning)
+        yield
 
 
 #: this worker process's store of prepared inputs, for the pieces of one pool (a run id and the store)
@@ -226,13 +244,12 @@ class BackgroundPool:
         method = default_start_method() if self.start_method == "auto" else self.start_method
         if method == "fork":
             import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
 
             global _CLAIMS
-            ctx = multiprocessing.get_context("fork")  # ValueError where the platform has no fork
             # claim flags in shared memory, inherited by the workers forked at the first submit
-            self._flags = _CLAIMS = ctx.Array("b", CLAIM_SLOTS, lock=True)
-            self._executor, self._owned = ProcessPoolExecutor(self.n_jobs - 1, mp_context=ctx), True
+            # (get_context raises ValueError where the platform has no fork)
+            self._flags = _CLAIMS = multiprocessing.get_context("fork").Array("b", CLAIM_SLOTS, lock=True)
+            self._executor, self._owned = _fork_executor(self.n_jobs - 1), True
         else:
             from joblib.externals.loky import get_reusable_executor
 
@@ -260,10 +277,7 @@ class BackgroundPool:
             return Pending(here)
         slot, self._slots = (self._slots, self._slots + 1) if self._slots < CLAIM_SLOTS else (-1, self._slots)
         claim = None if slot < 0 else functools.partial(_claim, self._flags, slot)
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns on fork() in a process with native threads: the BLAS pools,
-            # which re-create their threads in the child (see default_start_method)
-            warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\)", category=DeprecationWarning)
+        with _quiet_fork():  # the workers fork at the first submit
             return Pending(here, executor.submit(_run_pickled, slot, payload), claim)
 
 
@@ -311,11 +325,8 @@ def drain_in_forks(items: Sequence[T], fn: Callable[[T], Any], n_workers: int) -
     try:
         failed: list[tuple[int, str]] = []
         if fork:
-            from concurrent.futures import ProcessPoolExecutor
-
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\)", category=DeprecationWarning)
-                executor = ProcessPoolExecutor(n_workers, mp_context=ctx)
+            executor = _fork_executor(n_workers)
+            with _quiet_fork():
                 futures = [executor.submit(_drain, level) for _ in range(n_workers)]
             with executor:
                 failed += _drain(level)
