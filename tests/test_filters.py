@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from returnstudy.filters import FILTERS, VISA_FREE, FilterError, apply_filters, describe_filters, validate_steps
+from returnstudy.filters import FILTERS, FLOW_COLUMNS, VISA_FREE, FilterError, apply_filters, describe_filters, validate_steps
 from returnstudy.spec import load_spec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "specs"
@@ -280,6 +280,11 @@ def test_flow_arithmetic_matches_direct_computation():
     assert "RS" in set(res.panel["citizen"])
     # resolved parameters, defaults included
     assert f.loc[3, "params"] == "n=12.0, how='mean', column='orders'"
+    # counts of rows and corridors are int64; steps given as dicts have no spec line (NA)
+    ints = ["position", "rows_before", "rows_after", "corridors_before", "corridors_after", "dropped_rows"]
+    assert all(f[c].dtype == np.int64 for c in ints)
+    assert f["line"].dtype == "Int64" and f["line"].isna().all()
+    assert list(f.columns) == FLOW_COLUMNS
     # attrs: vintage kept, flow records added; the input panel is untouched
     assert res.panel.attrs["vintage"] == p.attrs["vintage"]
     assert [r["step"] for r in res.panel.attrs["filters"]] == list(f["step"])
@@ -296,6 +301,7 @@ def test_apply_filters_accepts_spec(tmp_path):
     res = apply_filters(p, spec)
     assert list(res.flow["step"]) == [s.step for s in spec.filters]
     assert list(res.flow["line"]) == [s.line for s in spec.filters]
+    assert res.flow["line"].dtype == "Int64" and res.flow["line"].notna().all()
     assert set(res.panel["year"]) <= set(range(2012, 2016))
 
 

@@ -1,5 +1,5 @@
 """``python -m returnstudy`` entry point."""
 
-from returnstudy.cli import main
+from returnstudy.cli import run
 
-raise SystemExit(main())
+run()

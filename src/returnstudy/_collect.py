@@ -14,7 +14,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-__all__ = ["fewer_collections", "THRESHOLDS"]
+__all__ = ["fewer_collections", "skip_final_collection", "THRESHOLDS"]
 
 #: allocations between passes over the youngest generation, and passes of each generation
 #: between passes over the next (Python's defaults: 700, 10, 10)
@@ -32,3 +32,12 @@ def fewer_collections(thresholds: tuple[int, int, int] = THRESHOLDS) -> Iterator
         yield
     finally:
         gc.set_threshold(*old)
+
+
+def skip_final_collection() -> None:
+    """For a process that is about to exit: move every object to the collector's permanent
+    generation (``gc.freeze``), so that interpreter shutdown does not walk the heap once more to
+    look for cycles. Files and logs are closed as usual. After a report on the real snapshot that
+    walk took 0.4-0.9 s. Never call it in a process that goes on working: objects frozen are
+    never collected."""
+    gc.freeze()

@@ -37,6 +37,7 @@ from scipy.sparse.linalg import lsqr
 from scipy.sparse.csgraph import connected_components
 
 from returnstudy.models._fe import FixedEffects, TwoWayProjection
+from returnstudy.provenance import frozen
 from returnstudy.results import vintage_label
 
 log = logging.getLogger(__name__)
@@ -633,5 +634,5 @@ def policy_claims(
         vintage["asylum"] = vintage_text(asylum.attrs.get("vintage", {}))
     if tables is not None:
         vintage["treatment tables"] = ", ".join(f"{k} {str(v.attrs.get('sha256'))[:12]}" for k, v in sorted(tables.items()))
-    table.attrs["vintage"] = vintage
+    table.attrs["vintage"] = frozen(vintage)
     return ClaimsResult(table=table, notes=notes, vintage=vintage, details=details)

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 log = logging.getLogger("returnstudy")
 
@@ -729,6 +730,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # an output path that cannot be written: one line naming it, no traceback
         print(f"error: {_os_error_message(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def run() -> NoReturn:
+    """Console entry point (``returnstudy`` and ``python -m returnstudy``): :func:`main`, then exit
+    with its status, without a last pass of the cyclic collector over everything the command built
+    (:func:`returnstudy._collect.skip_final_collection`)."""
+    from returnstudy._collect import skip_final_collection
+
+    status = main()
+    skip_final_collection()
+    raise SystemExit(status)
 
 
 def _os_error_message(exc: OSError) -> str:

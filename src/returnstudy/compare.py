@@ -44,6 +44,7 @@ from returnstudy.covariates import (
 )
 from returnstudy.instruments import corridor_instruments, load_instrument_tables
 from returnstudy.plots import new_figure
+from returnstudy.provenance import frozen
 from returnstudy.results import vintage_label
 from returnstudy.synthetic import synthetic_control
 
@@ -605,6 +606,7 @@ def compare_countries(
     for df in (bench, gap, event, synth):
         if len(df.columns):
             df["vintage"] = label  # the Eurostat tables and LAST UPDATE values behind each number
+    vintage = frozen(vintage)  # read-only: every table below carries this same object
     for df in (table, bench, instruments, gap, gap_models, event, synth):
         df.attrs["vintage"] = vintage
     return CountryComparison(

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from returnstudy.data import codes
+from returnstudy.provenance import frozen
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +121,12 @@ def read_asylum_applications(covariates_dir: str | Path) -> pd.DataFrame:
         used.groupby(["geo_code", "citizen", "year"], sort=True)["n"].sum(min_count=1)
         .rename("asylum_first_time").reset_index().rename(columns={"geo_code": "geo"})
     )
-    out.attrs["vintage"] = {
+    out.attrs["vintage"] = frozen({
         "file": str(path), "sha256": _sha256(path), "rows": int(len(raw)), "rows_used": int(ok.sum()),
         "years": [int(df["year"].min()), int(df["year"].max())],
         "source": "Eurostat migr_asyappctza via the snapshot's covariates (first-time applicants)",
-    }
-    out.attrs["unmapped"] = unmapped
+    })
+    out.attrs["unmapped"] = frozen(unmapped)
     return out
 
 
@@ -189,12 +190,12 @@ def read_frontex_operations(covariates_dir: str | Path) -> pd.DataFrame:
         .reset_index()
     )
     out["operations"] = out["operations"].astype("int64")
-    out.attrs["vintage"] = {
+    out.attrs["vintage"] = frozen({
         "file": str(path), "sha256": _sha256(path), "rows": int(len(raw)), "rows_used": int(len(df)),
         "rows_frontex_led": int(led.sum()), "years": [int(df["year"].min()), int(df["year"].max())],
         "source": "Frontex-coordinated return operations compiled from released documents",
         "label": FRONTEX_LABEL,
-    }
+    })
     return out
 
 

@@ -608,6 +608,23 @@ FLOW_COLUMNS = [
 ]
 
 
+_FLOW_INTEGERS = ("position", "rows_before", "rows_after", "corridors_before", "corridors_after", "dropped_rows")
+
+
+def _flow_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The flow records as a table: counts of rows and corridors int64, the spec line Int64."""
+    columns: dict[str, Any] = {}
+    for c in FLOW_COLUMNS:
+        values = [r[c] for r in records]
+        if c in _FLOW_INTEGERS:
+            columns[c] = np.asarray(values, dtype=np.int64)
+        elif c == "line":
+            columns[c] = pd.array(values, dtype="Int64")
+        else:
+            columns[c] = values
+    return pd.DataFrame(columns)
+
+
 def apply_filters(
     panel: pd.DataFrame, steps: StudySpec | Sequence[Mapping[str, Any] | FilterStep]
 ) -> FilterResult:
@@ -659,18 +676,7 @@ def apply_filters(
             }
         )
         current = out
-    flow = pd.DataFrame(records, columns=FLOW_COLUMNS)
-    flow = flow.astype(
-        {
-            "position": "int64",
-            "rows_before": "int64",
-            "rows_after": "int64",
-            "corridors_before": "int64",
-            "corridors_after": "int64",
-            "dropped_rows": "int64",
-            "line": "Int64",
-        }
-    )
+    flow = _flow_table(records)
     result = current.copy() if current is panel else current
     result = result.reset_index(drop=True)
     attrs["filters"] = [{**r, "line": None if r["line"] is pd.NA else r["line"]} for r in records]

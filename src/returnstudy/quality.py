@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from returnstudy.provenance import frozen
 from returnstudy.reuse import reused
 
 log = logging.getLogger(__name__)
@@ -591,6 +592,7 @@ def _build(
         columns=["dataset", "source", "last_update", "sha256", "rows", "rows_used"],
     )
     tables = {"coverage": coverage, "national_totals": national, "thresholds": thresholds_table, "sources": sources, **extra_tables}
+    vintage = frozen(vintage)  # read-only: every table below carries this same object
     for df in [by, verdicts, *tables.values()]:
         df.attrs["vintage"] = vintage
     return QualityReport(by_geo_year=by, verdicts=verdicts, tables=tables, thresholds=th, vintage=vintage, source=source)

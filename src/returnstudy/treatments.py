@@ -568,7 +568,8 @@ def add_treatments(
     if unknown_geo:
         from returnstudy.data.codes import aggregate_codes
 
-        aggregates = [g for g in unknown_geo if g in aggregate_codes()]
+        known_aggregates = aggregate_codes()
+        aggregates = [g for g in unknown_geo if g in known_aggregates]
         others = [g for g in unknown_geo if g not in aggregates]
         if aggregates:
             logger.info("aggregate geo %s: coded as not bound by EU-level instruments", aggregates)

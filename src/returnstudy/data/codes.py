@@ -41,6 +41,11 @@ def _reporting() -> pd.DataFrame:
 
 
 @lru_cache(maxsize=1)
+def _aggregates() -> frozenset[str]:
+    return frozenset(_read_codes("aggregates.csv")["code"])
+
+
+@lru_cache(maxsize=1)
 def _citizenships() -> pd.DataFrame:
     df = _read_codes("citizenships.csv")
     for col in ("western_balkans", "eu_plus"):
@@ -61,8 +66,7 @@ def citizenships() -> pd.DataFrame:
 def aggregate_codes() -> frozenset[str]:
     """Codes that are aggregates or special categories (TOTAL, EU28, STLS, UNK, RNC, continents...)."""
     c = _citizenships()
-    geo_aggr = set(_read_codes("aggregates.csv")["code"])
-    return frozenset(c.loc[c["kind"] != "country", "code"]) | geo_aggr
+    return frozenset(c.loc[c["kind"] != "country", "code"]) | _aggregates()
 
 
 def valid_citizen_codes() -> frozenset[str]:
@@ -70,7 +74,7 @@ def valid_citizen_codes() -> frozenset[str]:
 
 
 def valid_geo_codes() -> frozenset[str]:
-    return frozenset(_reporting()["geo"]) | frozenset(_read_codes("aggregates.csv")["code"])
+    return frozenset(_reporting()["geo"]) | _aggregates()
 
 
 def eu_plus_citizen_codes() -> frozenset[str]:

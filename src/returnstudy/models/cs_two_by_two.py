@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import statsmodels.api as sm
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,10 @@ def unconditional_panel(dY: np.ndarray, T_m: np.ndarray, C_m: np.ndarray) -> tup
 
 def _logit(D: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Propensity scores of a logit of D on X (maximum likelihood) and n times its inverse Hessian."""
-    fit = sm.GLM(D, X, family=sm.families.Binomial()).fit(tol=1e-12, maxiter=200)
+    from statsmodels.genmod import families  # imported here: only covariate estimators need it
+    from statsmodels.genmod.generalized_linear_model import GLM
+
+    fit = GLM(D, X, family=families.Binomial()).fit(tol=1e-12, maxiter=200)
     ps = np.asarray(fit.fittedvalues, dtype=float)
     W = ps * (1.0 - ps)
     hess_inv = np.linalg.inv((X * W[:, None]).T @ X / D.size)
