@@ -141,3 +141,29 @@ def test_check_column_arguments_names_every_missing_argument() -> None:
     # prepare names the argument too
     with pytest.raises(KeyError, match=r"cluster=\('c',\) \('c'\)"):
         prepare(q, "y", [], fe=("u", "t"), cluster="c", keys=("u", "t"))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_duplicate_key_check_agrees_with_pandas_on_random_panels(seed: int) -> None:
+    """The quick check (one integer per row from factorized codes) against pandas' own
+    ``duplicated`` on the rows without a missing key: text, integer and float keys, with gaps."""
+    from returnstudy.models._design import _has_duplicate_keys
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 400))
+    df = pd.DataFrame({
+        "corridor": pd.array(rng.choice(["NL-MA", "DE-TR", "FR-DZ", "NL-IQ", None], n), dtype="str"),
+        "year": rng.integers(2008, 2024, n),
+        "w": rng.choice([0.5, 1.5, np.nan], n),
+        "x": rng.integers(0, max(n // 8, 1), n) / 7.0,  # many values: too many combinations to count them all
+    })
+    for keys in (["corridor", "year"], ["corridor"], ["year", "w"], ["corridor", "year", "w"], ["x", "year", "corridor"]):
+        expected = bool(df.dropna(subset=keys).duplicated(keys).any())
+        assert _has_duplicate_keys(df, keys) == expected, keys
+        deduplicated = df.dropna(subset=keys).drop_duplicates(keys)
+        assert not _has_duplicate_keys(deduplicated, keys)
+        if expected:
+            with pytest.raises(ValueError, match="duplicated"):
+                check_unique_keys(df, keys)
+        else:
+            check_unique_keys(df, keys)

@@ -83,7 +83,7 @@ def switching_by_treatment(rows: pd.DataFrame, treatments: Sequence[str], unit: 
     if not present or rows.empty:
         return out
     labels = rows[unit] if unit is not None else _corridor_labels(rows)
-    codes, units = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
+    codes, units = pd.factorize(labels, use_na_sentinel=True)  # units: an Index of the labels' own dtype
     grouped = codes >= 0
     for t in present:
         try:

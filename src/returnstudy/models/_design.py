@@ -165,6 +165,29 @@ def panel_keys(columns: Sequence[str], fe: Sequence[str] = ("corridor", "year"))
     return None
 
 
+def _has_duplicate_keys(panel: pd.DataFrame, keys: list[str]) -> bool:
+    """Do two rows without a missing key value share all of ``keys``? (One integer per row from
+    the columns' factorized codes: a quick answer, the message is built only when it is yes.)"""
+    cell = np.zeros(len(panel), dtype=np.int64)
+    complete = np.ones(len(panel), dtype=bool)
+    size = 1
+    for k in keys:
+        codes, uniques = pd.factorize(panel[k], use_na_sentinel=True)
+        complete &= codes >= 0
+        n = max(len(uniques), 1)
+        if size > np.iinfo(np.int64).max // n:  # too many combinations for one integer: compare the rows themselves
+            sub = panel.loc[complete, keys] if not complete.all() else panel[keys]
+            return bool(sub.duplicated().any())
+        cell = cell * n + codes
+        size *= n
+    cell = cell[complete]
+    if len(cell) < 2:
+        return False
+    if size <= 16 * len(cell) + 1024:  # few enough combinations to count them all
+        return bool(np.bincount(cell, minlength=size).max() > 1)
+    return bool(pd.Series(cell).duplicated().any())
+
+
 def check_unique_keys(panel: pd.DataFrame, keys: Sequence[str] | None) -> None:
     """Raise ``ValueError`` if two rows of ``panel`` share the key ``keys`` (e.g. corridor, year).
 
@@ -179,11 +202,11 @@ def check_unique_keys(panel: pd.DataFrame, keys: Sequence[str] | None) -> None:
     missing = [k for k in keys if k not in panel.columns]
     if missing:
         raise KeyError(f"panel has no key column(s) {missing}; available: {list(panel.columns)}")
+    if not _has_duplicate_keys(panel, keys):
+        return
     sub = panel[keys]
     sub = sub.loc[sub.notna().all(axis=1).to_numpy()]
     dup = sub.duplicated(keep=False).to_numpy()
-    if not dup.any():
-        return
     d = sub.loc[dup]
     n_keys = int((~d.duplicated(keep="first")).sum())
     first = d.iloc[0]
