@@ -789,3 +789,33 @@ def test_array_coding_equals_row_join_coding_on_shipped_agreements(kw):
         assert ((frac > 0) & (frac < 1)).any()
     for t in TREATMENT_TYPES:
         assert nonabsorbing_corridors(out, t).tolist() == _ref_nonabsorbing(out, t)
+
+
+def test_codings_in_one_reuse_block_equal_fresh_codings():
+    """Inside a reuse_prepared block a panel's keys, its corridor codes of each prepared table and
+    their merged spells are kept and shared by every coding of that panel: each coding, in any order
+    of the options, equals the coding made afresh outside a block (tested against the row-join
+    reference above), attrs included; another panel gets its own keys."""
+    from returnstudy.reuse import reuse_prepared
+    from returnstudy.treatments import _panel_keys
+
+    choices = [
+        {"rule": "first_full_year", "accession": "drop", "unknown_start": "missing"},
+        {},
+        {"rule": "share_of_year", "accession": "switch", "protocols_as_binding": True, "unresearched_as_missing": True},
+        {"rule": "first_full_year", "unknown_binding": "drop", "unknown_start": "missing", "accession": "already_treated"},
+        {"rule": "calendar_year", "unknown_start": "missing"},
+    ]
+    p = _shipped_corridor_panel()
+    fresh = [add_treatments(p, **kw) for kw in choices]
+    other = p.iloc[::3]
+    with reuse_prepared():
+        assert _panel_keys(p) is _panel_keys(p)
+        assert _panel_keys(other) is not _panel_keys(p)
+        for _ in range(2):
+            for kw, expected in zip(choices, fresh):
+                got = add_treatments(p, **kw)
+                pd.testing.assert_frame_equal(got, expected)
+                assert got.attrs == expected.attrs
+            pd.testing.assert_frame_equal(add_treatments(other), fresh[1].loc[other.index], check_like=False)
+    assert _panel_keys(p) is not _panel_keys(p)  # outside a block nothing is kept

@@ -209,7 +209,11 @@ class _PanelKeys:
     """The panel's corridor-years by position: integer corridor code and year index per row.
 
     Corridors are the distinct (geo, citizen) pairs of the panel; spells are mapped onto them
-    with :meth:`lookup`, so coding is array indexing instead of joins on text keys.
+    with :meth:`lookup`, so coding is array indexing instead of joins on text keys. Inside a
+    :func:`~returnstudy.reuse.reuse_prepared` block the keys of a panel are built once
+    (:func:`_panel_keys`) and remember, per table of the block's prepared spells, its corridor
+    codes and merged spells (:meth:`corridors_of`, :meth:`merged`): a report codes the same panel
+    under many choices.
     """
 
     def __init__(self, geo: np.ndarray | pd.Series, citizen: np.ndarray | pd.Series, year: np.ndarray) -> None:
@@ -228,6 +232,25 @@ class _PanelKeys:
         self.jan1 = (y - 1970).astype("datetime64[Y]").astype("datetime64[ns]").view(np.int64)
         self.dec31 = (y - 1969).astype("datetime64[Y]").astype("datetime64[ns]").view(np.int64) - _DAY_NS
         self.order = np.lexsort((self.year, self.code))  # rows by corridor, then year
+        # per prepared table (by id, the table held with its value so that the id is not reused):
+        # corridor codes of its rows, and merged spells
+        self._codes_of: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
+        self._merged: dict[int, tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+    def corridors_of(self, table: pd.DataFrame) -> np.ndarray:
+        """:meth:`lookup` of ``table``'s geo and citizen columns, kept for the table (one of the
+        prepared spells' tables: read-only for as long as these keys live)."""
+        held = self._codes_of.get(id(table))
+        if held is None or held[0] is not table:
+            held = self._codes_of[id(table)] = (table, self.lookup(table["geo"], table["citizen"]))
+        return held[1]
+
+    def merged(self, spells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`_merged_spells` of a prepared spells table, kept for the table."""
+        held = self._merged.get(id(spells))
+        if held is None or held[0] is not spells:
+            held = self._merged[id(spells)] = (spells, _merged_spells(self, spells, self.corridors_of(spells)))
+        return held[1]
 
     def __len__(self) -> int:
         return len(self.year)
@@ -256,14 +279,28 @@ class _PanelKeys:
         return by_corridor[self.code]
 
 
+def _panel_keys(panel: pd.DataFrame) -> _PanelKeys:
+    """The :class:`_PanelKeys` of ``panel``'s geo, citizen and year columns: built once per panel
+    inside a :func:`~returnstudy.reuse.reuse_prepared` block (where panels are not changed in place;
+    the panel is held with its keys, so that its id is not reused), afresh outside one."""
+    def build() -> tuple[pd.DataFrame, _PanelKeys]:
+        return panel, _PanelKeys(_as_text(panel["geo"]), _as_text(panel["citizen"]), panel["year"].to_numpy(dtype="int64"))
+
+    held, keys = reused("panel keys", id(panel), build)
+    return keys if held is panel else build()[1]
+
+
 def _ns(s: pd.Series) -> np.ndarray:
     return s.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
-def _merged_spells(keys: _PanelKeys, spells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _merged_spells(keys: _PanelKeys, spells: pd.DataFrame, code: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Union of the [start, end] intervals of each panel corridor (touching intervals joined):
-    arrays (corridor code, start, end) in ns, sorted by corridor and start."""
-    code = keys.lookup(spells["geo"], spells["citizen"])
+    arrays (corridor code, start, end) in ns, sorted by corridor and start. ``code``: the spells'
+    corridor codes if known (:meth:`_PanelKeys.lookup`)."""
+    if code is None:
+        code = keys.lookup(spells["geo"], spells["citizen"])
     start, end = _ns(spells["start"]), _ns(spells["end"])
     ok = (code >= 0) & (start != np.iinfo(np.int64).min)
     code, start, end = code[ok], start[ok], end[ok]
@@ -326,9 +363,11 @@ def _cohorts(keys: _PanelKeys, merged: tuple[np.ndarray, np.ndarray, np.ndarray]
     return pd.Series(pd.arrays.IntegerArray(np.where(never, 0, per_row), never), index=keys.index, dtype="Int64")
 
 
-def _code_type(keys: _PanelKeys, spells: pd.DataFrame, rule: str) -> tuple[pd.Series, pd.Series]:
-    """Values and cohorts of one treatment type on the panel's rows."""
-    merged = _merged_spells(keys, spells)
+def _code_type(keys: _PanelKeys, spells: pd.DataFrame, rule: str, code: np.ndarray | None = None,
+               prepared: bool = False) -> tuple[pd.Series, pd.Series]:
+    """Values and cohorts of one treatment type on the panel's rows (``code``: the spells' corridor
+    codes if known; ``prepared``: ``spells`` is a prepared table, see :meth:`_PanelKeys.merged`)."""
+    merged = keys.merged(spells) if prepared else _merged_spells(keys, spells, code)
     return _year_values(keys, merged, rule), _cohorts(keys, merged, rule)
 
 
@@ -340,25 +379,25 @@ def _accession_adjust(
 ) -> tuple[pd.Series, pd.Series, np.ndarray]:
     """Values and cohorts of an EU type under the ``accession`` choice, and the row mask of
     corridors switching on only through accession (``via``: :func:`_via_accession` of the spells)."""
-    via_code = keys.lookup(via["geo"], via["citizen"])
+    via_code = keys.corridors_of(via)
     via_corridor = np.zeros(keys.n_corridors, dtype=bool)
     via_corridor[via_code[via_code >= 0]] = True
     is_via = keys.per_row(via_corridor)
     if accession == "switch" or via.empty:
-        vals, coh = _code_type(keys, spells, rule)
+        vals, coh = _code_type(keys, spells, rule, prepared=True)
         return vals, coh, is_via
     if accession == "drop":
-        vals, coh = _code_type(keys, spells, rule)
+        vals, coh = _code_type(keys, spells, rule, prepared=True)
         return vals.where(~is_via, np.nan), coh.where(~is_via, pd.NA), is_via
     # already_treated: treated from the accession year on, cohort = the year the corridor would
     # have switched on as a member; years before accession are not EU+ years of this country (NaN)
     s = spells.reset_index(drop=True)
-    s_code = keys.lookup(s["geo"], s["citizen"])
+    s_code = keys.corridors_of(spells)  # the same rows in the same order
     s_via = pd.Series((s_code >= 0) & via_corridor[s_code.clip(min=0)], index=s.index)
     jan1 = s["start"].dt.to_period("Y").dt.start_time
     value_spells = s.assign(start=s["start"].where(~s_via, pd.concat([s["own_start"], jan1], axis=1).max(axis=1)))
-    vals, _ = _code_type(keys, value_spells, rule)
-    _, coh = _code_type(keys, s.assign(start=s["own_start"].where(s_via, s["start"])), rule)
+    vals, _ = _code_type(keys, value_spells, rule, s_code)
+    _, coh = _code_type(keys, s.assign(start=s["own_start"].where(s_via, s["start"])), rule, s_code)
     acc_by_corridor = np.full(keys.n_corridors, -1, dtype=np.int64)
     found = via_code >= 0
     acc_by_corridor[via_code[found]] = via["accession"].dt.year.fillna(-1).to_numpy(dtype=np.int64)[found]
@@ -548,7 +587,7 @@ def add_treatments(
         raise ValueError(f"panel column 'year' must be integer, got dtype {panel['year'].dtype}")
 
     # positional keys: results are written back by position, whatever the panel's index
-    keys = _PanelKeys(_as_text(panel["geo"]), _as_text(panel["citizen"]), panel["year"].to_numpy(dtype="int64"))
+    keys = _panel_keys(panel)
     if keys.duplicated():
         raise ValueError("panel has duplicate (geo, citizen, year) rows")
 
@@ -577,7 +616,7 @@ def add_treatments(
             logger.warning("geo %s not in eu_participation.csv: coded as not bound by EU-level instruments", others)
     if bilateral_ok:
         researched_by_corridor = np.zeros(keys.n_corridors, dtype=bool)
-        found = keys.lookup(prepared.researched_pairs["geo"], prepared.researched_pairs["citizen"])
+        found = keys.corridors_of(prepared.researched_pairs)
         researched_by_corridor[found[found >= 0]] = True
         researched = keys.per_row(researched_by_corridor)
     else:
@@ -604,9 +643,9 @@ def add_treatments(
             columns[f"{t}_via_accession"] = is_via
             via_counts[t] = len(np.unique(keys.code[is_via]))
         else:
-            vals, coh = _code_type(keys, sp, rule)
+            vals, coh = _code_type(keys, sp, rule, prepared=True)
             if t in BILATERAL_TREATMENTS and unknown_start == "missing":
-                maybe = _coverage(keys, _merged_spells(keys, unknown_spells[t])) > 0
+                maybe = _coverage(keys, keys.merged(unknown_spells[t])) > 0
                 unknown = maybe & (vals.to_numpy() == 0)
                 vals = vals.where(~unknown, np.nan)
                 missing_counts[t] = int(unknown.sum())
