@@ -14,8 +14,9 @@ Small-sample factors differ by design: ours follow fixest, ``(n-1)/(n-K) x G/(G-
 clustered errors (two-way: the same factor with G the smaller number of clusters, applied to
 every Cameron-Gelbach-Miller term; ``n/(n-K)`` heteroskedasticity-robust, ``n/(n-K)`` iid linear,
 ``(n-1)/(n-K)`` iid Poisson) where ``K`` counts the slopes and the fixed effects **not nested
-in the clusters**; linearmodels' ``debiased=True`` counts every absorbed effect in ``K`` and
-statsmodels' ``use_correction`` counts every dummy. The reference variance is therefore taken
+in the clusters**; linearmodels' ``debiased=True`` counts every absorbed effect in ``K`` for
+clustered errors from version 7.1 (before, only the slopes) and statsmodels' ``use_correction``
+counts every dummy. The reference variance is therefore taken
 without any correction and multiplied by our factor (``ssc_factor``); the references' own
 corrected standard errors are reported beside it (``std_error_reference_own``).
 """
