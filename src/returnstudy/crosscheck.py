@@ -16,9 +16,9 @@ every Cameron-Gelbach-Miller term; ``n/(n-K)`` heteroskedasticity-robust, ``n/(n
 ``(n-1)/(n-K)`` iid Poisson) where ``K`` counts the slopes and the fixed effects **not nested
 in the clusters**; linearmodels' ``debiased=True`` counts every absorbed effect in ``K`` for
 clustered errors from version 7.1 (before, only the slopes) and statsmodels' ``use_correction``
-counts every dummy. The reference variance is therefore taken
-without any correction and multiplied by our factor (``ssc_factor``); the references' own
-corrected standard errors are reported beside it (``std_error_reference_own``).
+counts every dummy. The reference variance is therefore taken without any correction and
+multiplied by our factor (``ssc_factor``); the references' own corrected standard errors are
+reported beside it (``std_error_reference_own``).
 """
 
 from __future__ import annotations
