@@ -18,7 +18,9 @@ multiplications instead of thousands of linear programs.
   optimal; the least favourable mean is zero. Reject when ``eta > max(0, q)`` with ``q`` the
   ``1 - alpha`` quantile of that truncated normal.
 * Least-favourable (LF) test: reject when ``eta`` exceeds the ``1 - kappa`` quantile of
-  ``eta`` at ``mu = 0`` (simulated with a seed).
+  ``eta`` at ``mu = 0`` (simulated with a seed; the draws are scaled by the symmetric square
+  root of ``Sigma_Y``, so the critical value does not depend on which eigenbasis a
+  repeated eigenvalue gets).
 * Conditional-least-favourable hybrid (C-LF): reject when the LF test at ``kappa`` rejects;
   otherwise run the conditional test at level ``(alpha - kappa) / (1 - kappa)`` with
   ``V_up`` capped at the LF critical value.
@@ -131,8 +133,11 @@ class MomentInequalityTest:
         self.kappa_ = self.alpha / 10 if self.kappa is None else float(self.kappa)
         self.lf_cv = np.inf
         if self.method == "C-LF" and self.G.shape[0]:
+            # the symmetric square root of Sigma_Y: unlike a factor from one choice of eigenvectors,
+            # it does not depend on the basis that eigh picks inside a (nearly) repeated eigenvalue,
+            # so the seeded draws, and the critical value, move continuously with Sigma_Y
             vals, vecs = np.linalg.eigh((self.sigma_y + self.sigma_y.T) / 2)
-            L = vecs * np.sqrt(np.clip(vals, 0.0, None))
+            L = (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
             z = np.random.default_rng(self.seed).standard_normal((L.shape[1], self.n_sim))
             eta_sim = np.max(self.G @ (L @ z), axis=0)
             self.lf_cv = float(np.quantile(eta_sim, 1 - self.kappa_))
