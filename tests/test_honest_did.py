@@ -131,9 +131,9 @@ def _half_unit(x: float, sig: int = 3) -> float:
 
 
 def test_ehec_relative_magnitudes_match_published_r(ehec_es) -> None:
-    """C-LF's first stage is a least-favourable critical value simulated with 1,000 draws (as the
-    R package), so both the R output and ours carry Monte Carlo noise: the published bounds lie
-    within the range of ours over ten seeds, widened by the R package's grid step and the
+    """C-LF's first stage is a least-favourable critical value simulated with 1,000 seeded draws,
+    so our bounds carry Monte Carlo noise (and so may the published ones): the published bounds
+    lie within the range of ours over ten seeds, widened by the R package's grid step and the
     printed rounding, and that range is narrow."""
     b, V = ehec_es
     outs = [honest_did(b, V, 5, 2, m=[r[0] for r in R_RM_FIRST], seed=seed) for seed in range(10)]
