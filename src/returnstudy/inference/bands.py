@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from returnstudy.inference._gaussian import symmetric_sqrt
 from returnstudy.results import EstimationResult
 
 logger = logging.getLogger(__name__)
@@ -34,16 +35,16 @@ def sup_t_critical_value(
     corr = np.asarray(corr, dtype=float)
     if not 0 < level < 1:
         raise ValueError(f"level={level}: must be in (0, 1)")
-    vals, vecs = np.linalg.eigh((corr + corr.T) / 2)
+    vals = np.linalg.eigvalsh((corr + corr.T) / 2)
     if vals.min() < -1e-8 * max(1.0, vals.max()):
         raise ValueError("covariance matrix is not positive semi-definite")
-    L = vecs * np.sqrt(np.clip(vals, 0, None))
+    L = symmetric_sqrt(corr)  # seeded draws that move continuously with corr
     rng = np.random.default_rng(seed)
     out = np.empty(reps)
     step = max(1, min(reps, 4_000_000 // max(corr.shape[0], 1)))
     for s in range(0, reps, step):
         m = min(step, reps - s)
-        Z = rng.standard_normal((m, corr.shape[0])) @ L.T
+        Z = rng.standard_normal((m, corr.shape[0])) @ L
         if df is not None and np.isfinite(df):
             Z = Z / np.sqrt(rng.chisquare(df, size=(m, 1)) / df)
         out[s:s + m] = np.max(np.abs(Z), axis=1)

@@ -46,7 +46,7 @@ import pandas as pd
 from scipy import optimize, stats
 from scipy.special import ndtr, ndtri
 
-from ._moment_tests import MomentInequalityTest
+from ._moment_tests import LF_DRAWS, MomentInequalityTest
 
 logger = logging.getLogger(__name__)
 
@@ -573,7 +573,7 @@ def honest_did(
     bias_sign: str | None = None,
     monotonicity: str | None = None,
     grid_points: int = 1000,
-    n_sim: int = 1000,
+    n_sim: int = LF_DRAWS,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Robust confidence intervals for ``l' tau_post``, one row per value of ``m`` (Mbar or M).
@@ -680,7 +680,7 @@ def breakdown(
     tol: float | None = None,
     m_max: float | None = None,
     grid_points: int = 1000,
-    n_sim: int = 1000,
+    n_sim: int = LF_DRAWS,
     seed: int = 0,
 ) -> Breakdown:
     """Breakdown value: the smallest Mbar (or M) at which the robust interval includes zero.

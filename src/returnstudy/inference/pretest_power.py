@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from ._gaussian import symmetric_sqrt
 from .honest_did import EventStudyCoefficients, _coefficients
 
 logger = logging.getLogger(__name__)
@@ -138,9 +139,7 @@ def pretest_power(
     direction = 1 if gls_slope >= 0 else -1
     crit = stats.chi2.ppf(1 - alpha, df)
     # pre-test pass region: draws of the leads under each trend
-    vals, vecs = np.linalg.eigh(Sp)
-    L = vecs * np.sqrt(np.clip(vals, 0, None))
-    z = np.random.default_rng(seed).standard_normal((int(n_sim), npre)) @ L.T  # noise of the leads
+    z = np.random.default_rng(seed).standard_normal((int(n_sim), npre)) @ symmetric_sqrt(Sp)  # noise of the leads
     proj = c.sigma[npre:, :npre] @ Spi  # E[beta_post | beta_pre] slope
     slope_rows, bias_rows = [], []
     labels_post = c.labels[npre:] if len(c.labels) == npre + c.n_post else list(range(c.n_post))
