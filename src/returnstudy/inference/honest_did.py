@@ -583,7 +583,8 @@ def honest_did(
     ``n_pre``, ``n_post`` are taken from it). ``m`` defaults to Mbar = 0, 0.5, 1, 1.5, 2 for
     relative magnitudes and to M = 0, 0.25, ..., 1 times the standard error of the original
     estimate for smoothness. ``grid_points`` of theta are tested (endpoints then refined);
-    ``n_sim`` draws with ``seed`` give the least-favourable critical value of C-LF.
+    ``n_sim`` draws with ``seed`` give the least-favourable critical value of C-LF (default
+    ``LF_DRAWS`` = 10,000: with another seed the bounds move at the third digit).
 
     Columns: ``restriction, method, m, lb, ub, original_estimate, original_lb, original_ub,
     target, alpha``; Poisson results add ``pct_lb, pct_ub, pct_original_lb, pct_original_ub``
